@@ -1,0 +1,399 @@
+"""Sparsemax-attention SAEs (Wang et al., CVPR 2026) and the two ablations of the paper's Table B.
+
+- ``sparsemax_attention``: the method as the official code runs it (``official_code.md`` section 2).
+- ``sparsemax_attention_paper``: the paper's written equations, x_hat = sparsemax(Q K^T / sqrt(d)) V.
+- ``mlp_sparsemax``: untied encoder/decoder with the same sparsemax support selection.
+- ``attention_relu``: the attention parametrisation with ReLU activations and an L1 penalty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from repro.ops import sparsemax, sparsemax_sort, sparsemax_threshold
+from repro.sae.base import SAE, SAEConfig, _require, register, require_nonnegative, require_unit_interval
+from repro.sae.linear import mse_per_token
+from repro.sae.sparse import embedding_bag_decode, gathered_scores
+
+
+def official_init(cfg: SAEConfig, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """(concepts, W_v, W_k) drawn as the official code does, in its order: concepts ~ U(+-sqrt(6/d_sae))
+    (Kaiming-uniform of the transposed view), W_v, W_k ~ U(+-sqrt(6/d_in))."""
+    bound_c, bound_w = math.sqrt(6 / cfg.d_sae), math.sqrt(6 / cfg.d_in)
+    concepts = (torch.rand(cfg.d_sae, cfg.d_in, generator=g) * 2 - 1) * bound_c
+    w_v = (torch.rand(cfg.d_in, cfg.d_in, generator=g) * 2 - 1) * bound_w
+    w_k = (torch.rand(cfg.d_in, cfg.d_in, generator=g) * 2 - 1) * bound_w
+    return concepts, w_v, w_k
+
+
+def unit_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(x / ||x||, ||x||) per token; a zero token maps to 0 (the official code would give NaN)."""
+    norm = x.norm(dim=-1, keepdim=True)
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm)), norm
+
+
+@dataclass(frozen=True)
+class SparsemaxAttentionConfig(SAEConfig):
+    """freq_mask: latents whose cumulative token firing rate (mean over training calls of the share of
+    tokens with act > 0) exceeds this get score 0 before the sparsemax (official: 0.1; None = off).
+    objective: ``official`` = loss_scale * mean_{tokens,dims} (x_hat - x)^2 / ||x||, or ``mse`` =
+    mean_t ||x_hat - x||^2. impl: ``fast`` (exact top-k threshold under no_grad, re-associated products,
+    sparse gradients and embedding_bag decoding when the support is small) or ``official`` (the
+    official order of operations: C W_k and C W_v formed, sort-based sparsemax on the autograd graph)."""
+
+    freq_mask: float | None = 0.1
+    objective: str = "official"
+    loss_scale: float = 10.0
+    impl: str = "fast"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.freq_mask is not None:
+            require_unit_interval("freq_mask", self.freq_mask)
+        _require(self.objective in ("official", "mse"), "objective", self.objective, "'official' or 'mse'")
+        require_nonnegative("loss_scale", self.loss_scale)
+        _require(self.impl in ("fast", "official"), "impl", self.impl, "'fast' or 'official'")
+
+
+class NormalisedSparsemaxSAE(SAE):
+    """Shared machinery of ``sparsemax_attention`` and ``mlp_sparsemax``: per-token unit-norm input,
+    scores z = q(x_n) R^T for rows R, official frequency mask, support {z > tau(z)} with the exact
+    sparsemax threshold (no gradient through tau), acts = z * 1[support], x_hat = ||x|| * dec(acts).
+
+    Subclasses give ``query`` (q from x_n), ``score_rows`` (R), ``decode_rows`` (D) and
+    ``decode_post`` (a (d, d) matrix P or None): dec(a) = (a D) P.
+    """
+
+    normalizes_input = True
+
+    def __init__(self, cfg: SparsemaxAttentionConfig):
+        super().__init__(cfg)
+        self.register_buffer("latent_freq", torch.zeros(cfg.d_sae, dtype=torch.float64))
+        self.register_buffer("freq_calls", torch.zeros((), dtype=torch.int64))
+
+    # parametrisation hooks
+    def query(self, x_n: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def score_rows(self) -> Tensor:
+        raise NotImplementedError
+
+    def decode_rows(self) -> Tensor:
+        raise NotImplementedError
+
+    def decode_post(self) -> Tensor | None:
+        return None
+
+    # shared maths
+    def keep_mask(self) -> Tensor | None:
+        """Latents not suppressed by the frequency mask (None when nothing is suppressed)."""
+        if self.cfg.freq_mask is None:
+            return None
+        keep = self.latent_freq <= self.cfg.freq_mask
+        return None if bool(keep.all()) else keep
+
+    def scores(self, x: Tensor) -> Tensor:
+        """Masked scores z (..., d_sae) of inputs x."""
+        x_n, _ = unit_rows(self.check_input(x))
+        z = self.query(x_n) @ self.score_rows().t()
+        keep = self.keep_mask()
+        return z if keep is None else z * keep.to(z.dtype)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Official activations: the raw scores on the sparsemax support, z * 1[z > tau(z)]."""
+        z = self.scores(x)
+        tau, _ = sparsemax_threshold(z.detach())
+        return z * (z > tau).to(z.dtype)
+
+    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
+        """x_hat = ||x|| * ((acts D) P); ``x_norm`` (the input norms, (..., 1)) is required."""
+        if x_norm is None:
+            raise ValueError(f"{self.kind} decodes in unit-norm space: pass x_norm=||x|| (shape (..., 1)), "
+                             "or call forward(x)")
+        out = acts @ self.decode_rows()
+        post = self.decode_post()
+        return x_norm * (out if post is None else out @ post)
+
+    def objective(self, x: Tensor, x_hat: Tensor, x_norm: Tensor) -> Tensor:
+        """The training reconstruction term (official or plain MSE, see the config)."""
+        if self.cfg.objective == "mse":
+            return mse_per_token(x, x_hat)
+        safe = torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
+        return self.cfg.loss_scale * ((x_hat - x).pow(2) / safe).mean()
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
+        x = self.check_input(x).reshape(-1, self.cfg.d_in)
+        x_n, x_norm = unit_rows(x)
+        if self.cfg.impl == "official":
+            acts = self.official_acts(x_n)
+            x_hat = self.decode(acts, x_norm)
+            vals, support_l0 = acts, (acts != 0).sum(dim=-1)
+            fired = (acts.detach() > 0).double().mean(dim=0)
+        else:
+            x_hat, vals, idx, support = self.fast_forward(x_n, x_norm)
+            support_l0 = support.sum(dim=-1)
+            fired = torch.zeros(self.cfg.d_sae, dtype=torch.float64)
+            positive = vals.detach() > 0
+            fired.index_add_(0, idx[positive], torch.ones(int(positive.sum()), dtype=torch.float64))
+            fired /= x.shape[0]
+        recon = self.objective(x, x_hat, x_norm)
+        mse = mse_per_token(x.detach(), x_hat.detach())
+        if self.training:
+            self.update_freq(fired)
+            self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired > 0, 0)
+        l0 = (vals.detach() != 0).sum(dim=-1)
+        return recon, self.log_parts(recon, mse, l0, l0_pos=(vals.detach() > 0).sum(-1).double().mean(),
+                                     support_size=support_l0.double().mean())
+
+    def fast_forward(self, x_n: Tensor, x_norm: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(x_hat, support values (N, w), their indices (N, w), support mask (N, w)): dense no-grad scores,
+        exact top-k threshold, the support scores re-attached with a sparse backward when the support
+        is small (embedding_bag decode), a dense masked product otherwise."""
+        q = self.query(x_n)
+        rows = self.score_rows()
+        keep = self.keep_mask()
+        with torch.no_grad():
+            z = q @ rows.t()
+            if keep is not None:
+                z *= keep.to(z.dtype)
+            tau, support_size = sparsemax_threshold(z)
+            width = int(support_size.max())
+            top, idx = z.topk(width, dim=-1)
+            support = top > tau
+        if self.use_sparse_decode(width):
+            vals = gathered_scores(q, rows, idx, top)
+            vals = vals * (support if keep is None else support & keep[idx])
+            out = embedding_bag_decode(vals, idx, self.decode_rows())
+        else:
+            z_g = q @ rows.t()
+            if keep is not None:
+                z_g = z_g * keep.to(z_g.dtype)
+            acts = z_g * (z > tau).to(z_g.dtype)
+            vals = acts.gather(1, idx)
+            out = acts @ self.decode_rows()
+        post = self.decode_post()
+        x_hat = x_norm * (out if post is None else out @ post)
+        return x_hat, vals, idx, support
+
+    def official_acts(self, x_n: Tensor) -> Tensor:
+        """The official computation order: K = R-rows as formed products, sort-based sparsemax on the graph,
+        acts = z * 1[p > 0]."""
+        z = self.official_scores(x_n)
+        keep = self.keep_mask()
+        if keep is not None:
+            z = z * keep.to(z.dtype)
+        p = sparsemax_sort(z, dim=-1)
+        return z * (p > 0).to(z.dtype)
+
+    def official_scores(self, x_n: Tensor) -> Tensor:
+        return self.query(x_n) @ self.score_rows().t()
+
+    @torch.no_grad()
+    def update_freq(self, fired: Tensor) -> None:
+        """Cumulative mean over training calls: freq <- (freq * (t - 1) + r) / t, r = share of the batch's
+        tokens with act > 0 per latent."""
+        self.freq_calls.add_(1)
+        t = float(self.freq_calls)
+        self.latent_freq.mul_((t - 1) / t).add_(fired / t)
+
+
+@register
+class SparsemaxAttentionSAE(NormalisedSparsemaxSAE):
+    """The official sparsemax-attention SAE. Parameters ``concepts`` C (d_sae, d_in), ``W_k``, ``W_v``
+    (d_in, d_in). x_n = x / ||x||; z = x_n (C W_k)^T, computed as (x_n W_k^T) C^T; frequency mask;
+    support = {sparsemax(z) > 0} = {z > tau}; acts = z * 1[support] (raw scores, not sparsemax weights);
+    x_hat = ||x|| * acts (C W_v), computed as ||x|| * (acts C) W_v; loss = 10 mean (x_hat - x)^2 / ||x||.
+    No gradient flows through tau or the support. The objective has no sparsity term."""
+
+    kind = "sparsemax_attention"
+    config_cls = SparsemaxAttentionConfig
+
+    def __init__(self, cfg: SparsemaxAttentionConfig):
+        super().__init__(cfg)
+        concepts, w_v, w_k = official_init(cfg, self.init_generator())
+        self.concepts = nn.Parameter(concepts)
+        self.W_k = nn.Parameter(w_k)
+        self.W_v = nn.Parameter(w_v)
+
+    def query(self, x_n: Tensor) -> Tensor:
+        return x_n @ self.W_k.t()
+
+    def score_rows(self) -> Tensor:
+        return self.concepts
+
+    def decode_rows(self) -> Tensor:
+        return self.concepts
+
+    def decode_post(self) -> Tensor:
+        return self.W_v
+
+    def official_scores(self, x_n: Tensor) -> Tensor:
+        return x_n @ (self.concepts @ self.W_k).t()
+
+    def official_decode(self, acts: Tensor, x_norm: Tensor) -> Tensor:
+        """x_hat with the value rows formed first, as the official code does: ||x|| * acts (C W_v)."""
+        return x_norm * (acts @ (self.concepts @ self.W_v))
+
+    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
+        if self.cfg.impl == "official" and x_norm is not None:
+            return self.official_decode(acts, x_norm)
+        return super().decode(acts, x_norm)
+
+
+@dataclass(frozen=True)
+class MLPSparsemaxConfig(SparsemaxAttentionConfig):
+    """Same fields as ``sparsemax_attention`` (only the parametrisation differs)."""
+
+
+@register
+class MLPSparsemaxSAE(NormalisedSparsemaxSAE):
+    """Ablation "MLP + sparsemax": untied W_enc (d_in, d_sae) and W_dec (d_sae, d_in) replace the
+    attention parametrisation; z = x_n W_enc; everything else (normalisation, frequency mask, support,
+    activations, ||x|| rescaling, loss) is the official method. Initialised as W_enc = (C W_k)^T,
+    W_dec = C W_v from the official draws, so at step 0 it computes the same function as
+    ``sparsemax_attention`` with the same seed."""
+
+    kind = "mlp_sparsemax"
+    config_cls = MLPSparsemaxConfig
+
+    def __init__(self, cfg: MLPSparsemaxConfig):
+        super().__init__(cfg)
+        concepts, w_v, w_k = official_init(cfg, self.init_generator())
+        self.W_enc = nn.Parameter((concepts @ w_k).t().contiguous())
+        self.W_dec = nn.Parameter(concepts @ w_v)
+
+    def query(self, x_n: Tensor) -> Tensor:
+        return x_n
+
+    def score_rows(self) -> Tensor:
+        return self.W_enc.t()
+
+    def decode_rows(self) -> Tensor:
+        return self.W_dec
+
+
+@dataclass(frozen=True)
+class AttentionReLUConfig(SAEConfig):
+    """l1_coefficient: lambda of lambda * mean_t sum_i |a_ti|. objective / loss_scale as in
+    ``sparsemax_attention``."""
+
+    l1_coefficient: float = 1e-3
+    objective: str = "official"
+    loss_scale: float = 10.0
+
+    def validate(self) -> None:
+        super().validate()
+        require_nonnegative("l1_coefficient", self.l1_coefficient)
+        _require(self.objective in ("official", "mse"), "objective", self.objective, "'official' or 'mse'")
+        require_nonnegative("loss_scale", self.loss_scale)
+
+
+@register
+class AttentionReLUSAE(SAE):
+    """Ablation "attention + ReLU": the official parametrisation (x_n, C, W_k, W_v, ||x|| rescaling,
+    official objective) with acts = ReLU(z) instead of the sparsemax support, plus
+    l1_coefficient * mean_t sum_i a_ti. No frequency mask."""
+
+    kind = "attention_relu"
+    config_cls = AttentionReLUConfig
+    normalizes_input = True
+
+    def __init__(self, cfg: AttentionReLUConfig):
+        super().__init__(cfg)
+        concepts, w_v, w_k = official_init(cfg, self.init_generator())
+        self.concepts = nn.Parameter(concepts)
+        self.W_k = nn.Parameter(w_k)
+        self.W_v = nn.Parameter(w_v)
+
+    def encode(self, x: Tensor) -> Tensor:
+        x_n, _ = unit_rows(self.check_input(x))
+        return torch.relu((x_n @ self.W_k.t()) @ self.concepts.t())
+
+    decode = NormalisedSparsemaxSAE.decode
+    decode_rows = SparsemaxAttentionSAE.decode_rows
+    decode_post = SparsemaxAttentionSAE.decode_post
+    objective = NormalisedSparsemaxSAE.objective
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
+        x = self.check_input(x).reshape(-1, self.cfg.d_in)
+        _, x_norm = unit_rows(x)
+        acts = self.encode(x)
+        x_hat = self.decode(acts, x_norm)
+        recon = self.objective(x, x_hat, x_norm)
+        l1 = acts.sum(dim=-1).mean()
+        loss = recon + self.cfg.l1_coefficient * l1
+        if self.training:
+            self.track_firing(acts)
+        return loss, self.log_parts(loss, mse_per_token(x.detach(), x_hat.detach()), (acts != 0).sum(dim=-1),
+                                    l1=l1, recon=recon)
+
+
+@dataclass(frozen=True)
+class SparsemaxAttentionPaperConfig(SAEConfig):
+    """No extra fields: the paper's equations leave no knob (see the class docstring for the choices)."""
+
+
+@register
+class SparsemaxAttentionPaperSAE(SAE):
+    """The paper's written equations: Q = x W_Q, K = C W_K, V = C W_V,
+    x_hat = sparsemax(Q K^T / sqrt(d_in)) V, loss = mean_t ||x - x_hat||^2.
+
+    Choices the paper leaves open, taken here: x is used as given (no normalisation, no bias); the
+    decoding weights are the sparsemax probabilities (they sum to 1, so x_hat is a convex combination
+    of value rows); gradients flow through sparsemax (Jacobian g - mean_support(g) on the support);
+    C, W_K, W_V initialised as the official code, W_Q like W_K; acts = the sparsemax probabilities;
+    no frequency mask. Computed as z = ((x W_Q) W_K^T / sqrt(d)) C^T and x_hat = (p C) W_V."""
+
+    kind = "sparsemax_attention_paper"
+    config_cls = SparsemaxAttentionPaperConfig
+
+    def __init__(self, cfg: SparsemaxAttentionPaperConfig):
+        super().__init__(cfg)
+        g = self.init_generator()
+        concepts, w_v, w_k = official_init(cfg, g)
+        bound = math.sqrt(6 / cfg.d_in)
+        self.concepts = nn.Parameter(concepts)
+        self.W_q = nn.Parameter((torch.rand(cfg.d_in, cfg.d_in, generator=g) * 2 - 1) * bound)
+        self.W_k = nn.Parameter(w_k)
+        self.W_v = nn.Parameter(w_v)
+
+    def query(self, x: Tensor) -> Tensor:
+        """(x W_Q) W_K^T / sqrt(d_in)."""
+        return (x @ self.W_q) @ self.W_k.t() / math.sqrt(self.cfg.d_in)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return sparsemax(self.query(self.check_input(x)) @ self.concepts.t(), dim=-1)
+
+    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
+        return (acts @ self.concepts) @ self.W_v
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
+        x = self.check_input(x).reshape(-1, self.cfg.d_in)
+        q = self.query(x)
+        with torch.no_grad():
+            z = q @ self.concepts.t()
+            tau, support_size = sparsemax_threshold(z)
+            width = int(support_size.max())
+        if self.use_sparse_decode(width):
+            with torch.no_grad():
+                top, idx = z.topk(width, dim=-1)
+                support = (top > tau).to(top.dtype)
+            z_sel = gathered_scores(q, self.concepts, idx, top)
+            tau_g = ((z_sel * support).sum(dim=-1, keepdim=True) - 1) / support.sum(dim=-1, keepdim=True)
+            p = (z_sel - tau_g) * support
+            x_hat = embedding_bag_decode(p, idx, self.concepts) @ self.W_v
+        else:
+            p = sparsemax(q @ self.concepts.t(), dim=-1)
+            x_hat = self.decode(p)
+        mse = mse_per_token(x, x_hat)
+        if self.training:
+            self.tokens_since_fired.add_(x.shape[0])
+            if self.use_sparse_decode(width):
+                self.tokens_since_fired[idx[support.bool()]] = 0
+            else:
+                self.tokens_since_fired.masked_fill_((p.detach() > 0).any(dim=0), 0)
+        return mse, self.log_parts(mse, mse, support_size.reshape(-1))

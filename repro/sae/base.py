@@ -1,0 +1,276 @@
+"""The SAE interface, the registry of architectures and the checkpoint format.
+
+Every architecture is a subclass of :class:`SAE` with a frozen config dataclass (a subclass of
+:class:`SAEConfig`) and registers itself with :func:`register`. A checkpoint is a folder holding
+``sae.safetensors`` (parameters and persistent buffers, i.e. the kind's state) and ``cfg.json``
+(kind, config, schema version, library version); never a pickle.
+
+Shapes: ``x`` is ``(..., d_in)``; all leading dimensions are tokens. ``acts`` is ``(..., d_sae)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+SCHEMA_VERSION = 1
+WEIGHTS_FILE = "sae.safetensors"
+CONFIG_FILE = "cfg.json"
+
+_REGISTRY: dict[str, type[SAE]] = {}
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Fields shared by every architecture.
+
+    d_in: width of the input activations. d_sae: number of latents. seed: seed of the initialisation
+    (a private generator; the global RNG is not touched). dead_window: a latent counts as dead in
+    training once it has not fired for this many tokens (AuxK and the logged dead fraction use it).
+    decode: ``"auto"`` chooses sparse (``embedding_bag``) or dense decoding per step from the batch's
+    largest L0, ``"dense"``/``"sparse"`` force one; all give the same result within fp32 tolerance.
+    """
+
+    d_in: int
+    d_sae: int
+    seed: int = 0
+    dead_window: int = 10_000_000
+    decode: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        _require(isinstance(self.d_in, int) and self.d_in > 0, "d_in", self.d_in, "a positive integer")
+        _require(isinstance(self.d_sae, int) and self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
+        _require(isinstance(self.seed, int), "seed", self.seed, "an integer")
+        _require(isinstance(self.dead_window, int) and self.dead_window > 0, "dead_window", self.dead_window,
+                 "a positive integer (tokens)")
+        _require(self.decode in ("auto", "dense", "sparse"), "decode", self.decode, "'auto', 'dense' or 'sparse'")
+
+
+def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid SAE hyperparameter {name}={value!r}: expected {expected}")
+
+
+def require_unit_interval(name: str, value: Any, *, closed_low: bool = True) -> None:
+    """Raise ValueError unless ``value`` is a finite float in [0, 1] (or (0, 1] if not closed_low)."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= 1
+    ok = ok and (value >= 0 if closed_low else value > 0)
+    _require(ok, name, value, "a number in [0, 1]" if closed_low else "a number in (0, 1]")
+
+
+def require_nonnegative(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is a finite number >= 0."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    _require(ok, name, value, "a finite number >= 0")
+
+
+def require_positive(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is a finite number > 0."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    _require(ok, name, value, "a finite number > 0")
+
+
+class SAE(nn.Module):
+    """Base class: ``encode``, ``decode``, ``forward``, ``loss``, ``save``.
+
+    Subclasses set ``kind`` and ``config_cls`` and implement ``encode``, ``decode`` and ``loss``.
+    ``normalizes_input`` marks kinds that encode ``x / ||x||`` and rescale the reconstruction by
+    ``||x||``: their ``decode`` needs ``x_norm``.
+
+    State that is not a parameter (firing counters, frequency masks, thresholds) lives in persistent
+    buffers, so it is saved with the weights and restored by :func:`load` and by the trainer's resume.
+    """
+
+    kind: ClassVar[str]
+    config_cls: ClassVar[type[SAEConfig]]
+    normalizes_input: ClassVar[bool] = False
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        # Tokens since each latent last fired (training only); float64 counts are exact to 2**53.
+        self.register_buffer("tokens_since_fired", torch.zeros(cfg.d_sae, dtype=torch.float64))
+
+    # ----- interface -----------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent activations ``(..., d_sae)`` of inputs ``(..., d_in)``."""
+        raise NotImplementedError
+
+    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
+        """Reconstruction ``(..., d_in)`` from activations. ``x_norm`` (``(..., 1)``, the input norms)
+        is required by kinds with ``normalizes_input`` and ignored by the others."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, latent_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(x_hat, acts)``; ``latent_scale`` (``(d_sae,)`` or broadcastable to acts) multiplies the
+        activations before decoding (masking or steering), and the returned acts are the scaled ones."""
+        x = self.check_input(x)
+        acts = self.encode(x)
+        if latent_scale is not None:
+            acts = acts * latent_scale.to(acts.dtype)
+        x_norm = x.norm(dim=-1, keepdim=True) if self.normalizes_input else None
+        return self.decode(acts, x_norm), acts
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Training objective on a batch: ``(scalar, parts)``; parts are detached floats for logging
+        (always ``loss``, ``mse`` = mean over tokens of ||x - x_hat||^2, and ``l0``). In training mode
+        it also updates the kind's state (firing counters etc.)."""
+        raise NotImplementedError
+
+    def constrain_grads(self) -> None:
+        """Called by the trainer between backward and the optimiser step (e.g. remove the gradient
+        component parallel to unit-norm decoder rows). Default: nothing."""
+
+    def constrain_weights(self) -> None:
+        """Called by the trainer after the optimiser step (e.g. renormalise decoder rows). Default: nothing."""
+
+    # ----- shared helpers --------------------------------------------------------------------------
+    def check_input(self, x: Tensor) -> Tensor:
+        """Raise ValueError if the last dimension is not ``d_in``; return x unchanged."""
+        if x.ndim == 0 or x.shape[-1] != self.cfg.d_in:
+            raise ValueError(f"input has shape {tuple(x.shape)}: the last dimension must be d_in={self.cfg.d_in}")
+        return x
+
+    def init_generator(self) -> torch.Generator:
+        """A CPU generator seeded with ``cfg.seed`` for the initialisation."""
+        return torch.Generator().manual_seed(self.cfg.seed)
+
+    @torch.no_grad()
+    def track_firing(self, acts: Tensor) -> None:
+        """Training-mode bookkeeping: reset the counter of latents that fired in this batch, add the
+        batch's token count to the others."""
+        fired = (acts.reshape(-1, acts.shape[-1]) != 0).any(dim=0)
+        n_tokens = acts.numel() // acts.shape[-1]
+        self.tokens_since_fired.add_(n_tokens).masked_fill_(fired, 0)
+
+    def log_parts(self, loss: Tensor, mse: Tensor, l0: Tensor, **extra: Tensor) -> dict[str, float]:
+        """The ``parts`` dict of :meth:`loss`: detached floats ``loss``, ``mse``, ``l0`` (mean count of
+        nonzero acts per token, from the per-token counts ``l0``), ``l0_max``, ``dead_fraction`` (share
+        of latents silent for ``dead_window`` training tokens) and any extra named terms."""
+        parts = {"loss": float(loss.detach()), "mse": float(mse.detach()), "l0": float(l0.double().mean()),
+                 "l0_max": float(l0.max()) if l0.numel() else 0.0,
+                 "dead_fraction": float(self.dead_mask().double().mean())}
+        parts.update({k: float(v.detach()) for k, v in extra.items()})
+        return parts
+
+    def dead_mask(self) -> Tensor:
+        """Latents that have not fired for ``cfg.dead_window`` training tokens."""
+        return self.tokens_since_fired >= self.cfg.dead_window
+
+    def use_sparse_decode(self, max_l0: int) -> bool:
+        """Decide the decoding path for this step (``cfg.decode``; ``auto`` = sparse when the batch's
+        largest L0 is at most d_sae / 32, the measured CPU crossover region of embedding_bag)."""
+        if self.cfg.decode != "auto":
+            return self.cfg.decode == "sparse"
+        return max_l0 * 32 <= self.cfg.d_sae
+
+    # ----- checkpoint ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``sae.safetensors`` and ``cfg.json`` into the folder ``path`` atomically."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = config_record(self)
+        atomic_write(path / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"kind": self.kind}))
+        atomic_write(path / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+        return path
+
+
+def config_record(sae: SAE) -> dict[str, Any]:
+    """The JSON record written to ``cfg.json``."""
+    from repro import __version__
+
+    return {
+        "kind": sae.kind,
+        "schema_version": SCHEMA_VERSION,
+        "repro_version": __version__,
+        "config": dataclasses.asdict(sae.cfg),
+    }
+
+
+def atomic_write(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file in the target's folder, then rename it over the
+    target, so that a crash never leaves a half-written file under the final name."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----- registry ------------------------------------------------------------------------------------
+def register(cls: type[SAE]) -> type[SAE]:
+    """Class decorator adding an architecture to the registry under ``cls.kind`` (no duplicates)."""
+    if cls.kind in _REGISTRY:
+        raise ValueError(f"SAE kind {cls.kind!r} is already registered")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def registry() -> dict[str, type[SAE]]:
+    """A copy of the kind -> class mapping."""
+    return dict(_REGISTRY)
+
+
+def make_config(kind: str, d_in: int, d_sae: int, **hparams: Any) -> SAEConfig:
+    """Build and validate the typed config of ``kind``; unknown hyperparameters raise ValueError."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown SAE kind={kind!r}; known kinds: {', '.join(sorted(_REGISTRY))}")
+    config_cls = _REGISTRY[kind].config_cls
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(hparams) - names)
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) for kind {kind!r}: {', '.join(unknown)}; "
+                         f"accepted: {', '.join(sorted(names - {'d_in', 'd_sae'}))}")
+    cfg = config_cls(d_in=d_in, d_sae=d_sae, **hparams)
+    cfg.validate()
+    return cfg
+
+
+def create(kind: str, d_in: int, d_sae: int, **hparams: Any) -> SAE:
+    """A freshly initialised SAE of the given kind (see ``repro.sae.KINDS``)."""
+    cfg = make_config(kind, d_in, d_sae, **hparams)
+    return _REGISTRY[kind](cfg)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SAE:
+    """Load an SAE saved with :meth:`SAE.save` (the folder, or its ``cfg.json``)."""
+    path = Path(path)
+    if path.name == CONFIG_FILE:
+        path = path.parent
+    cfg_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for f in (cfg_file, weights_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"not an SAE checkpoint: {f} is missing")
+    try:
+        record = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt SAE config {cfg_file}: {e}") from None
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{cfg_file}: schema_version {record.get('schema_version')!r} is not supported "
+                         f"(this version reads {SCHEMA_VERSION})")
+    config = dict(record["config"])
+    sae = create(record["kind"], config.pop("d_in"), config.pop("d_sae"), **config)
+    try:
+        state = load_file(str(weights_file), device=str(map_location))
+    except Exception as e:  # safetensors raises its own error types on truncation/corruption
+        raise ValueError(f"corrupt SAE weights {weights_file}: {e}") from None
+    sae.load_state_dict(state, strict=True)
+    return sae.to(map_location)

@@ -1,0 +1,183 @@
+"""TopK (Gao et al. 2024) and BatchTopK (Bussmann et al. 2024) SAEs, with the AuxK dead-latent loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from repro.sae.base import SAEConfig, _require, register, require_nonnegative, require_unit_interval
+from repro.sae.linear import LinearSAE, mse_per_token
+from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense
+
+
+@dataclass(frozen=True)
+class TopKConfig(SAEConfig):
+    """k: active latents per token (paper: 32). aux_k: latents used by AuxK (default d_in // 2, capped
+    at the number of dead latents). auxk_coefficient: weight of AuxK (Gao et al.: 1/32; 0 = off)."""
+
+    k: int = 32
+    aux_k: int | None = None
+    auxk_coefficient: float = 1 / 32
+
+    def validate(self) -> None:
+        super().validate()
+        _require(isinstance(self.k, int) and 0 < self.k <= self.d_sae, "k", self.k,
+                 f"an integer in [1, d_sae={self.d_sae}]")
+        _require(self.aux_k is None or (isinstance(self.aux_k, int) and 0 < self.aux_k <= self.d_sae), "aux_k",
+                 self.aux_k, f"None or an integer in [1, d_sae={self.d_sae}]")
+        require_nonnegative("auxk_coefficient", self.auxk_coefficient)
+
+
+@dataclass(frozen=True)
+class BatchTopKConfig(TopKConfig):
+    """threshold_momentum: the inference threshold is an exponential moving average (this momentum) of
+    the smallest activation kept in each training batch."""
+
+    threshold_momentum: float = 0.99
+
+    def validate(self) -> None:
+        super().validate()
+        require_unit_interval("threshold_momentum", self.threshold_momentum)
+
+
+@register
+class TopKSAE(LinearSAE):
+    """acts = ReLU(TopK_k((x - b_dec) W_enc + b_enc)); x_hat = acts W_dec + b_dec; unit-norm decoder rows.
+
+    loss = mean_t ||x_t - x_hat_t||^2 + auxk_coefficient * AuxK, where
+    AuxK = mean_t ||e_t - e_hat_t||^2 / mean_t ||e_t - mean(e)||^2, e = x - x_hat (detached) and e_hat
+    the decoding (without b_dec) of the top aux_k pre-activations among dead latents.
+
+    Sparse path (``cfg.decode``): the pre-activations are computed without gradient, the k selected
+    ones are re-attached to the graph with a sparse backward (:func:`gathered_scores`) and decoded
+    with ``embedding_bag``; no (tokens x d_sae) gradient is ever formed. Same numbers as the dense path.
+    """
+
+    kind = "topk"
+    config_cls = TopKConfig
+    init_decoder_norm = 1.0
+    unit_norm_decoder = True
+
+    def encode(self, x: Tensor) -> Tensor:
+        pre = self.pre_activation(self.check_input(x))
+        vals, idx = pre.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+
+    def encoder_bias(self) -> Tensor:
+        """b_enc - b_dec @ W_enc: the bias of the pre-activation x @ W_enc + bias."""
+        return self.b_enc - self.b_dec @ self.W_enc
+
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training-time selection on a (N, d_in) batch: ``(values, indices, pre)`` with the selected,
+        ReLU'd pre-activations (with gradient), their latent indices, and the no-grad pre-activations."""
+        bias = self.encoder_bias()
+        with torch.no_grad():
+            raw = x @ self.W_enc
+            pre = raw + bias
+        idx = pre.topk(self.cfg.k, dim=-1).indices
+        return torch.relu(self.attach(x, raw, idx) + bias[idx]), idx, pre
+
+    def attach(self, x: Tensor, raw: Tensor, idx: Tensor) -> Tensor:
+        """Selected ``x @ W_enc`` entries with gradient: sparse backward on the sparse path, plain
+        autograd on the dense path."""
+        if self.use_sparse_decode(idx.shape[1]):
+            return gathered_scores(x, self.W_enc.t(), idx, raw.gather(1, idx))
+        return (x @ self.W_enc).gather(1, idx)
+
+    def reconstruct(self, vals: Tensor, idx: Tensor) -> Tensor:
+        """x_hat from a padded sparse code, by the path that ``cfg.decode`` picks for its width."""
+        if self.use_sparse_decode(idx.shape[1]):
+            return self.decode_sparse(vals, idx)
+        return sparse_to_dense(vals, idx, self.cfg.d_sae) @ self.W_dec + self.b_dec
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
+        x = self.check_input(x).reshape(-1, self.cfg.d_in)
+        vals, idx, pre = self.select(x)
+        x_hat = self.reconstruct(vals, idx)
+        mse = mse_per_token(x, x_hat)
+        aux = self.auxk_loss(x, x_hat, pre)
+        loss = mse + self.cfg.auxk_coefficient * aux
+        acts_l0 = (vals != 0).sum(dim=-1)
+        if self.training:
+            self.track_firing(sparse_to_dense(vals.detach(), idx, self.cfg.d_sae))
+        return loss, self.log_parts(loss, mse, acts_l0, auxk=aux)
+
+    def auxk_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
+        """AuxK of Gao et al. (see the class docstring); 0 when no latent is dead."""
+        dead = self.dead_mask()
+        n_dead = int(dead.sum())
+        if n_dead == 0 or self.cfg.auxk_coefficient == 0 or not self.training:
+            return x.new_zeros(())
+        k_aux = min(self.cfg.aux_k or self.cfg.d_in // 2, n_dead)
+        bias = self.encoder_bias()
+        with torch.no_grad():
+            idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1).indices
+            raw = (pre - bias).gather(1, idx)
+        vals = torch.relu(gathered_scores(x, self.W_enc.t(), idx, raw) + bias[idx])
+        residual = (x - x_hat).detach()
+        e_hat = embedding_bag_decode(vals, idx, self.W_dec)
+        variance = (residual - residual.mean(dim=0)).pow(2).sum(dim=-1).mean()
+        aux = (e_hat - residual).pow(2).sum(dim=-1).mean() / variance
+        return torch.nan_to_num(aux, nan=0.0, posinf=0.0)
+
+
+@register
+class BatchTopKSAE(TopKSAE):
+    """Training: keep the k * N largest ReLU'd pre-activations of the whole batch of N tokens (the
+    per-token L0 varies, its mean is k). Inference (eval mode): acts = pre * 1[pre > theta] with theta
+    the moving average of the smallest kept activation per training batch (a JumpReLU with one
+    global threshold). Loss, AuxK and decoder constraint as TopK."""
+
+    kind = "batchtopk"
+    config_cls = BatchTopKConfig
+
+    def __init__(self, cfg: BatchTopKConfig):
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64))
+
+    def encode(self, x: Tensor) -> Tensor:
+        pre = self.pre_activation(self.check_input(x))
+        if self.training:
+            flat = torch.relu(pre.reshape(-1, self.cfg.d_sae))
+            keep = flat.flatten().topk(self.cfg.k * flat.shape[0]).indices
+            acts = torch.zeros_like(flat.flatten()).scatter(0, keep, flat.flatten()[keep])
+            return acts.reshape(pre.shape)
+        return pre * (pre > self.threshold.to(pre.dtype))
+
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        bias = self.encoder_bias()
+        with torch.no_grad():
+            raw = x @ self.W_enc
+            pre = raw + bias
+            n, m = pre.shape
+            flat = pre.clamp_min(0).flatten()
+            if self.training:
+                keep = flat.topk(min(self.cfg.k * n, flat.numel())).indices
+                keep = keep[flat[keep] > 0]
+            else:
+                keep = (flat > self.threshold.to(flat.dtype)).nonzero().squeeze(1)
+            rows, cols = keep // m, keep % m
+            counts = torch.bincount(rows, minlength=n)
+            width = int(counts.max()) if keep.numel() else 0
+            order = torch.argsort(rows, stable=True)
+            rows, cols = rows[order], cols[order]
+            starts = torch.cumsum(counts, 0) - counts
+            slot = torch.arange(rows.numel()) - starts[rows]
+            idx = torch.zeros(n, width, dtype=torch.long)
+            valid = torch.zeros(n, width, dtype=torch.bool)
+            idx[rows, slot] = cols
+            valid[rows, slot] = True
+            if self.training and keep.numel():
+                self.update_threshold(flat[keep].min())
+        vals = torch.relu(self.attach(x, raw, idx) + bias[idx]) * valid
+        return vals, idx, pre
+
+    @torch.no_grad()
+    def update_threshold(self, smallest_kept: Tensor) -> None:
+        """theta <- m * theta + (1 - m) * smallest_kept (theta = smallest_kept on the first batch)."""
+        m = self.cfg.threshold_momentum if int(self.threshold_updates) > 0 else 0.0
+        self.threshold.mul_(m).add_((1 - m) * smallest_kept.double())
+        self.threshold_updates.add_(1)

@@ -1,0 +1,273 @@
+"""The one trainer for every SAE kind.
+
+Adam with linear warm-up and optional decay, on batches from any iterable of ``(..., d_in)`` tensors.
+The run folder holds:
+
+- ``checkpoint/``: the latest checkpoint (``sae.safetensors`` + ``cfg.json`` with the kind's state,
+  ``trainer.safetensors`` with the optimiser moments and the RNG state, ``trainer.json`` with the step),
+  replaced atomically every ``checkpoint_every`` steps and at the end;
+- ``log.csv``: one row per step (loss parts, L0, dead fraction, lr);
+- ``sae/``: the final SAE, and ``train.json``: summary and provenance, both written only when the run
+  completes.
+
+``resume=True`` continues from ``checkpoint/`` and skips the batches already consumed, so the
+iterable must yield the same sequence every time it is iterated (e.g. a seeded reader). On CPU,
+training 2N steps, or N steps + interruption + resume + N steps, gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from repro.provenance import provenance
+from repro.sae.base import SAE, atomic_write, load
+
+CHECKPOINT_DIR = "checkpoint"
+FINAL_DIR = "sae"
+LOG_FILE = "log.csv"
+SUMMARY_FILE = "train.json"
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or inf in a batch, the loss or a gradient; the message names the step and the tensor."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """steps: optimiser steps. lr, betas, eps: Adam (official code: 4e-4, (0.9, 0.999), 1e-8).
+    warmup_steps: lr factor min(1, (step + 1) / warmup_steps) (official: 500). decay: ``none``,
+    ``linear`` or ``cosine`` from ``decay_start`` (a fraction of ``steps``) to ``min_lr_ratio * lr`` at
+    the last step. seed: seeds torch's global RNG at the start. checkpoint_every: steps between
+    checkpoints (0 = only at the end). progress: show a tqdm bar."""
+
+    steps: int
+    lr: float = 4e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 500
+    decay: str = "none"
+    decay_start: float = 0.8
+    min_lr_ratio: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        checks = [
+            ("steps", isinstance(self.steps, int) and self.steps > 0, "a positive integer"),
+            ("lr", isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
+            ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)"),
+            ("eps", self.eps > 0, "a number > 0"),
+            ("warmup_steps", isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "an integer >= 0"),
+            ("decay", self.decay in ("none", "linear", "cosine"), "'none', 'linear' or 'cosine'"),
+            ("decay_start", 0 <= self.decay_start <= 1, "a number in [0, 1]"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
+            ("seed", isinstance(self.seed, int), "an integer"),
+            ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
+             "an integer >= 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"invalid training setting {name}={getattr(self, name)!r}: expected {expected}")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` at 0-based ``step``: warm-up min(1, (step + 1) / warmup_steps), times the
+    decay factor (1 before ``decay_start * steps``, then linear or cosine down to ``min_lr_ratio``)."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    start = int(cfg.decay_start * cfg.steps)
+    if cfg.decay == "none" or step < start or cfg.steps - start <= 1:
+        return warm
+    frac = (step - start) / (cfg.steps - 1 - start)
+    shape = 1 - frac if cfg.decay == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
+    return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run returns: steps done, the last step's loss parts, paths, wall time (s)."""
+
+    steps: int
+    last_parts: dict[str, float]
+    run_dir: Path
+    sae_dir: Path
+    seconds: float
+
+
+def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | os.PathLike, *,
+          resume: bool = False, on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``sae`` in place for ``cfg.steps`` steps on ``batches``; see the module docstring.
+
+    ``on_step(step, parts)`` is called after each step (1-based) once its checkpoint, if any, is
+    written. A run folder that already holds a checkpoint is refused unless ``resume`` is set.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = _find_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise FileExistsError(f"{run_dir} already holds a checkpoint: pass resume=True to continue it, "
+                              "or use an empty run folder")
+    torch.manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    start = 0
+    if ckpt is not None:
+        start = _load_checkpoint(ckpt, sae, optimizer)
+    _truncate_log(run_dir / LOG_FILE, start)
+    sae.train()
+    names = dict(sae.named_parameters())
+    began = time.perf_counter()
+    parts: dict[str, float] = {}
+    data = itertools.islice(iter(batches), start, cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc=f"train {sae.kind}", unit="step")
+    with open(run_dir / LOG_FILE, "a", newline="") as log_file:
+        writer = None
+        for step in range(start, cfg.steps):
+            batch = next(data, None)
+            if batch is None:
+                raise ValueError(f"the data ran out after {step} batches; cfg.steps={cfg.steps} needs more")
+            parts = _step(sae, optimizer, names, batch, step, cfg)
+            row = {"step": step + 1, "lr": cfg.lr * lr_factor(step, cfg), **parts}
+            if writer is None:
+                writer = csv.DictWriter(log_file, fieldnames=list(row))
+                if log_file.tell() == 0:
+                    writer.writeheader()
+            writer.writerow(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.4g}", l0=f"{parts['l0']:.1f}")
+            done = step + 1
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+                log_file.flush()
+                _save_checkpoint(run_dir, sae, optimizer, done)
+            if on_step is not None:
+                on_step(done, parts)
+    bar.close()
+    seconds = time.perf_counter() - began
+    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds)
+    return TrainResult(cfg.steps, parts, run_dir, sae_dir, seconds)
+
+
+def _step(sae: SAE, optimizer: torch.optim.Optimizer, names: dict[str, Tensor], batch: Tensor, step: int,
+          cfg: TrainConfig) -> dict[str, float]:
+    """One optimiser step with finiteness checks; returns the loss parts."""
+    if not torch.is_floating_point(batch):
+        raise ValueError(f"step {step + 1}: the batch has dtype {batch.dtype}; a floating-point tensor is needed")
+    if not bool(torch.isfinite(batch).all()):
+        raise NonFiniteError(f"step {step + 1}: the input batch contains NaN or inf")
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * lr_factor(step, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    loss, parts = sae.loss(batch)
+    bad = [k for k, v in parts.items() if not math.isfinite(v)]
+    if not bool(torch.isfinite(loss)) or bad:
+        raise NonFiniteError(f"step {step + 1}: the loss is not finite (non-finite parts: {', '.join(bad) or 'loss'})")
+    loss.backward()
+    for name, p in names.items():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            raise NonFiniteError(f"step {step + 1}: the gradient of parameter {name} contains NaN or inf")
+    sae.constrain_grads()
+    optimizer.step()
+    sae.constrain_weights()
+    return parts
+
+
+# ----- checkpoints ----------------------------------------------------------------------------------
+def _find_checkpoint(run_dir: Path) -> Path | None:
+    """The complete checkpoint folder of a run, if any (a replaced one left by a crash mid-swap counts)."""
+    for name in (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}.old"):
+        path = run_dir / name
+        if (path / "trainer.json").is_file():
+            return path
+    return None
+
+
+def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Write a complete checkpoint into a temporary folder, then swap it in for ``checkpoint/``."""
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{CHECKPOINT_DIR}.tmp"))
+    try:
+        sae.save(tmp)
+        tensors, moments = {"rng_state": torch.get_rng_state()}, {}
+        names = {id(p): n for n, p in sae.named_parameters()}
+        for p, state in optimizer.state.items():
+            for key, value in state.items():
+                tensors[f"adam.{names[id(p)]}.{key}"] = value.detach().contiguous().clone()
+            moments[names[id(p)]] = sorted(state)
+        save_file(tensors, str(tmp / "trainer.safetensors"))
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "adam_state": moments}, indent=1))
+        final, old = run_dir / CHECKPOINT_DIR, run_dir / f".{CHECKPOINT_DIR}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer) -> int:
+    """Restore the SAE (weights and kind state), the Adam moments and the RNG; return the step."""
+    saved = load(ckpt)
+    if saved.kind != sae.kind or saved.cfg != sae.cfg:
+        raise ValueError(f"checkpoint {ckpt} was made for {saved.kind} {saved.cfg}, not {sae.kind} {sae.cfg}")
+    sae.load_state_dict(saved.state_dict())
+    meta = json.loads((ckpt / "trainer.json").read_text())
+    tensors = load_file(str(ckpt / "trainer.safetensors"))
+    torch.set_rng_state(tensors["rng_state"])
+    params = list(sae.named_parameters())
+    state = {i: {key: tensors[f"adam.{name}.{key}"] for key in meta["adam_state"][name]}
+             for i, (name, _) in enumerate(params) if name in meta["adam_state"]}
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    return int(meta["step"])
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the header and the rows of steps <= ``step`` (rows after the checkpoint are redone)."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+    atomic_write(path, write)
+
+
+def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, float], seconds: float) -> Path:
+    """Write the final SAE folder and ``train.json`` (atomically, after everything else succeeded)."""
+    final = run_dir / FINAL_DIR
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{FINAL_DIR}.tmp"))
+    try:
+        sae.save(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    summary = {"kind": sae.kind, "sae_config": dataclasses.asdict(sae.cfg), "train_config": dataclasses.asdict(cfg),
+               "last_step": parts, "seconds_this_session": seconds, "provenance": provenance()}
+    atomic_write(run_dir / SUMMARY_FILE, lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    return final
