@@ -212,9 +212,9 @@ def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, 
         save_file(tensors, str(tmp / "trainer.safetensors"))
         (tmp / "trainer.json").write_text(json.dumps({"step": step, "adam_state": moments}, indent=1))
         final, old = run_dir / CHECKPOINT_DIR, run_dir / f".{CHECKPOINT_DIR}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
+        if final.exists():  # else ``old`` may be the only complete checkpoint: keep it until ``tmp`` is in place
+            if old.exists():
+                shutil.rmtree(old)
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -247,7 +247,8 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    # A row cut short by a kill (fewer fields than the header) may hold a truncated step number: drop it.
+    kept = rows[:1] + [r for r in rows[1:] if len(r) == len(rows[0]) and int(r[0]) <= step]
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:

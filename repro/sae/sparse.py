@@ -29,8 +29,9 @@ def dense_to_sparse(acts: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def sparse_to_dense(values: Tensor, indices: Tensor, width: int) -> Tensor:
-    """The dense ``(N, width)`` matrix with ``values`` scattered at ``indices`` (differentiable)."""
-    return values.new_zeros(values.shape[0], width).scatter(1, indices, values)
+    """The dense ``(N, width)`` matrix with ``values`` added at ``indices`` (differentiable; padding
+    entries, value 0, may repeat an index)."""
+    return values.new_zeros(values.shape[0], width).scatter_add(1, indices, values)
 
 
 def decode_matrix(acts: Tensor, weight: Tensor, sparse: bool) -> Tensor:
