@@ -70,18 +70,24 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         checks = [
-            ("steps", isinstance(self.steps, int) and self.steps > 0, "a positive integer"),
-            ("lr", isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
-            ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)"),
-            ("eps", self.eps > 0, "a number > 0"),
-            ("warmup_steps", isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "an integer >= 0"),
+            ("steps", is_int(self.steps) and self.steps > 0, "a positive integer"),
+            ("lr", is_num(self.lr) and self.lr > 0, "a number > 0"),
+            ("betas", isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+             and all(is_num(b) and 0 <= b < 1 for b in self.betas), "two numbers in [0, 1)"),
+            ("eps", is_num(self.eps) and self.eps > 0, "a number > 0"),
+            ("warmup_steps", is_int(self.warmup_steps) and self.warmup_steps >= 0, "an integer >= 0"),
             ("decay", self.decay in ("none", "linear", "cosine"), "'none', 'linear' or 'cosine'"),
-            ("decay_start", 0 <= self.decay_start <= 1, "a number in [0, 1]"),
-            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
-            ("seed", isinstance(self.seed, int), "an integer"),
-            ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
-             "an integer >= 0"),
+            ("decay_start", is_num(self.decay_start) and 0 <= self.decay_start <= 1, "a number in [0, 1]"),
+            ("min_lr_ratio", is_num(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
+            ("seed", is_int(self.seed), "an integer"),
+            ("checkpoint_every", is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "an integer >= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -92,7 +98,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of ``cfg.lr`` at 0-based ``step``: warm-up min(1, (step + 1) / warmup_steps), times the
     decay factor (1 before ``decay_start * steps``, then linear or cosine down to ``min_lr_ratio``)."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    start = int(cfg.decay_start * cfg.steps)
+    start = round(cfg.decay_start * cfg.steps)
     if cfg.decay == "none" or step < start or cfg.steps - start <= 1:
         return warm
     frac = (step - start) / (cfg.steps - 1 - start)
@@ -125,18 +131,32 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
     if ckpt is not None and not resume:
         raise FileExistsError(f"{run_dir} already holds a checkpoint: pass resume=True to continue it, "
                               "or use an empty run folder")
+    _remove_stale_temporaries(run_dir)
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     start = 0
     if ckpt is not None:
-        start = _load_checkpoint(ckpt, sae, optimizer)
+        start = _load_checkpoint(ckpt, sae, optimizer, cfg)
     _truncate_log(run_dir / LOG_FILE, start)
     sae.train()
-    names = dict(sae.named_parameters())
     began = time.perf_counter()
+    parts = _last_logged_parts(run_dir / LOG_FILE) if start == cfg.steps else {}
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc=f"train {sae.kind}", unit="step")
+    try:
+        parts = _loop(sae, optimizer, batches, cfg, run_dir, start, bar, on_step) or parts
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - began
+    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds)
+    return TrainResult(cfg.steps, parts, run_dir, sae_dir, seconds)
+
+
+def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: Path,
+          start: int, bar: tqdm, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, float]:
+    """Steps ``start`` .. ``cfg.steps - 1``: log, checkpoint, callback; returns the last loss parts."""
+    names = dict(sae.named_parameters())
     parts: dict[str, float] = {}
     data = itertools.islice(iter(batches), start, cfg.steps)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc=f"train {sae.kind}", unit="step")
     with open(run_dir / LOG_FILE, "a", newline="") as log_file:
         writer = None
         for step in range(start, cfg.steps):
@@ -155,13 +175,10 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
             done = step + 1
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
                 log_file.flush()
-                _save_checkpoint(run_dir, sae, optimizer, done)
+                _save_checkpoint(run_dir, sae, optimizer, done, cfg)
             if on_step is not None:
                 on_step(done, parts)
-    bar.close()
-    seconds = time.perf_counter() - began
-    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds)
-    return TrainResult(cfg.steps, parts, run_dir, sae_dir, seconds)
+    return parts
 
 
 def _step(sae: SAE, optimizer: torch.optim.Optimizer, names: dict[str, Tensor], batch: Tensor, step: int,
@@ -198,7 +215,7 @@ def _find_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, step: int) -> None:
+def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
     """Write a complete checkpoint into a temporary folder, then swap it in for ``checkpoint/``."""
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{CHECKPOINT_DIR}.tmp"))
     try:
@@ -210,7 +227,7 @@ def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, 
                 tensors[f"adam.{names[id(p)]}.{key}"] = value.detach().contiguous().clone()
             moments[names[id(p)]] = sorted(state)
         save_file(tensors, str(tmp / "trainer.safetensors"))
-        (tmp / "trainer.json").write_text(json.dumps({"step": step, "adam_state": moments}, indent=1))
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "adam_state": moments, "train_config": _resumable_fields(cfg)}, indent=1))
         final, old = run_dir / CHECKPOINT_DIR, run_dir / f".{CHECKPOINT_DIR}.old"
         if final.exists():  # else ``old`` may be the only complete checkpoint: keep it until ``tmp`` is in place
             if old.exists():
@@ -222,13 +239,29 @@ def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer) -> int:
-    """Restore the SAE (weights and kind state), the Adam moments and the RNG; return the step."""
+def _resumable_fields(cfg: TrainConfig) -> dict:
+    """The settings a resumed run must share with the interrupted one: all but display and checkpoint
+    cadence, and ``steps`` too when there is no decay (a constant-lr run may be extended)."""
+    fields = dataclasses.asdict(cfg)
+    for name in ("progress", "checkpoint_every") + (("steps",) if cfg.decay == "none" else ()):
+        fields.pop(name)
+    fields["betas"] = list(fields["betas"])
+    return fields
+
+
+def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> int:
+    """Restore the SAE (weights and kind state), the Adam moments and the RNG; return the step.
+    Refuses a checkpoint made for another SAE config or other training settings."""
     saved = load(ckpt)
     if saved.kind != sae.kind or saved.cfg != sae.cfg:
         raise ValueError(f"checkpoint {ckpt} was made for {saved.kind} {saved.cfg}, not {sae.kind} {sae.cfg}")
-    sae.load_state_dict(saved.state_dict())
     meta = json.loads((ckpt / "trainer.json").read_text())
+    if meta.get("train_config") != _resumable_fields(cfg):
+        raise ValueError(f"checkpoint {ckpt} was made with training settings {meta.get('train_config')}, "
+                         f"not {_resumable_fields(cfg)}: resuming would not continue the same run")
+    if int(meta["step"]) > cfg.steps:
+        raise ValueError(f"checkpoint {ckpt} is at step {meta['step']}, beyond cfg.steps={cfg.steps}")
+    sae.load_state_dict(saved.state_dict())
     tensors = load_file(str(ckpt / "trainer.safetensors"))
     torch.set_rng_state(tensors["rng_state"])
     params = list(sae.named_parameters())
@@ -236,6 +269,20 @@ def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer) -> 
              for i, (name, _) in enumerate(params) if name in meta["adam_state"]}
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     return int(meta["step"])
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete temporary files and folders that a killed run may have left while writing."""
+    for pattern in (f".{CHECKPOINT_DIR}.tmp*", f".{FINAL_DIR}.tmp*", f".{LOG_FILE}.*.tmp", f".{SUMMARY_FILE}.*.tmp"):
+        for path in run_dir.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _last_logged_parts(path: Path) -> dict[str, float]:
+    """The loss parts of the last row of ``log.csv`` (for a resumed run that had already finished)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: float(v) for k, v in rows[-1].items() if k not in ("step", "lr")} if rows else {}
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -231,6 +231,28 @@ def test_resume_drops_a_partially_written_log_row(tmp_path):
     assert_same_run(run_a, run_b, sae_a, sae_b)
 
 
+def noisy(sae):
+    """Wrap ``sae.loss`` to add input noise from torch's global RNG (which the trainer seeds and checkpoints)."""
+    real_loss = sae.loss
+    sae.loss = lambda x: real_loss(x + 0.05 * torch.randn_like(x))
+    return sae
+
+
+def test_resume_restores_the_global_rng(tmp_path):
+    sae_a = noisy(make_sae("relu"))
+    train(sae_a, batches(), config(), tmp_path / "a")
+    other_seed = noisy(make_sae("relu"))
+    train(other_seed, batches(), config(seed=1), tmp_path / "s")
+    assert not torch.equal(sae_a.W_enc, other_seed.W_enc)  # cfg.seed seeds the global RNG
+    run_b = tmp_path / "b"
+    with pytest.raises(Stop):
+        train(noisy(make_sae("relu")), batches(), config(), run_b, on_step=stop_after(N))
+    torch.rand(1000)  # whatever happens between the runs must not matter
+    sae_b = noisy(make_sae("relu"))
+    train(sae_b, batches(), config(), run_b, resume=True)
+    assert_same_run(tmp_path / "a", run_b, sae_a, sae_b)
+
+
 def test_resume_checks_the_sae_config(tmp_path):
     with pytest.raises(Stop):
         train(make_sae("topk"), batches(), config(), tmp_path, on_step=stop_after(N))
@@ -664,3 +686,51 @@ def test_data_running_out(tmp_path):
         train(make_sae("relu"), data, config(steps=8, checkpoint_every=0), tmp_path)
     assert_no_partial_output(tmp_path)
     assert len(read_log(tmp_path)[1]) == 5
+
+
+def test_resume_refuses_other_training_settings(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        train(make_sae("relu"), batches(), config(), run, on_step=stop_after(N))
+    with pytest.raises(ValueError, match="training settings"):
+        train(make_sae("relu"), batches(), config(lr=2e-3), run, resume=True)
+    # display and checkpoint cadence may change
+    train(make_sae("relu"), batches(), config(checkpoint_every=4, progress=False), run, resume=True)
+
+
+def test_resuming_a_finished_run_republishes_it(tmp_path):
+    run = tmp_path / "run"
+    first = train(make_sae("topk"), batches(), config(), run)
+    again = train(make_sae("topk"), batches(), config(), run, resume=True)
+    assert again.last_parts == pytest.approx(first.last_parts, rel=1e-6)
+    assert_state_equal(load(first.sae_dir).state_dict(), load(again.sae_dir).state_dict())
+    with pytest.raises(ValueError, match="training settings"):  # the decay schedule depends on steps
+        train(make_sae("topk"), batches(), config(steps=3 * N), run, resume=True)
+    flat = tmp_path / "flat"
+    train(make_sae("topk"), batches(), config(decay="none"), flat)
+    with pytest.raises(ValueError, match="beyond"):
+        train(make_sae("topk"), batches(), config(decay="none", steps=N), flat, resume=True)
+    longer = train(make_sae("topk"), batches(), config(decay="none", steps=3 * N), flat, resume=True)
+    assert longer.steps == 3 * N and len(log_dicts(flat)) == 3 * N
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        train(make_sae("relu"), batches(), config(), run, on_step=stop_after(N))
+    (run / ".checkpoint.tmpabc").mkdir()
+    (run / ".sae.tmpxyz").mkdir()
+    (run / ".log.csv.123.tmp").write_text("junk")
+    train(make_sae("relu"), batches(), config(), run, resume=True)
+    assert hidden_entries(run) == []
+
+
+def test_decay_starts_at_the_rounded_step():
+    cfg = TrainConfig(steps=100, warmup_steps=0, decay="linear", decay_start=0.29)
+    assert lr_factor(28, cfg) == 1.0 and lr_factor(29, cfg) == 1.0 and lr_factor(30, cfg) < 1.0
+
+
+@pytest.mark.parametrize(("field", "value"), [("steps", True), ("decay_start", "0.5"), ("betas", (0.9,))])
+def test_invalid_types_are_value_errors(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{"steps": 10, field: value}).validate()

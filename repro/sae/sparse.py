@@ -65,7 +65,7 @@ class _GatheredScores(torch.autograd.Function):
             n, k = indices.shape
             rows = torch.arange(n, device=indices.device).repeat_interleave(k)
             g = torch.sparse_coo_tensor(torch.stack([indices.reshape(-1), rows]), grad.reshape(-1),
-                                        (weight.shape[0], n)).coalesce()
+                                        (weight.shape[0], n), check_invariants=False).coalesce()
             grad_w = torch.sparse.mm(g, q)
         return grad_q, grad_w, None, None
 
