@@ -357,3 +357,22 @@ def test_gated_auxiliary_term_does_not_train_the_decoder():
     aux.backward()
     assert sae.W_dec.grad is None  # b_dec still learns from it, through the encoder input x - b_dec
     assert sae.W_enc.grad is not None and sae.W_enc.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batch_top_prefix_equals_the_flat_selection(seed):
+    from repro.sae.topk import batch_top_prefix
+
+    g = torch.Generator().manual_seed(seed)
+    pre = torch.randn(50, 300, generator=g)
+    pre[seed] += 5.0  # one row holds many of the batch's largest entries: forces the doubling
+    n_keep = 3 * 50
+    idx, valid = batch_top_prefix(pre, n_keep)
+    ours = sorted((int(r), int(c)) for r, c in zip(*torch.nonzero(valid, as_tuple=True), strict=True)
+                  for c in [idx[r, c]])
+    flat = pre.clamp_min(0).flatten()
+    top = flat.topk(n_keep).indices
+    top = top[flat[top] > 0]
+    reference = sorted((int(i) // 300, int(i) % 300) for i in top)
+    assert ours == reference
+    assert int(valid[seed].sum()) > 4 * 3  # more than the first candidate width

@@ -369,3 +369,20 @@ def test_history_never_changes_results():
         reset_support_history(history)
         assert torch.equal(sparsemax(z), p_ref)
     assert recent_max_support() == int(ref[1].max())
+
+
+@pytest.mark.parametrize("scale", [2 / 24576**0.5, 0.5, 30.0])
+@pytest.mark.parametrize("k0", [None, 1, 64])
+def test_support_topk_matches_threshold_and_support(scale, k0):
+    from repro.ops.sparsemax import sparsemax_support_topk
+
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(40, 3000, generator=g) * scale
+    tau, support, values, indices = sparsemax_support_topk(z, k0=k0)
+    ref_tau, ref_support = sparsemax_threshold_sort(z)
+    assert torch.equal(tau, ref_tau) and torch.equal(support, ref_support)
+    assert values.shape[1] == int(ref_support.max())
+    assert torch.equal(values, z.gather(1, indices))
+    assert torch.equal((z > tau).sum(1, keepdim=True), support)
+    chosen = torch.zeros_like(z, dtype=torch.bool).scatter(1, indices, values > tau)
+    assert torch.equal(chosen, z > tau)

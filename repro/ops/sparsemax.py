@@ -69,6 +69,7 @@ __all__ = [
     "initial_k",
     "recent_max_support",
     "reset_support_history",
+    "sparsemax_support_topk",
 ]
 
 # Smallest starting k of the top-k pass (performance.md §4: k0 = next power of two >= recent max L0, min 64).
@@ -252,6 +253,28 @@ def sparsemax_threshold(z: torch.Tensor, dim: int = -1, k0: int | None = None) -
     rows, d = _as_rows(z, dim)
     tau, support = _threshold_fast_rows(rows, k0)
     return _from_rows(tau.to(z.dtype).unsqueeze(1), z, d), _from_rows(support.unsqueeze(1), z, d)
+
+
+@torch.no_grad()
+def sparsemax_support_topk(rows: torch.Tensor, k0: int | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For (R, M) rows: ``(tau (R, 1), support_size (R, 1), values (R, w), indices (R, w))`` where tau and
+    support_size are exactly those of :func:`sparsemax_threshold` and ``values``/``indices`` are each row's w
+    largest entries in descending order, w = the largest support size. The top-k pass that finds tau
+    also provides the support, so callers that need the support entries do not sort twice."""
+    global _recent_max_support
+    if rows.dim() != 2 or not rows.dtype.is_floating_point or rows.dtype in (torch.float16, torch.bfloat16):
+        raise ValueError("sparsemax_support_topk needs a 2-D float32/float64 tensor")
+    width = rows.shape[1]
+    k = initial_k(width) if k0 is None else min(max(int(k0), 1), width)
+    top = torch.topk(rows, k, dim=1, largest=True, sorted=True)
+    tau, support = _threshold_from_sorted(top.values)
+    if k < width and bool((support >= k).any()):
+        tau, support = _threshold_rows_topk(rows, 2 * k)
+        top = torch.topk(rows, int(support.max()), dim=1, largest=True, sorted=True)
+    used = int(support.max()) if support.numel() else 0
+    _recent_max_support = used
+    return tau.unsqueeze(1), support.unsqueeze(1), top.values[:, :used], top.indices[:, :used]
 
 
 class _Sparsemax(torch.autograd.Function):

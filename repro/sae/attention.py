@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.ops import sparsemax, sparsemax_sort, sparsemax_threshold
+from repro.ops.sparsemax import sparsemax_support_topk
 from repro.sae.base import SAE, SAEConfig, _require, register, require_nonnegative, require_unit_interval
 from repro.sae.linear import mse_per_token
 from repro.sae.sparse import embedding_bag_decode, gathered_scores
@@ -160,9 +161,8 @@ class NormalisedSparsemaxSAE(SAE):
             z = q @ rows.t()
             if keep is not None:
                 z *= keep.to(z.dtype)
-            tau, support_size = sparsemax_threshold(z)
-            width = int(support_size.max())
-            top, idx = z.topk(width, dim=-1)
+            tau, support_size, top, idx = sparsemax_support_topk(z)
+            width = idx.shape[1]
             support = top > tau
         if self.use_sparse_decode(width):
             vals = gathered_scores(q, rows, idx, top)
@@ -376,11 +376,10 @@ class SparsemaxAttentionPaperSAE(SAE):
         q = self.query(x)
         with torch.no_grad():
             z = q @ self.concepts.t()
-            tau, support_size = sparsemax_threshold(z)
-            width = int(support_size.max())
+            tau, support_size, top, idx = sparsemax_support_topk(z)
+            width = idx.shape[1]
         if self.use_sparse_decode(width):
             with torch.no_grad():
-                top, idx = z.topk(width, dim=-1)
                 support = (top > tau).to(top.dtype)
             z_sel = gathered_scores(q, self.concepts, idx, top)
             tau_g = ((z_sel * support).sum(dim=-1, keepdim=True) - 1) / support.sum(dim=-1, keepdim=True)

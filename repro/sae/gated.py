@@ -45,7 +45,7 @@ class GatedSAE(LinearSAE):
 
     def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(pi_gate, pi_mag) for inputs x."""
-        h = (x - self.b_dec) @ self.W_enc
+        h = x @ self.W_enc - self.b_dec @ self.W_enc  # = (x - b_dec) W_enc, with no (tokens x d_in) input gradient
         return h + self.b_enc, h * self.r_mag.exp() + self.b_mag
 
     def encode(self, x: Tensor) -> Tensor:

@@ -140,38 +140,26 @@ class BatchTopKSAE(TopKSAE):
 
     def encode(self, x: Tensor) -> Tensor:
         pre = self.pre_activation(self.check_input(x))
-        if self.training:
-            flat = torch.relu(pre.reshape(-1, self.cfg.d_sae))
-            keep = flat.flatten().topk(self.cfg.k * flat.shape[0]).indices
-            acts = torch.zeros_like(flat.flatten()).scatter(0, keep, flat.flatten()[keep])
-            return acts.reshape(pre.shape)
-        return pre * (pre > self.threshold.to(pre.dtype))
+        if not self.training:
+            return pre * (pre > self.threshold.to(pre.dtype))
+        flat = pre.reshape(-1, self.cfg.d_sae)
+        idx, valid = batch_top_prefix(flat.detach(), self.cfg.k * flat.shape[0])
+        acts = sparse_to_dense(flat.gather(1, idx) * valid, idx, self.cfg.d_sae)
+        return acts.reshape(pre.shape)
 
     def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         bias = self.encoder_bias()
         with torch.no_grad():
             raw = x @ self.W_enc
             pre = raw + bias
-            n, m = pre.shape
-            flat = pre.clamp_min(0).flatten()
             if self.training:
-                keep = flat.topk(min(self.cfg.k * n, flat.numel())).indices
-                keep = keep[flat[keep] > 0]
+                idx, valid = batch_top_prefix(pre, self.cfg.k * pre.shape[0])
+                if bool(valid.any()):
+                    self.update_threshold(pre.gather(1, idx)[valid].min())
             else:
-                keep = (flat > self.threshold.to(flat.dtype)).nonzero().squeeze(1)
-            rows, cols = keep // m, keep % m
-            counts = torch.bincount(rows, minlength=n)
-            width = int(counts.max()) if keep.numel() else 0
-            order = torch.argsort(rows, stable=True)
-            rows, cols = rows[order], cols[order]
-            starts = torch.cumsum(counts, 0) - counts
-            slot = torch.arange(rows.numel()) - starts[rows]
-            idx = torch.zeros(n, width, dtype=torch.long)
-            valid = torch.zeros(n, width, dtype=torch.bool)
-            idx[rows, slot] = cols
-            valid[rows, slot] = True
-            if self.training and keep.numel():
-                self.update_threshold(flat[keep].min())
+                counts = (pre > self.threshold.to(pre.dtype)).sum(dim=1)
+                idx = pre.topk(int(counts.max()), dim=1).indices
+                valid = torch.arange(idx.shape[1]) < counts[:, None]
         vals = torch.relu(self.attach(x, raw, idx) + bias[idx]) * valid
         return vals, idx, pre
 
@@ -181,3 +169,26 @@ class BatchTopKSAE(TopKSAE):
         m = self.cfg.threshold_momentum if int(self.threshold_updates) > 0 else 0.0
         self.threshold.mul_(m).add_((1 - m) * smallest_kept.double())
         self.threshold_updates.add_(1)
+
+
+@torch.no_grad()
+def batch_top_prefix(pre: Tensor, n_keep: int) -> tuple[Tensor, Tensor]:
+    """The ``n_keep`` largest positive entries of the whole (N, M) matrix, as per-row prefixes:
+    ``(indices (N, w), valid (N, w))`` where row t keeps ``indices[t, :c_t]`` (its c_t largest entries).
+
+    Exact without sorting all N x M entries: take each row's top K candidates (K = 4 n_keep / N to
+    start), select the global top ``n_keep`` among them; if some row had all K candidates selected,
+    its next entries might qualify too, so K doubles and the selection is redone."""
+    n, m = pre.shape
+    width = min(m, max(1, 4 * -(-n_keep // max(n, 1))))
+    while True:
+        cand, idx = pre.topk(width, dim=1)
+        flat = cand.flatten()
+        chosen = flat.topk(min(n_keep, flat.numel())).indices
+        chosen = chosen[flat[chosen] > 0]
+        counts = torch.bincount(chosen // width, minlength=n)
+        if width == m or int(counts.max()) < width:
+            break
+        width = min(m, 2 * width)
+    used = int(counts.max()) if chosen.numel() else 0
+    return idx[:, :used], torch.arange(used) < counts[:, None]
