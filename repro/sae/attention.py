@@ -165,9 +165,9 @@ class NormalisedSparsemaxSAE(SAE):
             width = idx.shape[1]
             support = top > tau
         if self.use_sparse_decode(width):
-            vals = gathered_scores(q, rows, idx, top)
-            vals = vals * (support if keep is None else support & keep[idx])
-            out = embedding_bag_decode(vals, idx, self.decode_rows())
+            live = support if keep is None else support & keep[idx]
+            vals = gathered_scores(q, rows, idx, top, live)
+            out = embedding_bag_decode(vals, idx, self.decode_rows(), live)
         else:
             z_g = q @ rows.t()
             if keep is not None:
@@ -381,18 +381,17 @@ class SparsemaxAttentionPaperSAE(SAE):
         if self.use_sparse_decode(width):
             with torch.no_grad():
                 support = (top > tau).to(top.dtype)
-            z_sel = gathered_scores(q, self.concepts, idx, top)
-            tau_g = ((z_sel * support).sum(dim=-1, keepdim=True) - 1) / support.sum(dim=-1, keepdim=True)
+            z_sel = gathered_scores(q, self.concepts, idx, top, support.bool())
+            tau_g = (z_sel.sum(dim=-1, keepdim=True) - 1) / support.sum(dim=-1, keepdim=True)
             p = (z_sel - tau_g) * support
-            x_hat = embedding_bag_decode(p, idx, self.concepts) @ self.W_v
+            x_hat = embedding_bag_decode(p, idx, self.concepts, support.bool()) @ self.W_v
         else:
             p = sparsemax(q @ self.concepts.t(), dim=-1)
             x_hat = self.decode(p)
         mse = mse_per_token(x, x_hat)
         if self.training:
-            self.tokens_since_fired.add_(x.shape[0])
             if self.use_sparse_decode(width):
-                self.tokens_since_fired[idx[support.bool()]] = 0
+                self.track_fired_latents(idx[support.bool()], x.shape[0])
             else:
-                self.tokens_since_fired.masked_fill_((p.detach() > 0).any(dim=0), 0)
+                self.track_firing(p.detach())
         return mse, self.log_parts(mse, mse, support_size.reshape(-1))

@@ -155,6 +155,13 @@ class SAE(nn.Module):
         n_tokens = acts.numel() // acts.shape[-1]
         self.tokens_since_fired.add_(n_tokens).masked_fill_(fired, 0)
 
+    @torch.no_grad()
+    def track_fired_latents(self, latents: Tensor, n_tokens: int) -> None:
+        """Sparse form of :meth:`track_firing`: ``latents`` lists the latents that fired (with repeats)
+        in a batch of ``n_tokens`` tokens."""
+        self.tokens_since_fired.add_(n_tokens)
+        self.tokens_since_fired[latents.reshape(-1)] = 0
+
     def log_parts(self, loss: Tensor, mse: Tensor, l0: Tensor, **extra: Tensor) -> dict[str, float]:
         """The ``parts`` dict of :meth:`loss`: detached floats ``loss``, ``mse``, ``l0`` (mean count of
         nonzero acts per token, from the per-token counts ``l0``), ``l0_max``, ``dead_fraction`` (share

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.sae.base import SAE, SAEConfig
-from repro.sae.sparse import decode_matrix, embedding_bag_decode
+from repro.sae.sparse import decode_matrix
 
 
 def mse_per_token(x: Tensor, x_hat: Tensor) -> Tensor:
@@ -44,10 +44,6 @@ class LinearSAE(SAE):
         """acts @ W_dec + b_dec (sparse or dense product, per ``cfg.decode``)."""
         max_l0 = int((acts != 0).sum(dim=-1).max()) if acts.numel() else 0
         return decode_matrix(acts, self.W_dec, self.use_sparse_decode(max_l0)) + self.b_dec
-
-    def decode_sparse(self, values: Tensor, indices: Tensor) -> Tensor:
-        """x_hat from a sparse code ``(values, indices)`` of shape (N, k)."""
-        return embedding_bag_decode(values, indices, self.W_dec) + self.b_dec
 
     def decoder_norms(self) -> Tensor:
         """||W_dec row i|| for every latent."""

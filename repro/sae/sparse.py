@@ -12,12 +12,50 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def embedding_bag_decode(values: Tensor, indices: Tensor, weight: Tensor) -> Tensor:
-    """``out[t] = sum_j values[t, j] * weight[indices[t, j]]`` with ``F.embedding_bag`` (forward and
-    backward touch only the selected rows)."""
+def embedding_bag_decode(values: Tensor, indices: Tensor, weight: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``out[t] = sum_j values[t, j] * weight[indices[t, j]]`` over the entries with ``mask[t, j]`` (all
+    when ``mask`` is None), with ``F.embedding_bag``: forward and backward touch only those rows."""
     if indices.shape[1] == 0:
         return values.new_zeros(values.shape[0], weight.shape[1])
-    return F.embedding_bag(indices, weight, per_sample_weights=values, mode="sum")
+    if mask is None:
+        return F.embedding_bag(indices, weight, per_sample_weights=values, mode="sum")
+    code = Ragged.from_padded(indices, mask)
+    return F.embedding_bag(code.cols, weight, code.offsets, per_sample_weights=code.take(values), mode="sum")
+
+
+class Ragged:
+    """The entries of a padded (N, w) code selected by a mask, grouped by token: ``cols`` (latent of each
+    entry), ``rows`` (its token), ``offsets`` (start of each token's entries) and ``flat`` (positions in
+    the flattened padded code)."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, offsets: Tensor, flat: Tensor | None):
+        self.rows, self.cols, self.offsets, self.flat = rows, cols, offsets, flat
+
+    @staticmethod
+    def from_padded(indices: Tensor, mask: Tensor | None) -> Ragged:
+        n, w = indices.shape
+        device = indices.device
+        if mask is None:
+            counts = torch.full((n,), w, dtype=torch.long, device=device)
+            flat = None
+            cols = indices.reshape(-1)
+        else:
+            counts = mask.sum(dim=1)
+            flat = mask.reshape(-1).nonzero().squeeze(1)
+            cols = indices.reshape(-1)[flat]
+        rows = torch.repeat_interleave(torch.arange(n, device=device), counts)
+        return Ragged(rows, cols, torch.cumsum(counts, 0) - counts, flat)
+
+    def take(self, padded: Tensor) -> Tensor:
+        """The selected entries of a padded (N, w) tensor, in code order (differentiable)."""
+        flat = padded.reshape(-1)
+        return flat if self.flat is None else flat[self.flat]
+
+    def by_latent(self, n_latents: int) -> tuple[Tensor, Tensor]:
+        """``(order, offsets)``: entries sorted by latent (stable) and the start of each latent's group."""
+        order = torch.argsort(self.cols, stable=True)
+        counts = torch.bincount(self.cols, minlength=n_latents)
+        return order, torch.cumsum(counts, 0) - counts
 
 
 def dense_to_sparse(acts: Tensor) -> tuple[Tensor, Tensor]:
@@ -45,35 +83,36 @@ def decode_matrix(acts: Tensor, weight: Tensor, sparse: bool) -> Tensor:
 
 
 class _GatheredScores(torch.autograd.Function):
-    """Selected scores ``s[t, j] = <q[t], W[idx[t, j]]>`` whose values were already computed by a dense
-    no-grad product, with a backward that touches only the selected entries:
-    ``dq[t] = sum_j g[t, j] W[idx[t, j]]`` (an embedding_bag) and ``dW = G^T q`` with G the sparse
-    (N, M) matrix of the upstream gradients."""
+    """Selected scores ``s[t, j] = <q[t], W[idx[t, j]]>`` (0 where the mask is off) whose values were
+    already computed by a dense no-grad product, with a backward that touches only the selected
+    entries: ``dq[t] = sum_j g[t, j] W[idx[t, j]]`` and ``dW[i] = sum_{(t, j): idx[t, j] = i} g[t, j] q[t]``,
+    both as ``embedding_bag`` sums (the second over the entries grouped by latent)."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, weight: Tensor, indices: Tensor, values: Tensor) -> Tensor:
-        ctx.save_for_backward(q, weight, indices)
-        return values.clone()
+    def forward(ctx, q: Tensor, weight: Tensor, indices: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
+        ctx.save_for_backward(q, weight, indices, mask)
+        return values.clone() if mask is None else values * mask.to(values.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        q, weight, indices = ctx.saved_tensors
+        q, weight, indices, mask = ctx.saved_tensors
+        code = Ragged.from_padded(indices, mask)
+        g = code.take(grad.contiguous())
         grad_q = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_q = embedding_bag_decode(grad, indices, weight)
+            grad_q = F.embedding_bag(code.cols, weight, code.offsets, per_sample_weights=g, mode="sum")
         if ctx.needs_input_grad[1]:
-            n, k = indices.shape
-            rows = torch.arange(n, device=indices.device).repeat_interleave(k)
-            g = torch.sparse_coo_tensor(torch.stack([indices.reshape(-1), rows]), grad.reshape(-1),
-                                        (weight.shape[0], n), check_invariants=False).coalesce()
-            grad_w = torch.sparse.mm(g, q)
-        return grad_q, grad_w, None, None
+            order, offsets = code.by_latent(weight.shape[0])
+            grad_w = F.embedding_bag(code.rows[order], q, offsets, per_sample_weights=g[order], mode="sum")
+        return grad_q, grad_w, None, None, None
 
 
-def gathered_scores(q: Tensor, weight: Tensor, indices: Tensor, values: Tensor | None = None) -> Tensor:
+def gathered_scores(q: Tensor, weight: Tensor, indices: Tensor, values: Tensor | None = None,
+                    mask: Tensor | None = None) -> Tensor:
     """Differentiable ``<q[t], weight[indices[t, j]]>`` for ``q (N, d)``, ``weight (M, d)``,
-    ``indices (N, k)``. ``values`` are those scores if already computed (no second product)."""
+    ``indices (N, k)``; entries where ``mask (N, k)`` is False are 0 and get no gradient. ``values``
+    are the scores if already computed (no second product)."""
     if values is None:
         with torch.no_grad():
             values = torch.einsum("nd,nkd->nk", q, weight[indices])
-    return _GatheredScores.apply(q, weight, indices, values.detach())
+    return _GatheredScores.apply(q, weight, indices, values.detach(), mask)

@@ -69,40 +69,42 @@ class TopKSAE(LinearSAE):
         """b_enc - b_dec @ W_enc: the bias of the pre-activation x @ W_enc + bias."""
         return self.b_enc - self.b_dec @ self.W_enc
 
-    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Training-time selection on a (N, d_in) batch: ``(values, indices, pre)`` with the selected,
-        ReLU'd pre-activations (with gradient), their latent indices, and the no-grad pre-activations."""
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """Training-time selection on a (N, d_in) batch: ``(values, indices, mask, pre)``: the selected,
+        ReLU'd pre-activations (with gradient; 0 where ``mask`` is False), their latent indices, which
+        padded entries are real (None: all), and the no-grad pre-activations."""
         bias = self.encoder_bias()
         with torch.no_grad():
             raw = x @ self.W_enc
             pre = raw + bias
         idx = pre.topk(self.cfg.k, dim=-1).indices
-        return torch.relu(self.attach(x, raw, idx) + bias[idx]), idx, pre
+        return torch.relu(self.attach(x, raw, idx) + bias[idx]), idx, None, pre
 
-    def attach(self, x: Tensor, raw: Tensor, idx: Tensor) -> Tensor:
-        """Selected ``x @ W_enc`` entries with gradient: sparse backward on the sparse path, plain
-        autograd on the dense path."""
+    def attach(self, x: Tensor, raw: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Selected ``x @ W_enc`` entries with gradient (0 off the mask): sparse backward on the sparse
+        path, plain autograd on the dense path."""
         if self.use_sparse_decode(idx.shape[1]):
-            return gathered_scores(x, self.W_enc.t(), idx, raw.gather(1, idx))
-        return (x @ self.W_enc).gather(1, idx)
+            return gathered_scores(x, self.W_enc.t(), idx, raw.gather(1, idx), mask)
+        scores = (x @ self.W_enc).gather(1, idx)
+        return scores if mask is None else scores * mask
 
-    def reconstruct(self, vals: Tensor, idx: Tensor) -> Tensor:
+    def reconstruct(self, vals: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
         """x_hat from a padded sparse code, by the path that ``cfg.decode`` picks for its width."""
         if self.use_sparse_decode(idx.shape[1]):
-            return self.decode_sparse(vals, idx)
+            return embedding_bag_decode(vals, idx, self.W_dec, mask) + self.b_dec
         return sparse_to_dense(vals, idx, self.cfg.d_sae) @ self.W_dec + self.b_dec
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = self.check_input(x).reshape(-1, self.cfg.d_in)
-        vals, idx, pre = self.select(x)
-        x_hat = self.reconstruct(vals, idx)
+        vals, idx, mask, pre = self.select(x)
+        x_hat = self.reconstruct(vals, idx, mask)
         mse = mse_per_token(x, x_hat)
         aux = self.auxk_loss(x, x_hat, pre)
         loss = mse + self.cfg.auxk_coefficient * aux
-        acts_l0 = (vals != 0).sum(dim=-1)
+        active = vals.detach() != 0
         if self.training:
-            self.track_firing(sparse_to_dense(vals.detach(), idx, self.cfg.d_sae))
-        return loss, self.log_parts(loss, mse, acts_l0, auxk=aux)
+            self.track_fired_latents(idx[active], x.shape[0])
+        return loss, self.log_parts(loss, mse, active.sum(dim=-1), auxk=aux)
 
     def auxk_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
         """AuxK of Gao et al. (see the class docstring); 0 when no latent is dead."""
@@ -147,7 +149,7 @@ class BatchTopKSAE(TopKSAE):
         acts = sparse_to_dense(flat.gather(1, idx) * valid, idx, self.cfg.d_sae)
         return acts.reshape(pre.shape)
 
-    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         bias = self.encoder_bias()
         with torch.no_grad():
             raw = x @ self.W_enc
@@ -160,8 +162,8 @@ class BatchTopKSAE(TopKSAE):
                 counts = (pre > self.threshold.to(pre.dtype)).sum(dim=1)
                 idx = pre.topk(int(counts.max()), dim=1).indices
                 valid = torch.arange(idx.shape[1]) < counts[:, None]
-        vals = torch.relu(self.attach(x, raw, idx) + bias[idx]) * valid
-        return vals, idx, pre
+        vals = torch.relu(self.attach(x, raw, idx, valid) + bias[idx]) * valid
+        return vals, idx, valid, pre
 
     @torch.no_grad()
     def update_threshold(self, smallest_kept: Tensor) -> None:
