@@ -22,6 +22,7 @@ import torch
 
 from repro.sae import KINDS, create
 
+
 # label -> (kind, hyperparameters)
 def variants(args) -> dict[str, tuple[str, dict]]:
     table: dict[str, tuple[str, dict]] = {}
@@ -39,7 +40,8 @@ def activations(tokens: int, d_in: int, seed: int = 0) -> torch.Tensor:
     mean = torch.randn(d_in, generator=g) * 0.5
     basis = torch.randn(32, d_in, generator=g) / d_in**0.5
     scales = torch.logspace(0, -1.5, 32)
-    x = mean + (torch.randn(tokens, 32, generator=g) * scales) @ basis * 4 + 0.1 * torch.randn(tokens, d_in, generator=g)
+    low_rank = (torch.randn(tokens, 32, generator=g) * scales) @ basis * 4
+    x = mean + low_rank + 0.1 * torch.randn(tokens, d_in, generator=g)
     return x * (0.5 + torch.rand(tokens, 1, generator=g))
 
 
@@ -51,7 +53,8 @@ class Runner:
         if args.regime == "trained":
             with torch.no_grad():
                 for name in ("W_k", "W_enc") if kind in ("sparsemax_attention", "mlp_sparsemax") else ():
-                    getattr(self.sae, name).mul_(10)
+                    if hasattr(self.sae, name):
+                        getattr(self.sae, name).mul_(10)
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=1e-5)
 
     def step(self, x: torch.Tensor) -> tuple[float, float]:
@@ -104,7 +107,7 @@ def main() -> None:
     ref = statistics.median(times["topk"]) if "topk" in times and times["topk"] else None
     print(f"\nGEMM {args.tokens}x{args.d_in} @ {args.d_in}x{args.d_sae}: {gemm:.3f} s "
           f"({2 * args.tokens * args.d_in * args.d_sae / gemm / 1e9:.1f} GFLOP/s)\n")
-    print(f"| variant | median s | / topk | / GEMM | L0 (median) | all s |")
+    print("| variant | median s | / topk | / GEMM | L0 (median) | all s |")
     print("|---|---|---|---|---|---|")
     for label in labels:
         med = statistics.median(times[label])

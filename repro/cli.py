@@ -32,7 +32,8 @@ def _kinds(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="repro", description="sae-repro: train, evaluate and audit sparse autoencoders")
+    parser = argparse.ArgumentParser(prog="repro",
+                                     description="sae-repro: train, evaluate and audit sparse autoencoders")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train every SAE kind on planted features and print the comparison")
     demo.add_argument("--out", default="results/demo", help="folder for metrics.json and metrics.csv")

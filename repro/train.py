@@ -227,7 +227,8 @@ def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, 
                 tensors[f"adam.{names[id(p)]}.{key}"] = value.detach().contiguous().clone()
             moments[names[id(p)]] = sorted(state)
         save_file(tensors, str(tmp / "trainer.safetensors"))
-        (tmp / "trainer.json").write_text(json.dumps({"step": step, "adam_state": moments, "train_config": _resumable_fields(cfg)}, indent=1))
+        meta = {"step": step, "adam_state": moments, "train_config": _resumable_fields(cfg)}
+        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
         final, old = run_dir / CHECKPOINT_DIR, run_dir / f".{CHECKPOINT_DIR}.old"
         if final.exists():  # else ``old`` may be the only complete checkpoint: keep it until ``tmp`` is in place
             if old.exists():

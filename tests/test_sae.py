@@ -242,7 +242,7 @@ def test_official_init_and_frequency_mask_dynamics():
     for step in range(3):
         x = data(50, seed=step)
         acts = sae.encode(x)
-        rates.append(((acts > 0).double().mean(0)))
+        rates.append((acts > 0).double().mean(0))
         sae.loss(x)  # training mode: updates the cumulative mean
     expected = sum(rates) / 3
     assert torch.allclose(sae.latent_freq, expected, atol=1e-12)
@@ -315,7 +315,7 @@ def test_relu_penalty_weights_by_decoder_norm():
     x = data()
     loss, parts = sae.loss(x)
     acts = sae.encode(x)
-    expected_l1 = float((acts * sae.W_dec.norm(dim=1)).sum(-1).mean())
+    expected_l1 = (acts * sae.W_dec.norm(dim=1)).sum(-1).mean().item()
     assert math.isclose(parts["l1"], expected_l1, rel_tol=1e-5)
     assert math.isclose(parts["loss"], parts["mse"] + 0.5 * expected_l1, rel_tol=1e-5)
 

@@ -60,34 +60,76 @@ class SparsemaxAttentionConfig(SAEConfig):
         _require(self.impl in ("fast", "official"), "impl", self.impl, "'fast' or 'official'")
 
 
-class NormalisedSparsemaxSAE(SAE):
-    """Shared machinery of ``sparsemax_attention`` and ``mlp_sparsemax``: per-token unit-norm input,
-    scores z = q(x_n) R^T for rows R, official frequency mask, support {z > tau(z)} with the exact
-    sparsemax threshold (no gradient through tau), acts = z * 1[support], x_hat = ||x|| * dec(acts).
-
-    Subclasses give ``query`` (q from x_n), ``score_rows`` (R), ``decode_rows`` (D) and
-    ``decode_post`` (a (d, d) matrix P or None): dec(a) = (a D) P.
-    """
+class NormalisedSAE(SAE):
+    """Kinds that encode x_n = x / ||x|| and reconstruct x_hat = ||x|| * dec(acts), dec(a) = (a D) P with
+    decoder rows D (``decode_rows``) and an optional (d, d) matrix P (``decode_post``); trained on the
+    official objective (or plain MSE, per ``cfg.objective``)."""
 
     normalizes_input = True
-
-    def __init__(self, cfg: SparsemaxAttentionConfig):
-        super().__init__(cfg)
-        self.register_buffer("latent_freq", torch.zeros(cfg.d_sae, dtype=torch.float64))
-        self.register_buffer("freq_calls", torch.zeros((), dtype=torch.int64))
-
-    # parametrisation hooks
-    def query(self, x_n: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def score_rows(self) -> Tensor:
-        raise NotImplementedError
 
     def decode_rows(self) -> Tensor:
         raise NotImplementedError
 
     def decode_post(self) -> Tensor | None:
         return None
+
+    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
+        """x_hat = ||x|| * ((acts D) P); ``x_norm`` (the input norms, (..., 1)) is required."""
+        if x_norm is None:
+            raise ValueError(f"{self.kind} decodes in unit-norm space: pass x_norm=||x|| (shape (..., 1)), "
+                             "or call forward(x)")
+        out = acts @ self.decode_rows()
+        post = self.decode_post()
+        return x_norm * (out if post is None else out @ post)
+
+    def objective(self, x: Tensor, x_hat: Tensor, x_norm: Tensor) -> Tensor:
+        """``official``: loss_scale * mean_{tokens,dims} (x_hat - x)^2 / ||x||; ``mse``: mean_t ||x_hat - x||^2."""
+        if self.cfg.objective == "mse":
+            return mse_per_token(x, x_hat)
+        safe = torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
+        return self.cfg.loss_scale * ((x_hat - x).pow(2) / safe).mean()
+
+
+class ConceptAttention:
+    """The official attention parametrisation (a mixin): ``concepts`` C (d_sae, d_in), ``W_k``, ``W_v``
+    (d_in, d_in), officially initialised; queries x_n W_k^T score against the rows of C, values are
+    decoded as (a C) W_v."""
+
+    def init_attention(self, cfg: SAEConfig) -> None:
+        concepts, w_v, w_k = official_init(cfg, self.init_generator())
+        self.concepts = nn.Parameter(concepts)
+        self.W_k = nn.Parameter(w_k)
+        self.W_v = nn.Parameter(w_v)
+
+    def query(self, x_n: Tensor) -> Tensor:
+        return x_n @ self.W_k.t()
+
+    def score_rows(self) -> Tensor:
+        return self.concepts
+
+    def decode_rows(self) -> Tensor:
+        return self.concepts
+
+    def decode_post(self) -> Tensor:
+        return self.W_v
+
+
+class NormalisedSparsemaxSAE(NormalisedSAE):
+    """Shared machinery of ``sparsemax_attention`` and ``mlp_sparsemax``: scores z = q(x_n) R^T for rows R
+    (``query``, ``score_rows``), official frequency mask, support {z > tau(z)} with the exact sparsemax
+    threshold (no gradient through tau), acts = z * 1[support], x_hat = ||x|| * dec(acts).
+    """
+
+    def __init__(self, cfg: SparsemaxAttentionConfig):
+        super().__init__(cfg)
+        self.register_buffer("latent_freq", torch.zeros(cfg.d_sae, dtype=torch.float64))
+        self.register_buffer("freq_calls", torch.zeros((), dtype=torch.int64))
+
+    def query(self, x_n: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def score_rows(self) -> Tensor:
+        raise NotImplementedError
 
     # shared maths
     def keep_mask(self) -> Tensor | None:
@@ -109,22 +151,6 @@ class NormalisedSparsemaxSAE(SAE):
         z = self.scores(x)
         tau, _ = sparsemax_threshold(z.detach())
         return z * (z > tau).to(z.dtype)
-
-    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
-        """x_hat = ||x|| * ((acts D) P); ``x_norm`` (the input norms, (..., 1)) is required."""
-        if x_norm is None:
-            raise ValueError(f"{self.kind} decodes in unit-norm space: pass x_norm=||x|| (shape (..., 1)), "
-                             "or call forward(x)")
-        out = acts @ self.decode_rows()
-        post = self.decode_post()
-        return x_norm * (out if post is None else out @ post)
-
-    def objective(self, x: Tensor, x_hat: Tensor, x_norm: Tensor) -> Tensor:
-        """The training reconstruction term (official or plain MSE, see the config)."""
-        if self.cfg.objective == "mse":
-            return mse_per_token(x, x_hat)
-        safe = torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
-        return self.cfg.loss_scale * ((x_hat - x).pow(2) / safe).mean()
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = self.check_input(x).reshape(-1, self.cfg.d_in)
@@ -202,7 +228,7 @@ class NormalisedSparsemaxSAE(SAE):
 
 
 @register
-class SparsemaxAttentionSAE(NormalisedSparsemaxSAE):
+class SparsemaxAttentionSAE(ConceptAttention, NormalisedSparsemaxSAE):
     """The official sparsemax-attention SAE. Parameters ``concepts`` C (d_sae, d_in), ``W_k``, ``W_v``
     (d_in, d_in). x_n = x / ||x||; z = x_n (C W_k)^T, computed as (x_n W_k^T) C^T; frequency mask;
     support = {sparsemax(z) > 0} = {z > tau}; acts = z * 1[support] (raw scores, not sparsemax weights);
@@ -214,22 +240,7 @@ class SparsemaxAttentionSAE(NormalisedSparsemaxSAE):
 
     def __init__(self, cfg: SparsemaxAttentionConfig):
         super().__init__(cfg)
-        concepts, w_v, w_k = official_init(cfg, self.init_generator())
-        self.concepts = nn.Parameter(concepts)
-        self.W_k = nn.Parameter(w_k)
-        self.W_v = nn.Parameter(w_v)
-
-    def query(self, x_n: Tensor) -> Tensor:
-        return x_n @ self.W_k.t()
-
-    def score_rows(self) -> Tensor:
-        return self.concepts
-
-    def decode_rows(self) -> Tensor:
-        return self.concepts
-
-    def decode_post(self) -> Tensor:
-        return self.W_v
+        self.init_attention(cfg)
 
     def official_scores(self, x_n: Tensor) -> Tensor:
         return x_n @ (self.concepts @ self.W_k).t()
@@ -293,30 +304,21 @@ class AttentionReLUConfig(SAEConfig):
 
 
 @register
-class AttentionReLUSAE(SAE):
+class AttentionReLUSAE(ConceptAttention, NormalisedSAE):
     """Ablation "attention + ReLU": the official parametrisation (x_n, C, W_k, W_v, ||x|| rescaling,
     official objective) with acts = ReLU(z) instead of the sparsemax support, plus
     l1_coefficient * mean_t sum_i a_ti. No frequency mask."""
 
     kind = "attention_relu"
     config_cls = AttentionReLUConfig
-    normalizes_input = True
 
     def __init__(self, cfg: AttentionReLUConfig):
         super().__init__(cfg)
-        concepts, w_v, w_k = official_init(cfg, self.init_generator())
-        self.concepts = nn.Parameter(concepts)
-        self.W_k = nn.Parameter(w_k)
-        self.W_v = nn.Parameter(w_v)
+        self.init_attention(cfg)
 
     def encode(self, x: Tensor) -> Tensor:
         x_n, _ = unit_rows(self.check_input(x))
-        return torch.relu((x_n @ self.W_k.t()) @ self.concepts.t())
-
-    decode = NormalisedSparsemaxSAE.decode
-    decode_rows = SparsemaxAttentionSAE.decode_rows
-    decode_post = SparsemaxAttentionSAE.decode_post
-    objective = NormalisedSparsemaxSAE.objective
+        return torch.relu(self.query(x_n) @ self.concepts.t())
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = self.check_input(x).reshape(-1, self.cfg.d_in)
