@@ -353,7 +353,7 @@ def test_gated_auxiliary_term_does_not_train_the_decoder():
     pi_gate, _ = sae.gate_and_magnitude(x)
     aux = (x - (torch.relu(pi_gate) @ sae.W_dec.detach() + sae.b_dec.detach())).pow(2).sum(-1).mean()
     loss, parts = sae.loss(x)
-    assert math.isclose(parts["aux_mse"], float(aux), rel_tol=1e-6)
+    assert math.isclose(parts["aux_mse"], aux.item(), rel_tol=1e-6)
     aux.backward()
     assert sae.W_dec.grad is None  # b_dec still learns from it, through the encoder input x - b_dec
     assert sae.W_enc.grad is not None and sae.W_enc.grad.abs().sum() > 0
@@ -376,3 +376,24 @@ def test_batch_top_prefix_equals_the_flat_selection(seed):
     reference = sorted((int(i) // 300, int(i) % 300) for i in top)
     assert ours == reference
     assert int(valid[seed].sum()) > 4 * 3  # more than the first candidate width
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gathered_scores_gradcheck(masked):
+    from repro.sae.sparse import embedding_bag_decode, gathered_scores
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(6, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(9, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    idx = torch.stack([torch.randperm(9, generator=g)[:4] for _ in range(6)])
+    mask = (torch.rand(6, 4, generator=g) > 0.3) if masked else None
+
+    def scores(q, weight):
+        with torch.no_grad():
+            values = (q[:, None, :] * weight[idx]).sum(-1)
+        return gathered_scores(q, weight, idx, values, mask)
+
+    assert torch.autograd.gradcheck(scores, (q, weight))
+    decode = lambda v, w: embedding_bag_decode(v, idx, w, mask)  # noqa: E731
+    values = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(decode, (values, weight))

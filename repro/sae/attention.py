@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from repro.ops import sparsemax, sparsemax_sort, sparsemax_threshold
 from repro.ops.sparsemax import sparsemax_support_topk
-from repro.sae.base import SAE, SAEConfig, _require, register, require_nonnegative, require_unit_interval
+from repro.sae.base import SAE, SAEConfig, register, require, require_nonnegative, require_unit_interval
 from repro.sae.linear import mse_per_token
 from repro.sae.sparse import embedding_bag_decode, gathered_scores
 
@@ -55,9 +55,9 @@ class SparsemaxAttentionConfig(SAEConfig):
         super().validate()
         if self.freq_mask is not None:
             require_unit_interval("freq_mask", self.freq_mask)
-        _require(self.objective in ("official", "mse"), "objective", self.objective, "'official' or 'mse'")
+        require(self.objective in ("official", "mse"), "objective", self.objective, "'official' or 'mse'")
         require_nonnegative("loss_scale", self.loss_scale)
-        _require(self.impl in ("fast", "official"), "impl", self.impl, "'fast' or 'official'")
+        require(self.impl in ("fast", "official"), "impl", self.impl, "'fast' or 'official'")
 
 
 class NormalisedSAE(SAE):
@@ -299,7 +299,7 @@ class AttentionReLUConfig(SAEConfig):
     def validate(self) -> None:
         super().validate()
         require_nonnegative("l1_coefficient", self.l1_coefficient)
-        _require(self.objective in ("official", "mse"), "objective", self.objective, "'official' or 'mse'")
+        require(self.objective in ("official", "mse"), "objective", self.objective, "'official' or 'mse'")
         require_nonnegative("loss_scale", self.loss_scale)
 
 

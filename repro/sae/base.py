@@ -49,15 +49,15 @@ class SAEConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
-        _require(isinstance(self.d_in, int) and self.d_in > 0, "d_in", self.d_in, "a positive integer")
-        _require(isinstance(self.d_sae, int) and self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
-        _require(isinstance(self.seed, int), "seed", self.seed, "an integer")
-        _require(isinstance(self.dead_window, int) and self.dead_window > 0, "dead_window", self.dead_window,
+        require(isinstance(self.d_in, int) and self.d_in > 0, "d_in", self.d_in, "a positive integer")
+        require(isinstance(self.d_sae, int) and self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
+        require(isinstance(self.seed, int), "seed", self.seed, "an integer")
+        require(isinstance(self.dead_window, int) and self.dead_window > 0, "dead_window", self.dead_window,
                  "a positive integer (tokens)")
-        _require(self.decode in ("auto", "dense", "sparse"), "decode", self.decode, "'auto', 'dense' or 'sparse'")
+        require(self.decode in ("auto", "dense", "sparse"), "decode", self.decode, "'auto', 'dense' or 'sparse'")
 
 
-def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+def require(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
         raise ValueError(f"invalid SAE hyperparameter {name}={value!r}: expected {expected}")
 
@@ -66,19 +66,19 @@ def require_unit_interval(name: str, value: Any, *, closed_low: bool = True) -> 
     """Raise ValueError unless ``value`` is a finite float in [0, 1] (or (0, 1] if not closed_low)."""
     ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= 1
     ok = ok and (value >= 0 if closed_low else value > 0)
-    _require(ok, name, value, "a number in [0, 1]" if closed_low else "a number in (0, 1]")
+    require(ok, name, value, "a number in [0, 1]" if closed_low else "a number in (0, 1]")
 
 
 def require_nonnegative(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` is a finite number >= 0."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    _require(ok, name, value, "a finite number >= 0")
+    require(ok, name, value, "a finite number >= 0")
 
 
 def require_positive(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` is a finite number > 0."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    _require(ok, name, value, "a finite number > 0")
+    require(ok, name, value, "a finite number > 0")
 
 
 class SAE(nn.Module):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from repro.sae.base import SAEConfig, _require, register, require_nonnegative, require_unit_interval
+from repro.sae.base import SAEConfig, register, require, require_nonnegative, require_unit_interval
 from repro.sae.linear import LinearSAE, mse_per_token
 from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense
 
@@ -23,9 +23,9 @@ class TopKConfig(SAEConfig):
 
     def validate(self) -> None:
         super().validate()
-        _require(isinstance(self.k, int) and 0 < self.k <= self.d_sae, "k", self.k,
+        require(isinstance(self.k, int) and 0 < self.k <= self.d_sae, "k", self.k,
                  f"an integer in [1, d_sae={self.d_sae}]")
-        _require(self.aux_k is None or (isinstance(self.aux_k, int) and 0 < self.aux_k <= self.d_sae), "aux_k",
+        require(self.aux_k is None or (isinstance(self.aux_k, int) and 0 < self.aux_k <= self.d_sae), "aux_k",
                  self.aux_k, f"None or an integer in [1, d_sae={self.d_sae}]")
         require_nonnegative("auxk_coefficient", self.auxk_coefficient)
 
