@@ -1,0 +1,366 @@
+"""The activation cache: a content-addressed, memory-mapped, checksummed store of hook-point activations.
+
+Protocol (version 1). A cache lives in ``<root>/<spec_hash>/`` where ``spec_hash`` is the sha256 of the
+canonical JSON (sorted keys, no spaces) of the extraction spec: backbone identity (name, package
+version, weights digest, preprocessing), hook point, dataset identity (name, split, seed, limit,
+source version), token selection, storage dtype, extraction batch size, shard size and protocol
+version. It holds:
+
+- ``metadata.json``: the spec, its hash, ``d_model``, ``dtype``, ``n_tokens``, ``n_examples``, the shard
+  list (file names, token counts, sha256 of each file), provenance;
+- ``shards/acts_NNNNN.bin``: raw little-endian activations, shape (tokens, d_model), C order, in the
+  storage dtype (float32, float16, or bfloat16 stored as its 16-bit pattern);
+- ``shards/index_NNNNN.bin``: int64 (tokens, 3): example id (the dataset's stable id), token position
+  within the example, label.
+
+Shards hold whole examples. Extraction writes into ``<root>/.<spec_hash>.partial/``: each finished
+shard is renamed into place and recorded in ``progress.json``, so an interrupted extraction resumes
+after its last finished shard; the folder is renamed to ``<spec_hash>`` only when complete. A folder
+named by a hash is therefore always complete, and :func:`verify` checks that it is intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from repro.provenance import provenance
+
+PROTOCOL = 1
+DTYPES = {"float32": (np.float32, 4), "float16": (np.float16, 2), "bfloat16": (np.uint16, 2)}
+METADATA = "metadata.json"
+PROGRESS = "progress.json"
+
+
+class CacheError(ValueError):
+    """A cache that is missing, incomplete, corrupted or does not match its spec."""
+
+
+# ----- what extraction needs from a backbone and a dataset (see repro.backbones / repro.data) -----
+class BackboneLike(Protocol):
+    name: str
+
+    def spec(self) -> dict: ...
+    def d_model(self, hook: str) -> int: ...
+    def preprocess(self, examples: Any) -> dict[str, Tensor]: ...
+    def activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]: ...
+
+
+class DatasetLike(Protocol):
+    examples: Sequence
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def spec(self) -> dict: ...
+    def __len__(self) -> int: ...
+
+
+# ----- spec and hashing ------------------------------------------------------------------------------
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: the byte-stable form that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def spec_hash(spec: dict) -> str:
+    """sha256 hex digest of the canonical JSON of ``spec``."""
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def extraction_spec(backbone: BackboneLike, dataset: DatasetLike, hook: str, *, dtype: str = "float32",
+                    batch_size: int = 32, shard_tokens: int = 1 << 18) -> dict:
+    """Everything that determines the bytes of a cache (see the module docstring)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"invalid cache dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    if batch_size < 1 or shard_tokens < 1:
+        raise ValueError("batch_size and shard_tokens must be positive")
+    return {
+        "protocol": PROTOCOL,
+        "backbone": backbone.spec(),
+        "hook": hook,
+        "dataset": dataset.spec(),
+        "token_selection": "backbone-mask",
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "shard_tokens": shard_tokens,
+    }
+
+
+# ----- writing ---------------------------------------------------------------------------------------
+class _ShardWriter:
+    """Accumulates token rows and writes whole-example shards (file, then rename) with checksums."""
+
+    def __init__(self, folder: Path, dtype: str):
+        self.folder, self.dtype = folder, dtype
+        self.acts: list[np.ndarray] = []
+        self.index: list[np.ndarray] = []
+        self.n_tokens = 0
+
+    def add(self, acts: Tensor, index: np.ndarray) -> None:
+        self.acts.append(to_storage(acts, self.dtype))
+        self.index.append(index.astype(np.int64))
+        self.n_tokens += len(index)
+
+    def flush(self, number: int) -> dict:
+        acts = np.concatenate(self.acts) if self.acts else np.zeros((0, 0), DTYPES[self.dtype][0])
+        index = np.concatenate(self.index) if self.index else np.zeros((0, 3), np.int64)
+        record = {"acts": f"acts_{number:05d}.bin", "index": f"index_{number:05d}.bin", "n_tokens": len(index)}
+        for key, array in (("acts", acts), ("index", index)):
+            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            tmp = self.folder / f".{record[key]}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.folder / record[key])
+            record[f"{key}_sha256"] = hashlib.sha256(data).hexdigest()
+        self.acts, self.index, self.n_tokens = [], [], 0
+        return record
+
+
+def to_storage(acts: Tensor, dtype: str) -> np.ndarray:
+    """(tokens, d) activations in the storage dtype (bfloat16 as its uint16 bit pattern)."""
+    acts = acts.detach().cpu()
+    if dtype == "bfloat16":
+        return acts.to(torch.bfloat16).view(torch.uint16).numpy()
+    return acts.to(getattr(torch, dtype)).numpy()
+
+
+def from_storage(array: np.ndarray, dtype: str) -> Tensor:
+    """float32 tensor from stored rows (a copy: memory-mapped rows are read-only)."""
+    t = torch.from_numpy(np.array(array, copy=True))
+    if dtype == "bfloat16":
+        t = t.view(torch.bfloat16)
+    return t.to(torch.float32)
+
+
+def extract(backbone: BackboneLike, dataset: DatasetLike, hook: str, root: str | os.PathLike, *,
+            dtype: str = "float32", batch_size: int = 32, shard_tokens: int = 1 << 18,
+            progress: bool = True) -> Path:
+    """Extract ``hook`` activations of every example of ``dataset`` into the cache folder for this spec
+    under ``root`` (returned). An existing complete cache is reused; an interrupted one resumes."""
+    spec = extraction_spec(backbone, dataset, hook, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens)
+    digest = spec_hash(spec)
+    root = Path(root)
+    final = root / digest
+    if (final / METADATA).is_file():
+        return final
+    partial = root / f".{digest}.partial"
+    (partial / "shards").mkdir(parents=True, exist_ok=True)
+    state = _load_progress(partial, spec)
+    writer = _ShardWriter(partial / "shards", dtype)
+    d_model = backbone.d_model(hook)
+    n = len(dataset)
+    began, tokens_done = time.perf_counter(), 0
+    bar = tqdm(total=n, initial=state["examples_done"], disable=not progress, unit="ex",
+               desc=f"extract {backbone.name}:{hook}")
+    try:
+        start = state["examples_done"]
+        for lo in range(start, n, batch_size):
+            hi = min(n, lo + batch_size)
+            inputs = backbone.preprocess(dataset.examples[lo:hi])
+            acts, mask = backbone.activations(inputs, hook)
+            if acts.shape[-1] != d_model:
+                raise CacheError(f"{backbone.name}:{hook} returned width {acts.shape[-1]}, expected {d_model}")
+            rows, positions = torch.nonzero(mask, as_tuple=True)
+            index = np.stack([dataset.ids[lo:hi][rows.numpy()], positions.numpy(),
+                              dataset.labels[lo:hi][rows.numpy()]], axis=1)
+            writer.add(acts[rows, positions], index)
+            tokens_done += len(index)
+            bar.update(hi - lo)
+            bar.set_postfix(tok_per_s=f"{tokens_done / max(time.perf_counter() - began, 1e-9):.0f}")
+            if writer.n_tokens >= shard_tokens or hi == n:
+                record = writer.flush(len(state["shards"]))
+                state["shards"].append(record)
+                state["examples_done"] = hi
+                _save_progress(partial, state)
+    finally:
+        bar.close()
+    if state["examples_done"] < n or (n == 0 and not state["shards"]):
+        state["shards"].append(writer.flush(len(state["shards"])))
+        state["examples_done"] = n
+    metadata = {
+        "spec": spec, "spec_hash": digest, "d_model": d_model, "dtype": dtype,
+        "n_tokens": sum(s["n_tokens"] for s in state["shards"]), "n_examples": n,
+        "shards": state["shards"], "provenance": provenance(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (partial / METADATA).write_text(json.dumps(metadata, indent=1))
+    (partial / PROGRESS).unlink(missing_ok=True)
+    if final.exists():  # another process finished the same spec first
+        shutil.rmtree(partial)
+    else:
+        os.replace(partial, final)
+    return final
+
+
+def _load_progress(partial: Path, spec: dict) -> dict:
+    """Progress of an interrupted extraction (its finished shards are checked), or a fresh state."""
+    path = partial / PROGRESS
+    if path.is_file():
+        state = json.loads(path.read_text())
+        if state.get("spec") == spec and all(_shard_intact(partial / "shards", s) for s in state["shards"]):
+            return state
+    shutil.rmtree(partial / "shards", ignore_errors=True)
+    (partial / "shards").mkdir(parents=True)
+    return {"spec": spec, "examples_done": 0, "shards": []}
+
+
+def _save_progress(partial: Path, state: dict) -> None:
+    tmp = partial / f".{PROGRESS}.tmp"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, partial / PROGRESS)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shard_intact(folder: Path, record: dict) -> bool:
+    return all((folder / record[k]).is_file() and _sha256_file(folder / record[k]) == record[f"{k}_sha256"]
+               for k in ("acts", "index"))
+
+
+# ----- verification ----------------------------------------------------------------------------------
+def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
+    """Every problem found in the cache folder (empty = intact): missing or unreadable metadata, a spec
+    whose hash is not the folder name or the recorded hash, missing shards, shards whose size does not
+    match their token count, and (``checksums``) shards whose sha256 differs from the recorded one."""
+    path = Path(path)
+    problems: list[str] = []
+    try:
+        meta = json.loads((path / METADATA).read_text())
+    except FileNotFoundError:
+        return [f"{path}: no {METADATA} (not a cache, or an incomplete extraction)"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return [f"{path / METADATA}: unreadable ({e})"]
+    actual = spec_hash(meta.get("spec", {}))
+    if actual != meta.get("spec_hash") or actual != path.name:
+        problems.append(f"spec hash mismatch: the spec hashes to {actual[:16]}…, metadata says "
+                        f"{str(meta.get('spec_hash'))[:16]}…, folder is {path.name[:16]}…")
+    dtype = meta.get("dtype")
+    if dtype not in DTYPES:
+        return problems + [f"unknown dtype {dtype!r}"]
+    width = DTYPES[dtype][1] * int(meta["d_model"])
+    total = 0
+    for s in meta["shards"]:
+        for key, row_bytes in (("acts", width), ("index", 24)):
+            f = path / "shards" / s[key]
+            if not f.is_file():
+                problems.append(f"missing shard file {f.name}")
+                continue
+            if f.stat().st_size != s["n_tokens"] * row_bytes:
+                problems.append(f"{f.name}: {f.stat().st_size} bytes, expected {s['n_tokens'] * row_bytes} "
+                                f"(truncated or wrong)")
+            elif checksums and _sha256_file(f) != s[f"{key}_sha256"]:
+                problems.append(f"{f.name}: checksum mismatch (corrupted)")
+        total += s["n_tokens"]
+    if total != meta["n_tokens"]:
+        problems.append(f"shards hold {total} tokens, metadata says {meta['n_tokens']}")
+    return problems
+
+
+# ----- reading ---------------------------------------------------------------------------------------
+@dataclass
+class ActivationCache:
+    """A verified cache opened read-only; activations are memory-mapped, never loaded whole."""
+
+    path: Path
+    metadata: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, checksums: bool = True) -> ActivationCache:
+        """Open and verify (sizes, spec hash, and by default sha256 of every shard); raise CacheError
+        listing every problem, with the command that rebuilds the cache."""
+        path = Path(path)
+        problems = verify(path, checksums=checksums)
+        if problems:
+            raise CacheError(f"activation cache {path} is not usable:\n  - " + "\n  - ".join(problems)
+                             + "\nDelete the folder and run `repro extract` again to rebuild it.")
+        return cls(path, json.loads((path / METADATA).read_text()))
+
+    @property
+    def d_model(self) -> int:
+        return int(self.metadata["d_model"])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.metadata["n_tokens"])
+
+    @property
+    def spec(self) -> dict:
+        return self.metadata["spec"]
+
+    def _shard_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.metadata["shards"][i]
+        np_dtype = DTYPES[self.metadata["dtype"]][0]
+        n = s["n_tokens"]
+        if n == 0:
+            return np.zeros((0, self.d_model), np_dtype), np.zeros((0, 3), np.int64)
+        acts = np.memmap(self.path / "shards" / s["acts"], dtype=np.dtype(np_dtype).newbyteorder("<"), mode="r",
+                         shape=(n, self.d_model))
+        index = np.memmap(self.path / "shards" / s["index"], dtype="<i8", mode="r", shape=(n, 3))
+        return acts, index
+
+    def index(self) -> np.ndarray:
+        """(n_tokens, 3) int64: example id, position, label of every token, in storage order."""
+        parts = [np.asarray(self._shard_arrays(i)[1]) for i in range(len(self.metadata["shards"]))]
+        return np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+
+    def tokens(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """float32 activations of tokens [start, stop) in storage order (only those rows are read)."""
+        stop = self.n_tokens if stop is None else stop
+        out, offset = [], 0
+        for i in range(len(self.metadata["shards"])):
+            acts, _ = self._shard_arrays(i)
+            lo, hi = max(start - offset, 0), min(stop - offset, len(acts))
+            if lo < hi:
+                out.append(from_storage(acts[lo:hi], self.metadata["dtype"]))
+            offset += len(acts)
+        return torch.cat(out) if out else torch.zeros(0, self.d_model)
+
+    def batches(self, batch_size: int, seed: int = 0, *, shuffle: bool = True, block_tokens: int = 4096,
+                buffer_blocks: int = 64, epochs: int | None = None) -> Iterator[Tensor]:
+        """float32 batches (batch_size, d_model), seeded and deterministic (the same sequence on every
+        call), repeating epochs (each reshuffled with seed + epoch) until ``epochs`` (None: endless).
+
+        Shuffling without loading everything: the tokens are cut into blocks of ``block_tokens``
+        contiguous rows; each epoch visits the blocks in a random order, ``buffer_blocks`` at a time,
+        and shuffles the tokens of those blocks together (peak memory ~ buffer_blocks * block_tokens
+        rows). Batches never straddle epochs; the last partial batch of an epoch is dropped."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be positive")
+        if self.n_tokens < batch_size:
+            raise CacheError(f"cache {self.path} holds {self.n_tokens} tokens, fewer than one batch ({batch_size})")
+        blocks = [(i, lo, min(lo + block_tokens, s["n_tokens"]))
+                  for i, s in enumerate(self.metadata["shards"]) for lo in range(0, s["n_tokens"], block_tokens)]
+        epoch = 0
+        while epochs is None or epoch < epochs:
+            rng = np.random.default_rng([seed, epoch])
+            order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+            carry = torch.zeros(0, self.d_model)
+            for g in range(0, len(order), buffer_blocks):
+                group = [blocks[j] for j in order[g:g + buffer_blocks]]
+                rows = torch.cat([carry] + [from_storage(self._shard_arrays(i)[0][lo:hi], self.metadata["dtype"])
+                                            for i, lo, hi in group])
+                if shuffle:
+                    rows = rows[torch.from_numpy(rng.permutation(len(rows)))]
+                n_full = len(rows) // batch_size * batch_size
+                yield from rows[:n_full].split(batch_size)
+                carry = rows[n_full:]
+            epoch += 1
