@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 
 
@@ -31,6 +32,63 @@ def _kinds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_hparams(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values are read as JSON where possible (numbers, null, true), else strings."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from repro.backbones import load as load_backbone
+    from repro.cache import extract
+    from repro.data import load as load_data
+
+    backbone = load_backbone(args.backbone)
+    hook = args.layer
+    if hook.lstrip("-").isdigit():
+        hook = backbone.hook_points[int(hook)]
+    if hook not in backbone.hook_points:
+        raise ValueError(f"unknown hook point {args.layer!r} for {args.backbone}; valid: "
+                         f"{', '.join(backbone.hook_points)} (or an index into that list)")
+    data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed)
+    path = extract(backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size,
+                   progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from repro.cache import ActivationCache
+    from repro.sae import create
+    from repro.train import TrainConfig, train
+
+    cache = ActivationCache.open(args.cache)
+    sae = create(args.kind, cache.d_model, args.d_sae, seed=args.seed, **_parse_hparams(args.set))
+    cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
+                      checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume)
+    print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
+    return 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from repro.cache import verify
+
+    problems = verify(args.path, checksums=not args.quick)
+    for p in problems:
+        print(f"PROBLEM: {p}")
+    print(f"{args.path}: {'intact' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repro",
                                      description="sae-repro: train, evaluate and audit sparse autoencoders")
@@ -45,6 +103,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     kinds = sub.add_parser("kinds", help="list the SAE kinds and their hyperparameters")
     kinds.set_defaults(func=_kinds)
+
+    ext = sub.add_parser("extract", help="extract hook-point activations of a backbone on a dataset into a cache")
+    ext.add_argument("--backbone", required=True)
+    ext.add_argument("--layer", required=True, help="hook point name, or an index into the backbone's hook points")
+    ext.add_argument("--dataset", required=True)
+    ext.add_argument("--split", choices=("train", "test"), default="train")
+    ext.add_argument("--limit", type=int, default=None, help="number of examples (class-balanced subset)")
+    ext.add_argument("--seed", type=int, default=0, help="seed of the dataset split and subset")
+    ext.add_argument("--out", default="cache", help="cache root; the cache folder is named by the spec hash")
+    ext.add_argument("--batch-size", type=int, default=32)
+    ext.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    ext.add_argument("--quiet", action="store_true")
+    ext.set_defaults(func=_extract)
+
+    tr = sub.add_parser("train", help="train an SAE on an activation cache")
+    tr.add_argument("--cache", required=True, help="a cache folder (as printed by repro extract)")
+    tr.add_argument("--kind", required=True)
+    tr.add_argument("--d-sae", type=int, required=True)
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="an SAE hyperparameter (repeatable)")
+    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--batch-size", type=int, default=4096)
+    tr.add_argument("--lr", type=float, default=4e-4)
+    tr.add_argument("--warmup", type=int, default=500)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--checkpoint-every", type=int, default=0)
+    tr.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, sae/)")
+    tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_train)
+
+    cache = sub.add_parser("cache", help="activation cache tools")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    ver = cache_sub.add_parser("verify", help="check a cache folder: spec hash, shard sizes and checksums")
+    ver.add_argument("path")
+    ver.add_argument("--quick", action="store_true", help="sizes and spec hash only, no checksums")
+    ver.set_defaults(func=_cache_verify)
     return parser
 
 
@@ -52,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"repro {args.command}: error: {e}", file=sys.stderr)
         return 2
 
