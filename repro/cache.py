@@ -150,6 +150,10 @@ def extract(backbone: BackboneLike, dataset: DatasetLike, hook: str, root: str |
             progress: bool = True) -> Path:
     """Extract ``hook`` activations of every example of ``dataset`` into the cache folder for this spec
     under ``root`` (returned). An existing complete cache is reused; an interrupted one resumes."""
+    modalities = (getattr(backbone, "modality", None), getattr(dataset, "modality", None))
+    if None not in modalities and modalities[0] != modalities[1]:
+        raise ValueError(f"backbone {backbone.name} takes {modalities[0]} inputs but the dataset holds "
+                         f"{modalities[1]} examples")
     spec = extraction_spec(backbone, dataset, hook, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens)
     digest = spec_hash(spec)
     root = Path(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 
 
@@ -46,18 +47,27 @@ def _parse_hparams(pairs: list[str]) -> dict:
     return out
 
 
+def resolve_hook(hook_points: tuple[str, ...], layer: str) -> str:
+    """A hook point from ``--layer``: a hook name, or a layer number L meaning the one hook named
+    ``<letters>.L`` (``layer.L``, ``resid.L``, ``vision.layers.L``), or else the L-th hook point."""
+    if layer in hook_points:
+        return layer
+    if layer.isdigit():
+        named = [h for h in hook_points if re.fullmatch(rf"[A-Za-z_.]+\.{layer}", h)]
+        if len(named) == 1:
+            return named[0]
+        if int(layer) < len(hook_points):
+            return hook_points[int(layer)]
+    raise ValueError(f"unknown hook point {layer!r}; valid: {', '.join(hook_points)} (or a layer number)")
+
+
 def _extract(args: argparse.Namespace) -> int:
     from repro.backbones import load as load_backbone
     from repro.cache import extract
     from repro.data import load as load_data
 
     backbone = load_backbone(args.backbone)
-    hook = args.layer
-    if hook.lstrip("-").isdigit():
-        hook = backbone.hook_points[int(hook)]
-    if hook not in backbone.hook_points:
-        raise ValueError(f"unknown hook point {args.layer!r} for {args.backbone}; valid: "
-                         f"{', '.join(backbone.hook_points)} (or an index into that list)")
+    hook = resolve_hook(backbone.hook_points, args.layer)
     data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed)
     path = extract(backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size,
                    progress=not args.quiet)
@@ -106,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ext = sub.add_parser("extract", help="extract hook-point activations of a backbone on a dataset into a cache")
     ext.add_argument("--backbone", required=True)
-    ext.add_argument("--layer", required=True, help="hook point name, or an index into the backbone's hook points")
+    ext.add_argument("--layer", required=True,
+                     help="hook point name, or a layer number (layer.L, resid.L, vision.layers.L; "
+                     "for backbones without numbered layers, an index into the hook points)")
     ext.add_argument("--dataset", required=True)
     ext.add_argument("--split", choices=("train", "test"), default="train")
     ext.add_argument("--limit", type=int, default=None, help="number of examples (class-balanced subset)")
@@ -142,11 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or a missing asset: reported in one line, no traceback."""
+    errors: list[type[BaseException]] = [ValueError, FileExistsError, FileNotFoundError]
+    for module, name in (("repro.data", "DatasetUnavailable"), ("repro.backbones", "BackboneUnavailable")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"repro {args.command}: error: {e}", file=sys.stderr)
         return 2
 

