@@ -113,18 +113,21 @@ class _ShardWriter:
         self.n_tokens += len(index)
 
     def flush(self, number: int) -> dict:
-        acts = np.concatenate(self.acts) if self.acts else np.zeros((0, 0), DTYPES[self.dtype][0])
-        index = np.concatenate(self.index) if self.index else np.zeros((0, 3), np.int64)
-        record = {"acts": f"acts_{number:05d}.bin", "index": f"index_{number:05d}.bin", "n_tokens": len(index)}
-        for key, array in (("acts", acts), ("index", index)):
-            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        """Write the accumulated rows as shard ``number`` (chunk by chunk, no concatenated copy), fsync,
+        rename into place; return its record with the sha256 of each file."""
+        record = {"acts": f"acts_{number:05d}.bin", "index": f"index_{number:05d}.bin", "n_tokens": self.n_tokens}
+        for key, chunks in (("acts", self.acts), ("index", self.index)):
+            digest = hashlib.sha256()
             tmp = self.folder / f".{record[key]}.tmp"
             with open(tmp, "wb") as f:
-                f.write(data)
+                for chunk in chunks:
+                    data = memoryview(np.ascontiguousarray(chunk.astype(chunk.dtype.newbyteorder("<"), copy=False)))
+                    f.write(data)
+                    digest.update(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.folder / record[key])
-            record[f"{key}_sha256"] = hashlib.sha256(data).hexdigest()
+            record[f"{key}_sha256"] = digest.hexdigest()
         self.acts, self.index, self.n_tokens = [], [], 0
         return record
 
