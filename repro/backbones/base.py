@@ -272,19 +272,19 @@ def _first(output: Any) -> Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def output_of(module: nn.Module, run: Callable[[], Any]) -> Tensor:
-    """Call ``run()`` (a forward pass) until ``module`` has returned; return its output (the first
-    element of a tuple output). Nothing after ``module`` is computed."""
-    box: list[Tensor] = []
+def _run_until(module: nn.Module, run: Callable[[], Any], register: Callable, capture: Callable) -> Any:
+    """Call ``run()`` with a hook installed by ``register(module, hook)`` that records ``capture(...)`` of
+    the hooked call (in this thread only) and stops the forward pass there; return the record."""
+    box: list[Any] = []
     me = threading.get_ident()
 
-    def hook(_mod, _args, output):
+    def hook(*hook_args):
         if threading.get_ident() != me:  # another thread's forward pass through the same model
             return None
-        box.append(_first(output))
+        box.append(capture(*hook_args))
         raise _Stop
 
-    handle = module.register_forward_hook(hook)
+    handle = register(module, hook)
     try:
         run()
     except _Stop:
@@ -294,29 +294,19 @@ def output_of(module: nn.Module, run: Callable[[], Any]) -> Tensor:
     if not box:
         raise RuntimeError(f"the forward pass never reached {type(module).__name__}")
     return box[0]
+
+
+def output_of(module: nn.Module, run: Callable[[], Any]) -> Tensor:
+    """Call ``run()`` (a forward pass) until ``module`` has returned; return its output (the first
+    element of a tuple output). Nothing after ``module`` is computed."""
+    return _run_until(module, run, lambda m, hook: m.register_forward_hook(hook),
+                      lambda _mod, _args, output: _first(output))
 
 
 def call_of(module: nn.Module, run: Callable[[], Any]) -> tuple[tuple, dict]:
     """Call ``run()`` until ``module`` is about to be called; return the call's (args, kwargs)."""
-    box: list[tuple[tuple, dict]] = []
-    me = threading.get_ident()
-
-    def hook(_mod, args, kwargs):
-        if threading.get_ident() != me:
-            return None
-        box.append((args, kwargs))
-        raise _Stop
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        run()
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not box:
-        raise RuntimeError(f"the forward pass never reached {type(module).__name__}")
-    return box[0]
+    return _run_until(module, run, lambda m, hook: m.register_forward_pre_hook(hook, with_kwargs=True),
+                      lambda _mod, args, kwargs: (args, kwargs))
 
 
 def run_layers_from(layers: Sequence[nn.Module], start: int, hidden: Tensor, run: Callable[[], Any]) -> Tensor:

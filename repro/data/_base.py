@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,15 @@ def pypi_version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def require_files(name: str, paths: Sequence[Path], install: str) -> tuple[tuple[int, int], ...]:
+    """Raise DatasetUnavailable naming the missing files and the install command, else return a stamp
+    (size, mtime) of the files, so that in-process caches notice a changed source."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetUnavailable(f"{name}: missing {', '.join(missing)}; install it with: {install}")
+    return tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
 
 def readonly(array: np.ndarray) -> np.ndarray:

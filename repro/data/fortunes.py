@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import DatasetUnavailable, LabelledData, check_args, debian_version, readonly, split_and_limit
+from ._base import (
+    LabelledData,
+    check_args,
+    debian_version,
+    readonly,
+    require_files,
+    split_and_limit,
+)
 
 NAME = "fortunes"
 PACKAGE = "fortunes"
@@ -91,11 +98,7 @@ def read_all(directory: str | os.PathLike = DEFAULT_DIR) -> tuple[tuple[str, ...
     """The canonical curated list: (texts, int64 labels indexing :data:`CATEGORIES`), cached in-process.
     Raises DatasetUnavailable when a category file is missing."""
     directory = Path(directory)
-    paths = [directory / cat for cat in CATEGORIES]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise DatasetUnavailable(f"{NAME}: missing {', '.join(missing)}; install it with: {INSTALL}")
-    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    stamp = require_files(NAME, [directory / cat for cat in CATEGORIES], INSTALL)
     return _read_all(str(directory.resolve()), stamp)
 
 

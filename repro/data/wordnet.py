@@ -31,7 +31,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._base import DatasetUnavailable, LabelledData, check_args, debian_version, readonly, split_and_limit
+from ._base import (
+    LabelledData,
+    check_args,
+    debian_version,
+    readonly,
+    require_files,
+    split_and_limit,
+)
 
 NAME = "wordnet-glosses"
 PACKAGE = "wordnet-base"
@@ -116,11 +123,7 @@ def read_all(directory: str | os.PathLike = DEFAULT_DIR) -> tuple[tuple[Synset, 
     """The canonical curated list: (synsets, class names, int64 labels indexing the class names),
     cached in-process. Raises DatasetUnavailable when a data file is missing."""
     directory = Path(directory)
-    paths = [directory / f"data.{pos}" for pos in POS_FILES]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise DatasetUnavailable(f"{NAME}: missing {', '.join(missing)}; install it with: {INSTALL}")
-    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    stamp = require_files(NAME, [directory / f"data.{pos}" for pos in POS_FILES], INSTALL)
     return _read_all(str(directory.resolve()), stamp)
 
 
