@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -99,6 +100,24 @@ def _cache_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _synthetic(args: argparse.Namespace) -> int:
+    import yaml
+
+    from repro.experiments.synthetic import SyntheticConfig, run_synthetic
+
+    try:
+        raw = yaml.safe_load(open(args.config))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{args.config}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{args.config}: the config must be a mapping")
+    cfg = SyntheticConfig.from_dict(raw)
+    result = run_synthetic(cfg, args.out, args.figures, progress=not args.quiet)
+    print((Path(args.out) / "table.md").read_text())
+    print(f"{len(result['runs'])} runs in {result['seconds']:.0f} s; wrote {args.out}/ and {args.figures}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repro",
                                      description="sae-repro: train, evaluate and audit sparse autoencoders")
@@ -144,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)
+
+    syn = sub.add_parser("synthetic", help="the ground-truth benchmark on planted features")
+    syn.add_argument("--config", default="config/synthetic.yaml")
+    syn.add_argument("--out", default="results/synthetic")
+    syn.add_argument("--figures", default="figures")
+    syn.add_argument("--quiet", action="store_true")
+    syn.set_defaults(func=_synthetic)
 
     cache = sub.add_parser("cache", help="activation cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)

@@ -1,0 +1,1 @@
+"""Evaluations that need a known answer: scoring SAEs against planted ground truth."""

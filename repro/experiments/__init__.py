@@ -1,0 +1,1 @@
+"""Experiments that combine training, evaluation and reporting (each writes results and figures)."""
