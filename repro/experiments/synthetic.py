@@ -166,17 +166,17 @@ def train_and_evaluate(cfg: SyntheticConfig, kind: str, hparams: dict, seed: int
 def match_penalty(cfg: SyntheticConfig, method: Method, hparams: dict, key: str, target: float, seed: int,
                   x_eval: torch.Tensor, coeff_eval: torch.Tensor) -> tuple[float, list[dict]]:
     """Bisection on log10(penalty) in [-5, 1] so that the mean L0 lands at ``target``; each probe trains for
-    half the steps. Returns the chosen penalty (the probe closest to the target) and the probe log."""
+    the full number of steps. Returns the chosen penalty (the probe whose L0 is closest to the target in
+    log ratio) and the probe log."""
     lo, hi = -5.0, 1.0
     probes = []
     for _ in range(cfg.search_steps):
         mid = (lo + hi) / 2
-        rec = train_and_evaluate(cfg, method.kind, {**hparams, key: 10**mid}, seed, max(1, cfg.steps // 2),
-                                 x_eval, coeff_eval)
+        rec = train_and_evaluate(cfg, method.kind, {**hparams, key: 10**mid}, seed, cfg.steps, x_eval, coeff_eval)
         l0 = rec["reconstruction"]["l0"]
         probes.append({"penalty": 10**mid, "l0": l0})
         lo, hi = (mid, hi) if l0 > target else (lo, mid)
-    best = min(probes, key=lambda p: abs(p["l0"] - target))
+    best = min(probes, key=lambda p: abs(math.log((p["l0"] + 0.1) / target)))
     return best["penalty"], probes
 
 
@@ -190,13 +190,13 @@ def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | 
     x_eval, coeff_eval = cfg.data.sample(cfg.eval_tokens, torch.Generator().manual_seed(987654321))
     runs = []
     for method in cfg.methods:
-        hp = resolve_hparams(method, mean_count, cfg.d_sae)
-        search = None
-        for key, value in list(hp.items()):
-            if value == MATCH_L0:  # searched once, on the first seed, then used for every seed
-                hp[key], search = match_penalty(cfg, method, hp | {key: 1e-3}, key, mean_count, cfg.seeds[0],
-                                                x_eval, coeff_eval)
         for seed in cfg.seeds:
+            hp = resolve_hparams(method, mean_count, cfg.d_sae)
+            search = None
+            for key, value in list(hp.items()):
+                if value == MATCH_L0:  # searched for every seed: a penalty found on one seed may not transfer
+                    hp[key], search = match_penalty(cfg, method, hp | {key: 1e-3}, key, mean_count, seed,
+                                                    x_eval, coeff_eval)
             record = train_and_evaluate(cfg, method.kind, hp, seed, cfg.steps, x_eval, coeff_eval)
             runs.append({"method": method.name, "kind": method.kind, "hparams": hp, "seed": seed,
                          "penalty_search": search, **record})

@@ -17,6 +17,9 @@ def method_colours(names: list[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 def _save(fig, stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     for ext in ("pdf", "png"):
@@ -30,7 +33,7 @@ def plot_l0_vs_count(runs: list[dict], order: list[str], stem: Path) -> None:
     colours = method_colours(order)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     top = 1
-    for name in order:
+    for i, name in enumerate(order):
         by_seed = [r["sparsity_tracking"]["by_count"] for r in runs if r["method"] == name]
         counts = sorted({int(c) for b in by_seed for c in b})
         means, stds = [], []
@@ -39,13 +42,15 @@ def plot_l0_vs_count(runs: list[dict], order: list[str], stem: Path) -> None:
             means.append(statistics.fmean(vals))
             stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
         top = max(top, max(counts, default=1))
-        ax.errorbar(counts, means, yerr=stds, marker="o", ms=3, capsize=2, color=colours[name], label=name)
-    ax.plot([0, top], [0, top], ls="--", color="grey", lw=1, label="L0 = true count")
+        ax.errorbar(counts, means, yerr=stds, marker="os^D"[i % 4], ms=4, capsize=2, color=colours[name],
+                    ls=LINESTYLES[i % len(LINESTYLES)], label=name)
+    ax.plot([1, top], [1, top], ls="--", color="grey", lw=1.5, label="L0 = true count")
     ax.set_xlabel("true number of active features in the sample")
-    ax.set_ylabel("SAE L0 (active latents), mean over samples")
-    ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylabel("SAE L0 (active latents), mean over samples (log scale)")
+    ax.set_yscale("log")
+    ax.set_xlim(left=0.5)
     ax.set_title("Does L0 follow the number of planted features?")
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     _save(fig, stem)
 
