@@ -142,9 +142,15 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
     began = time.perf_counter()
     parts = _last_logged_parts(run_dir / LOG_FILE) if start == cfg.steps else {}
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc=f"train {sae.kind}", unit="step")
+    # Some CPU kernels (scatter/index accumulation) sum in a thread-dependent order unless asked not to:
+    # without this flag, BatchTopK runs with 2 threads diverged after ~10 steps.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         parts = _loop(sae, optimizer, batches, cfg, run_dir, start, bar, on_step) or parts
     finally:
+        torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
         bar.close()
     seconds = time.perf_counter() - began
     sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds)

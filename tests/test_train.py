@@ -734,3 +734,21 @@ def test_decay_starts_at_the_rounded_step():
 def test_invalid_types_are_value_errors(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{"steps": 10, field: value}).validate()
+
+
+def test_two_threads_are_deterministic_too(tmp_path):
+    """Thread-dependent summation order in CPU scatter kernels once made BatchTopK runs diverge after
+    about ten steps with two threads; the trainer turns on PyTorch's deterministic algorithms."""
+    torch.set_num_threads(2)
+    try:
+        data = PlantedFeatures(d_in=64, n_features=256, mean_active=4, noise=0.01, seed=0)
+        states = []
+        for run in ("a", "b"):
+            sae = create("batchtopk", 64, 1024, k=4)
+            cfg = config(steps=20, lr=1e-2, warmup_steps=10, checkpoint_every=0, decay="none")
+            train(sae, data.batches(512), cfg, tmp_path / run)
+            states.append(sae.state_dict())
+        assert_state_equal(states[0], states[1])
+        assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
+    finally:
+        torch.set_num_threads(1)
