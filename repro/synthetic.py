@@ -61,11 +61,14 @@ class PlantedFeatures:
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(x (n, d_in), coefficients (n, n_features)) for n tokens."""
+        return self._draw(n, generator, self.dictionary(), self.mean())
+
+    def _draw(self, n: int, generator: torch.Generator, dictionary: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
         p = self.mean_active / self.n_features
         active = torch.rand(n, self.n_features, generator=generator) < p
         lo, hi = self.magnitude
         coeff = (lo + (hi - lo) * torch.rand(n, self.n_features, generator=generator)) * active
-        x = coeff @ self.dictionary() + self.mean()
+        x = coeff @ dictionary + mean
         if self.noise:
             x = x + self.noise * torch.randn(n, self.d_in, generator=generator)
         return x, coeff
@@ -74,15 +77,8 @@ class PlantedFeatures:
         """An endless, seeded stream of (batch_size, d_in) batches: the same sequence on every call."""
         g = torch.Generator().manual_seed(seed)
         dictionary, mean = self.dictionary(), self.mean()
-        lo, hi = self.magnitude
-        p = self.mean_active / self.n_features
         while True:
-            active = torch.rand(batch_size, self.n_features, generator=g) < p
-            coeff = (lo + (hi - lo) * torch.rand(batch_size, self.n_features, generator=g)) * active
-            x = coeff @ dictionary + mean
-            if self.noise:
-                x = x + self.noise * torch.randn(batch_size, self.d_in, generator=g)
-            yield x
+            yield self._draw(batch_size, g, dictionary, mean)[0]
 
 
 # ----- the ground-truth benchmark generator ---------------------------------------------------------
