@@ -194,9 +194,8 @@ def extract(backbone: BackboneLike, dataset: DatasetLike, hook: str, root: str |
                 _save_progress(partial, state)
     finally:
         bar.close()
-    if state["examples_done"] < n or (n == 0 and not state["shards"]):
-        state["shards"].append(writer.flush(len(state["shards"])))
-        state["examples_done"] = n
+    if n == 0 and not state["shards"]:  # the loop flushes at the last batch; an empty dataset gets one empty shard
+        state["shards"].append(writer.flush(0))
     metadata = {
         "spec": spec, "spec_hash": digest, "d_model": d_model, "dtype": dtype,
         "n_tokens": sum(s["n_tokens"] for s in state["shards"]), "n_examples": n,
