@@ -85,7 +85,8 @@ def _train(args: argparse.Namespace) -> int:
     sae = create(args.kind, cache.d_model, args.d_sae, seed=args.seed, **_parse_hparams(args.set))
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume)
+    data = {"cache": str(Path(args.cache).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec}
+    result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume, data=data)
     print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
     return 0
 

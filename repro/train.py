@@ -118,11 +118,14 @@ class TrainResult:
 
 
 def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | os.PathLike, *,
-          resume: bool = False, on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          resume: bool = False, on_step: Callable[[int, dict[str, float]], None] | None = None,
+          data: dict | None = None) -> TrainResult:
     """Train ``sae`` in place for ``cfg.steps`` steps on ``batches``; see the module docstring.
 
     ``on_step(step, parts)`` is called after each step (1-based) once its checkpoint, if any, is
-    written. A run folder that already holds a checkpoint is refused unless ``resume`` is set.
+    written. ``data`` (JSON-serialisable, e.g. the activation cache's path and spec) is recorded in
+    ``train.json`` under "data", so that evaluations can find the backbone, hook and dataset. A run
+    folder that already holds a checkpoint is refused unless ``resume`` is set.
     """
     cfg.validate()
     run_dir = Path(run_dir)
@@ -153,7 +156,7 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
         torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
         bar.close()
     seconds = time.perf_counter() - began
-    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds)
+    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds, data)
     return TrainResult(cfg.steps, parts, run_dir, sae_dir, seconds)
 
 
@@ -311,7 +314,8 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write(path, write)
 
 
-def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, float], seconds: float) -> Path:
+def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, float], seconds: float,
+                   data: dict | None = None) -> Path:
     """Write the final SAE folder and ``train.json`` (atomically, after everything else succeeded)."""
     final = run_dir / FINAL_DIR
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{FINAL_DIR}.tmp"))
@@ -323,6 +327,6 @@ def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, f
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = {"kind": sae.kind, "sae_config": dataclasses.asdict(sae.cfg), "train_config": dataclasses.asdict(cfg),
-               "last_step": parts, "seconds_this_session": seconds, "provenance": provenance()}
+               "last_step": parts, "seconds_this_session": seconds, "data": data, "provenance": provenance()}
     atomic_write(run_dir / SUMMARY_FILE, lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
     return final

@@ -1,0 +1,145 @@
+"""Top-n concept classification on a planted problem with known answers: an identity SAE matches the
+no-SAE accuracy, on_1 keeps the class's own latent (100 %), off_1 removes it (chance or below),
+n = F equals the full reconstruction, ties go to the lower latent index, and the official protocol
+(selection on the classified split) can differ from held-out selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from repro.evals.topn import (
+    LinearHead,
+    ZeroShotHead,
+    fit_linear_head,
+    select_latents,
+    selection_mask,
+    settings_for,
+    topn_classification,
+)
+from repro.sae import create
+
+C, T = 3, 4  # classes, tokens per example; d = C + 1 dimensions (the last is noise)
+
+
+class PlantedBackbone:
+    """Example = (label, seed). acts[b, t] = 3·onehot(label) + N(0, 0.3²) on d = C + 1 dims; the
+    final features are the token mean, so a linear head reads the class off dimension `label`."""
+
+    modality = "image"
+
+    def preprocess(self, examples):
+        return {"x": torch.as_tensor(np.asarray(examples), dtype=torch.int64)}
+
+    def activations(self, inputs, hook):
+        rows = []
+        for label, seed in inputs["x"].tolist():
+            g = torch.Generator().manual_seed(seed)
+            a = 0.3 * torch.randn(T, C + 1, generator=g)
+            a[:, label] += 3.0
+            rows.append(a)
+        acts = torch.stack(rows)
+        return acts, torch.ones(acts.shape[:2], dtype=torch.bool)
+
+    def features_from(self, hook, acts, inputs):
+        return acts.mean(1)
+
+    def features(self, inputs):
+        return self.features_from("h", self.activations(inputs, "h")[0], inputs)
+
+
+class IdentitySAE(nn.Module):
+    """code = x, x̂ = code (d_sae = d)."""
+
+    normalizes_input = False
+
+    def __init__(self, d):
+        super().__init__()
+        self.cfg = type("Cfg", (), {"d_sae": d})()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def encode(self, x):
+        return x
+
+    def decode(self, acts, x_norm=None):
+        return acts
+
+    def forward(self, x, latent_scale=None):
+        return x, x
+
+
+@dataclass
+class Data:
+    examples: np.ndarray
+    labels: np.ndarray
+    class_names: list = field(default_factory=lambda: [f"c{i}" for i in range(C)])
+
+
+def data(n, seed):
+    labels = np.arange(n) % C
+    return Data(np.stack([labels, np.arange(n) + seed], 1), labels.astype(np.int64))
+
+
+def counts_of(sae, d: Data, threshold=0.2):
+    bb = PlantedBackbone()
+    acts, mask = bb.activations(bb.preprocess(d.examples), "h")
+    code = sae.encode(acts[mask]).detach()
+    tok = torch.as_tensor(d.labels)[:, None].expand_as(mask)[mask]
+    counts = torch.zeros(C, code.shape[1], dtype=torch.float64).index_add_(0, tok, (code > threshold).double())
+    return counts.numpy()
+
+
+def test_identity_sae_known_answers():
+    train, test = data(60, 0), data(30, 1000)
+    bb, sae = PlantedBackbone(), IdentitySAE(C + 1)
+    head = fit_linear_head(bb, train)
+    res = topn_classification(bb, sae, "h", test, head, {"official": counts_of(sae, test),
+                                                          "heldout": counts_of(sae, train)}, ns=(1, C + 1))
+    m = res["mean_pct"]
+    assert m["no_sae"] == 100.0 and m["sae"] == m["no_sae"]
+    for p in ("official", "heldout"):
+        assert m[f"{p}/on_1"] == 100.0  # the class's own dimension alone still classifies
+        assert m[f"{p}/off_1"] <= 50  # without it only noise is left (chance = 33 %)
+        assert m[f"{p}/on_{C + 1}"] == m["sae"] and m[f"{p}/off_{C + 1}"] == m["off_all"]
+    assert res["selected"]["official"]["1"] == [[0], [1], [2]]
+    assert set(res["mean_pct"]) == set(settings_for(["official", "heldout"], (1, C + 1)))
+    assert res["n_examples"] == 30 and res["per_class_pct"]["no_sae"] == [100.0] * C
+
+
+def test_full_width_equals_full_reconstruction_for_a_real_sae():
+    torch.manual_seed(0)
+    train, test = data(30, 0), data(15, 500)
+    bb, sae = PlantedBackbone(), create("relu", C + 1, 16, seed=0)
+    head = fit_linear_head(bb, train)
+    res = topn_classification(bb, sae, "h", test, head, {"official": counts_of(sae, test)}, ns=(2, 16))
+    m = res["mean_pct"]
+    assert m["official/on_16"] == m["sae"] and m["official/off_16"] == m["off_all"]
+
+
+def test_selection_is_stable_and_masks_match():
+    counts = np.array([[0, 5, 5, 1], [2, 2, 2, 2]])
+    np.testing.assert_array_equal(select_latents(counts, 2), [[1, 2], [0, 1]])
+    np.testing.assert_array_equal(select_latents(counts, 10), [[1, 2, 3, 0], [0, 1, 2, 3]])
+    np.testing.assert_array_equal(selection_mask(counts, 1).numpy(), [[0, 1, 0, 0], [1, 0, 0, 0]])
+
+
+def test_heads():
+    w = torch.eye(3)
+    assert ZeroShotHead(w).predict(torch.tensor([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]])).tolist() == [1, 0]
+    head = LinearHead().fit(np.r_[np.zeros((5, 2)), np.ones((5, 2))], np.r_[np.zeros(5), np.ones(5)])
+    assert head.predict(torch.tensor([[0.0, 0.0], [1.0, 1.0]])).tolist() == [0, 1]
+    assert head.spec()["converged"] is True
+
+
+def test_sae_mode_is_restored():
+    bb, sae = PlantedBackbone(), IdentitySAE(C + 1)
+    sae.train()
+    head = fit_linear_head(bb, data(12, 0))
+    with pytest.raises(ValueError, match="official"):
+        topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, 2))}, ns=(1,))
+    topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, C + 1))}, ns=(1,))
+    assert sae.training
