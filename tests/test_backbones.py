@@ -2,7 +2,9 @@
 labels china.jpg as a building, MiniLM paraphrase cosines, SmolLM2 says Paris), shapes and token masks
 per hook, forward_from(hook, activations) == forward for several hooks, splicing really happens,
 activations stop at the hook, spec() identity, errors, the fast BackboneUnavailable path with an empty
-Hugging Face cache, and the CLIP / GPT-2 / generic hf: / timm: code paths on tiny random models.
+Hugging Face cache, and the CLIP / GPT-2 / generic hf: / timm: code paths on tiny random models; pooled
+final features (features_from(hook, activations) == features, the classifier on them gives the logits,
+padding leaves them unchanged) and CLIP's zero-shot prompt-ensemble weights.
 CPU only; every real model is loaded once per module; no test reaches the network (sockets refused)."""
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from repro.backbones import (
     TimmBackbone,
     load,
 )
+from repro.backbones.base import masked_mean
+from repro.backbones.clip_templates import IMAGENET_TEMPLATES
 
 ATOL = 1e-4
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -90,6 +94,27 @@ def check_common(bb: Backbone, inputs, hooks, expected_output_shape):
         noise = torch.randn(acts.shape, generator=torch.Generator().manual_seed(0)) * acts.std()
         spliced = bb.forward_from(hook, acts + noise, inputs)
         assert (spliced - full).abs().max() > 1e-3, f"modifying the acts at {hook} did not change the output"
+
+
+def check_features(bb: Backbone, inputs, hooks, dim):
+    """features_from(hook, activations) == features, float32 (B, dim); splicing changes the features."""
+    feats = bb.features(inputs)
+    assert tuple(feats.shape) == (len(next(iter(inputs.values()))), dim) and feats.dtype == torch.float32
+    for hook in hooks:
+        acts = bb.activations(inputs, hook)[0]
+        torch.testing.assert_close(bb.features_from(hook, acts, inputs), feats, atol=ATOL, rtol=0,
+                                   msg=f"features_from({hook}) != features")
+    noise = torch.randn(acts.shape, generator=torch.Generator().manual_seed(0)) * acts.std()
+    assert (bb.features_from(hook, acts + noise, inputs) - feats).abs().max() > 1e-3
+    return feats
+
+
+def check_padding_invariance(bb: Backbone, texts):
+    """A text's features alone equal its features batched with longer texts (padding is masked out)."""
+    batched = bb.features(bb.preprocess(texts))
+    alone = bb.features(bb.preprocess(texts[:1]))
+    assert bb.preprocess(texts)["input_ids"].shape[1] > bb.preprocess(texts[:1])["input_ids"].shape[1]
+    torch.testing.assert_close(batched[:1], alone, atol=ATOL, rtol=0)
 
 
 def check_spec(bb: Backbone):
@@ -157,6 +182,14 @@ def test_effnet_forward_from_and_stop(effnet):
         handle.remove()
 
 
+def test_effnet_features(effnet):
+    inputs = effnet.preprocess(_gray(seed=1))
+    feats = check_features(effnet, inputs, ["blocks.0.0", "blocks.4.1", "head"], 1280)
+    # the pooled features are the classifier's input
+    torch.testing.assert_close(effnet.model.get_classifier()(feats), effnet.forward(inputs), atol=ATOL, rtol=0)
+    torch.testing.assert_close(feats, effnet.activations(inputs, "head")[0].mean(1), atol=ATOL, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------ MiniLM
 def test_minilm_paraphrase_cosines(minilm):
     emb = minilm.embed(["A man is playing a guitar.", "Someone is strumming a guitar.",
@@ -196,6 +229,16 @@ def test_minilm_forward_from_and_stop(minilm):
         handle.remove()
     pooled = minilm.pooled_embedding(minilm.forward(inputs), inputs["token_mask"])
     assert pooled.shape == (2, 384)
+
+
+def test_minilm_features(minilm):
+    inputs = minilm.preprocess(TEXTS)
+    feats = check_features(minilm, inputs, ["layer.2"], 384)
+    # mean of the final hidden states over the token mask ([CLS], [SEP], padding out), not normalised
+    torch.testing.assert_close(feats, minilm.pooled_embedding(minilm.forward(inputs), inputs["token_mask"]),
+                               atol=ATOL, rtol=0)
+    assert (feats.norm(dim=-1) - 1).abs().max() > 1e-2
+    check_padding_invariance(minilm, TEXTS)
 
 
 def test_minilm_truncation_option(minilm):
@@ -252,6 +295,15 @@ def test_smollm2_forward_from_and_stop(smollm2):
         handle.remove()
 
 
+def test_smollm2_features(smollm2):
+    inputs = smollm2.preprocess(TEXTS)
+    feats = check_features(smollm2, inputs, ["resid.20"], 576)
+    # the final-norm hidden states (the LM head's input), mean-pooled over the token mask
+    final = smollm2._norm(smollm2.activations(inputs, "resid.29")[0])
+    torch.testing.assert_close(feats, masked_mean(final, inputs["token_mask"]), atol=ATOL, rtol=0)
+    check_padding_invariance(smollm2, TEXTS)
+
+
 # ------------------------------------------------------------------------------- spec, registry, errors
 @pytest.mark.parametrize("name", OFFLINE_BACKBONES)
 def test_spec_identity(name, request):
@@ -293,6 +345,38 @@ def test_missing_hub_cache_fails_fast(name, tmp_path, monkeypatch, no_network):
         load(name, cache_dir=str(tmp_path / "other"))
 
 
+def test_features_not_implemented_names_the_backbone():
+    class Bare(Backbone):
+        name, hook_points, default_hook = "bare-net", ("h",), "h"
+        model, device = torch.nn.Linear(2, 2), torch.device("cpu")
+
+        def d_model(self, hook):
+            return 2
+
+        def spec(self):
+            return {}
+
+        def preprocess(self, examples):
+            return {"x": torch.as_tensor(examples, dtype=torch.float32)}
+
+        def _activations(self, inputs, hook):
+            return inputs["x"][:, None], torch.ones(len(inputs["x"]), 1, dtype=torch.bool)
+
+        def _forward_from(self, hook, acts, inputs):
+            return self.model(acts[:, 0])
+
+        def _forward(self, inputs):
+            return self.model(inputs["x"])
+
+    bb = Bare()
+    inputs = bb.preprocess([[1.0, 2.0]])
+    torch.testing.assert_close(bb.forward_from("h", bb.activations(inputs)[0], inputs), bb.forward(inputs))
+    with pytest.raises(NotImplementedError, match="bare-net"):
+        bb.features(inputs)
+    with pytest.raises(NotImplementedError, match="bare-net"):
+        bb.features_from("h", bb.activations(inputs)[0], inputs)
+
+
 def test_timm_without_local_weights_fails_fast(tmp_path):
     with pytest.raises(BackboneUnavailable, match="weights="):
         load("timm:test_vit")
@@ -318,7 +402,7 @@ def _seeded(build):
         return build()
 
 
-def test_tiny_clip_path():
+def _tiny_clip() -> ClipBackbone:
     from transformers import CLIPConfig, CLIPModel
 
     cfg = CLIPConfig(text_config={"vocab_size": 16, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
@@ -326,7 +410,11 @@ def test_tiny_clip_path():
                      vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 4,
                                     "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
                      projection_dim=16)
-    bb = ClipBackbone(_seeded(lambda: CLIPModel(cfg)), _tiny_tokenizer(), name="tiny-clip")
+    return ClipBackbone(_seeded(lambda: CLIPModel(cfg)), _tiny_tokenizer(), name="tiny-clip")
+
+
+def test_tiny_clip_path():
+    bb = _tiny_clip()
     assert bb.hook_points == tuple(f"vision.layers.{i}" for i in range(4)) and bb.default_hook == "vision.layers.2"
     images = np.random.default_rng(0).integers(0, 256, size=(2, 48, 40, 3), dtype=np.uint8)
     inputs = bb.preprocess(images)
@@ -355,6 +443,36 @@ def test_tiny_clip_path():
     check_spec(bb)
 
 
+def test_tiny_clip_features_and_zero_shot_weights():
+    bb = _tiny_clip()
+    inputs = bb.preprocess(np.random.default_rng(0).integers(0, 256, size=(2, 48, 40, 3), dtype=np.uint8))
+    feats = check_features(bb, inputs, bb.hook_points, 16)
+    torch.testing.assert_close(feats, bb.forward(inputs))  # the normalised projected image features
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(2))
+
+    assert len(IMAGENET_TEMPLATES) == 80 == len(set(IMAGENET_TEMPLATES))
+    assert all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
+    assert IMAGENET_TEMPLATES[0] == "a bad photo of a {}." and IMAGENET_TEMPLATES[-1] == "a tattoo of the {}."
+    names, templates = ["cat", "dog", "the world"], ("a photo of a {}.", "the {} is much longer", "hello {}")
+    weights = bb.zero_shot_weights(names, templates)
+    assert weights.shape == (3, 16) and weights.dtype == torch.float32
+    torch.testing.assert_close(weights.norm(dim=-1), torch.ones(3))
+    raw = bb.zero_shot_weights(names, templates, renormalise=False, batch_size=2)
+    assert (raw.norm(dim=-1) < 1 - 1e-4).all()  # the mean of differing unit vectors
+    torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=-1), weights, atol=ATOL, rtol=0)
+    # OpenAI's zeroshot_classifier, class by class (it re-normalises the template mean)
+    for k, name in enumerate(names):
+        per_template = bb.text_features([t.format(name) for t in templates])
+        torch.testing.assert_close(raw[k], per_template.mean(0), atol=ATOL, rtol=0)
+        torch.testing.assert_close(weights[k], per_template.mean(0) / per_template.mean(0).norm(), atol=ATOL, rtol=0)
+    single = bb.zero_shot_weights(["cat"], templates[:1], renormalise=False)
+    torch.testing.assert_close(single, bb.text_features(["a photo of a cat."]), atol=ATOL, rtol=0)
+    assert bb.zero_shot_weights(["cat", "dog"]).shape == (2, 16)  # the 80 ImageNet templates
+    assert bb.zero_shot_logits(feats, weights).shape == (2, 3)
+    with pytest.raises(ValueError):
+        bb.zero_shot_weights([], templates)
+
+
 def test_tiny_gpt2_path():
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -376,6 +494,13 @@ def test_tiny_gpt2_path():
                                    ref if ref is not None else out.hidden_states[3], atol=ATOL, rtol=0)
     check_common(bb, inputs, bb.hook_points, (2, 8, len(tok)))
     torch.testing.assert_close(bb.forward(inputs), out.logits, atol=ATOL, rtol=0)
+    feats = check_features(bb, inputs, bb.hook_points, 32)
+    torch.testing.assert_close(feats, masked_mean(out.hidden_states[3], inputs["token_mask"]), atol=ATOL, rtol=0)
+    check_padding_invariance(bb, ["hello world", "the cat is a much longer dog"])
+    acts = bb.activations(inputs, "resid.0")[0].clone().requires_grad_(True)
+    bb.features_from("resid.0", acts, inputs).sum().backward()
+    assert acts.grad is not None and acts.grad.abs().sum() > 0
+    assert all(p.grad is None for p in bb.model.parameters())
     # gradients reach spliced activations (weights stay frozen)
     acts = bb.activations(inputs, "resid.1")[0].clone().requires_grad_(True)
     bb.forward_from("resid.1", acts, inputs).logsumexp(-1).sum().backward()
@@ -421,6 +546,8 @@ def test_generic_hf_local_dir(arch, tmp_path):
     acts = bb.activations(inputs, "hidden_states.1")[0]
     noise = torch.randn(acts.shape, generator=torch.Generator().manual_seed(0))
     assert (bb.forward_from("hidden_states.1", acts + noise, inputs) - full).abs().max() > 1e-3
+    feats = check_features(bb, inputs, bb.hook_points, 32)
+    torch.testing.assert_close(feats, masked_mean(full, inputs["token_mask"]), atol=ATOL, rtol=0)
     spec = check_spec(bb)
     assert spec["source"] == {"local_dir": str(tmp_path.resolve())}
 
@@ -443,6 +570,8 @@ def test_generic_hf_image_model(tmp_path):
         torch.testing.assert_close(acts, hs[i], atol=ATOL, rtol=0)
         assert acts.shape == (2, 17, 32) and mask.all()
     check_common(bb, inputs, bb.hook_points[:-1], (2, 17, 32))
+    feats = check_features(bb, inputs, bb.hook_points, 32)
+    torch.testing.assert_close(feats, bb.forward(inputs).mean(1), atol=ATOL, rtol=0)  # every token counts
     check_spec(bb)
 
 
@@ -465,4 +594,9 @@ def test_generic_timm_local_weights(arch, tmp_path):
         assert isinstance(bb, EfficientNetBackbone) and bb.default_hook == "head"
         hooks = [bb.hook_points[0], "head"]
     check_common(bb, inputs, hooks, (1, 1000))
+    feats = check_features(bb, inputs, hooks, reference.num_features)
+    with torch.inference_mode():
+        ref_feats = reference.forward_head(reference.forward_features(inputs["pixel_values"]), pre_logits=True)
+    torch.testing.assert_close(feats, ref_feats, atol=ATOL, rtol=0)
+    torch.testing.assert_close(bb.model.get_classifier()(feats), bb.forward(inputs), atol=ATOL, rtol=0)
     assert check_spec(bb)["source"]["file"] == "weights.safetensors"

@@ -4,6 +4,9 @@ A backbone turns raw examples into model inputs (:meth:`Backbone.preprocess`), r
 named hook point (:meth:`Backbone.activations`, stopping the forward pass there), and runs the rest of
 the network from a hook point on given, possibly modified, activations (:meth:`Backbone.forward_from`).
 ``forward_from(hook, activations(inputs, hook)[0], inputs)`` equals the plain forward pass.
+:meth:`Backbone.features_from` / :meth:`Backbone.features` give instead the pooled final features
+``(B, D)`` (the input of a linear classification head; see :meth:`Backbone.features` for what they are
+per family), computed by the same code as ``forward_from`` up to the head.
 
 Shapes: activations are ``(B, T, d)`` float32 with a bool mask ``(B, T)`` that is True for the tokens
 that count (text: real tokens without special tokens and padding; images: every spatial position or
@@ -72,6 +75,17 @@ class Backbone(abc.ABC):
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """The plain forward pass (the model's own ``forward``), same output as :meth:`forward_from`."""
 
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """Pooled final features ``(B, D)`` from a valid hook on ``acts`` (already on the device, model
+        dtype); a family shares the trunk with :meth:`_forward_from` and swaps the head for pooling."""
+        raise NotImplementedError(f"backbone {self.name!r} ({type(self).__name__}) has no pooled final features")
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Pooled final features of the clean forward pass. Families override this with the model's own
+        path (as :meth:`_forward` is), so that comparing it with :meth:`_features_from` checks the latter."""
+        hook = self.default_hook
+        return self._features_from(hook, self._activations(inputs, hook)[0], inputs)
+
     # ----------------------------------------------------------------------------- public API
     def check_hook(self, hook: str | None) -> str:
         """``hook`` (or :attr:`default_hook` for None) if valid, else ValueError listing the valid ones."""
@@ -95,17 +109,43 @@ class Backbone(abc.ABC):
         the preprocessed inputs the activations came from (attention masks and the like are read from
         them). Runs under inference mode unless ``acts`` requires grad (then gradients reach ``acts``;
         the weights stay frozen)."""
-        hook = self.check_hook(hook)
-        acts = self._check_acts(hook, acts, inputs)
-        if acts.requires_grad:
-            return self._forward_from(hook, acts, inputs).float()
-        with torch.inference_mode():
-            return self._forward_from(hook, acts, inputs).float()
+        return self._run_from(self._forward_from, hook, acts, inputs)
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """The plain full forward pass (same output as :meth:`forward_from`)."""
         with torch.inference_mode():
             return self._forward(inputs).float()
+
+    def features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """The pooled final features (see :meth:`features`) computed from activations ``acts``
+        ``(B, T, d)`` at ``hook``: float32 ``(B, D)``. Same arguments, checks and inference-mode /
+        gradient handling as :meth:`forward_from`, whose code it shares up to the head."""
+        return self._pooled(self._run_from(self._features_from, hook, acts, inputs))
+
+    def features(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Pooled final features of the clean forward pass, float32 ``(B, D)``: what a linear
+        classification head on top of the backbone reads; equals
+        ``features_from(hook, activations(inputs, hook)[0], inputs)`` for every hook.
+
+        Per family (``D`` is ``features(...).shape[-1]``):
+
+        - EfficientNet (timm), ``effnet-lite0``: the globally average-pooled map after
+          ``conv_head``/``bn2``/act, before the classifier (``forward_head(x, pre_logits=True)``); 1280-d for
+          Lite0. ``model.get_classifier()(features)`` are the logits.
+        - other timm models: ``forward_head(forward_features(x), pre_logits=True)`` (the model's own pooling
+          and pre-logits norm, before the classifier; ``embed_dim`` for a ViT).
+        - BERT encoders, ``minilm-l6``: final-layer hidden states mean-pooled over the token mask that
+          :meth:`activations` returns ([CLS], [SEP] and padding excluded; not the attention mask that
+          :meth:`~repro.backbones.bert.BertBackbone.embed` uses), not normalised; 384-d.
+        - causal LMs, ``smollm2-135m`` / ``gpt2-small``: final-norm hidden states (the LM head's input)
+          mean-pooled over the token mask (BOS and padding excluded); 576-d / 768-d.
+        - CLIP, ``clip-vit-b16``: the L2-normalised projected image features (= :meth:`forward`); 512-d.
+        - generic ``hf:`` models: ``last_hidden_state`` mean-pooled over the token mask (text) or over all
+          tokens (images); ``hidden_size``-d.
+
+        A text whose token mask is empty (e.g. ``""``) gets zero features."""
+        with torch.inference_mode():
+            return self._pooled(self._features(inputs).float())
 
     def logits(self, inputs: dict[str, Tensor]) -> Tensor:
         """Alias of :meth:`forward` (logits for classifiers and language models)."""
@@ -117,6 +157,22 @@ class Backbone(abc.ABC):
     # ----------------------------------------------------------------------------- helpers
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    def _run_from(self, run: Callable[[str, Tensor, dict[str, Tensor]], Tensor], hook: str | None, acts: Tensor,
+                  inputs: dict[str, Tensor]) -> Tensor:
+        """``run(hook, acts, inputs)`` as float32 after checking ``hook`` and ``acts``, under inference mode
+        unless ``acts`` requires grad (shared by :meth:`forward_from` and :meth:`features_from`)."""
+        hook = self.check_hook(hook)
+        acts = self._check_acts(hook, acts, inputs)
+        if acts.requires_grad:
+            return run(hook, acts, inputs).float()
+        with torch.inference_mode():
+            return run(hook, acts, inputs).float()
+
+    def _pooled(self, features: Tensor) -> Tensor:
+        if features.ndim != 2:
+            raise RuntimeError(f"{self.name}: pooled features must be (B, D); got {tuple(features.shape)}")
+        return features
 
     def _check_acts(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         if acts.ndim != 3 or acts.shape[-1] != self.d_model(hook):
@@ -357,6 +413,13 @@ def replaced_input(module: nn.Module, value: Tensor) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``hidden`` ``(B, T, d)`` over the True positions of ``mask`` ``(B, T)`` → ``(B, d)``; a row
+    with no True position gives zeros."""
+    m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
 
 
 def tokens_from_map(x: Tensor) -> Tensor:

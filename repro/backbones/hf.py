@@ -12,7 +12,8 @@ exactly the meaning of ``model(..., output_hidden_states=True).hidden_states[i]`
 special tokens and padding), image models (``main_input_name == "pixel_values"``) the model's
 ``AutoImageProcessor`` (all tokens count). Activations stop at the layer when the layer stack can be
 found (a ``ModuleList`` of ``num_hidden_layers`` modules whose outputs are checked once against
-``hidden_states``), else the full forward is run.
+``hidden_states``), else the full forward is run. ``features_from`` / ``features``: the
+``last_hidden_state`` mean-pooled over the token mask (text) or over all tokens (images), ``(B, d)``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from repro.backbones.base import (
     files_digest,
     frozen,
     library_versions,
+    masked_mean,
     output_of,
     replaced_input,
     replaced_output,
@@ -194,9 +196,12 @@ class HFAutoBackbone(TextBackbone):
                     acts = ref
         else:
             acts = self.model(**kwargs, output_hidden_states=True).hidden_states[index]
+        return acts, self._token_mask(inputs, acts)
+
+    def _token_mask(self, inputs: dict[str, Tensor], acts: Tensor) -> Tensor:
         if self.modality == "image":
-            return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
-        return acts, self._mask(inputs)
+            return torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
+        return self._mask(inputs)
 
     def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         index = int(hook.split(".")[1])
@@ -211,8 +216,16 @@ class HFAutoBackbone(TextBackbone):
         with replaced_output(self._layers[index - 1], acts):
             return self.model(**kwargs).last_hidden_state
 
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        hidden = self._forward_from(hook, acts, inputs)
+        return masked_mean(hidden, self._token_mask(inputs, hidden))
+
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.model(**self._model_inputs(inputs)).last_hidden_state
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        hidden = self._forward(inputs)
+        return masked_mean(hidden, self._token_mask(inputs, hidden))
 
 
 def _jsonable(obj: Any) -> Any:

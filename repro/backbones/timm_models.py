@@ -12,6 +12,9 @@ filter applies, the load is strict). Without ``weights`` it fails at once with
   (``forward_features``, i.e. after the final norm); ``forward_from`` gives the logits.
 - Any other model → :class:`TimmBackbone` with the single hook ``features``.
 
+``features_from`` / ``features`` give the pooled pre-classifier features
+``forward_head(forward_features(x), pre_logits=True)`` (the model's own pooling and pre-logits norm).
+
 Preprocessing uses the model's pretrained config (mean/std, interpolation, input size); images are
 resized with the shorter side to ``image_size`` and centre-cropped (no crop_pct margin).
 """
@@ -42,7 +45,7 @@ class TimmBackbone(ImageBackbone):
     """A timm model with ``forward_features``/``forward_head``; optional flat ``blocks`` hooks.
 
     :meth:`activations` stops at the hooked block; :meth:`forward_from` at a block replaces that block's
-    output and runs the whole model (the blocks before it are recomputed)."""
+    output and runs ``forward_features`` then ``forward_head`` (the blocks before it are recomputed)."""
 
     def __init__(self, model: nn.Module, *, name: str, image_size: int | None = None, source: dict | None = None,
                  weights_file: str | Path | None = None, default_hook: str | None = None,
@@ -105,17 +108,28 @@ class TimmBackbone(ImageBackbone):
             raise NotImplementedError(f"{self.name}: output of {hook} has shape {tuple(raw.shape)}")
         return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
 
-    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+    def _features_map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """``forward_features`` output from ``acts`` at ``hook``: the trunk shared by :meth:`_forward_from`
+        and :meth:`_features_from` (a block's output is replaced and ``forward_features`` rerun)."""
         pixels = self._pixels(inputs)
         shape = self._shape(hook, *pixels.shape[-2:])
         raw = map_from_tokens(acts, shape[1], shape[2]) if len(shape) == 3 else acts
         if hook == "features":
-            return self.model.forward_head(raw)
+            return raw
         with replaced_output(self._blocks[int(hook.split(".")[1])], raw):
-            return self.model(pixels)
+            return self.model.forward_features(pixels)
+
+    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self._features_map_from(hook, acts, inputs))
+
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self._features_map_from(hook, acts, inputs), pre_logits=True)
 
     def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.model(self._pixels(inputs))
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(self._pixels(inputs)), pre_logits=True)
 
 
 def load_timm(model_name: str, device: str | torch.device = "cpu", weights: str | Path | None = None,
