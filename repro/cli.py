@@ -85,10 +85,55 @@ def _train(args: argparse.Namespace) -> int:
     sae = create(args.kind, cache.d_model, args.d_sae, seed=args.seed, **_parse_hparams(args.set))
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    data = {"cache": str(Path(args.cache).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec}
+    data = {"cache": str(Path(args.cache).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
+            "batch_size": args.batch_size}
     result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume, data=data)
     print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
     return 0
+
+
+def _eval_settings(args: argparse.Namespace):
+    from repro.evaluate import EvalSettings
+
+    kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet}
+    for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
+    if getattr(args, "ns", None):
+        kw["ns"] = tuple(args.ns)
+    return EvalSettings(**kw)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from repro.evaluate import evaluate_run
+
+    written = evaluate_run(args.run, args.eval, _eval_settings(args), out_dir=args.out)
+    for name, path in written.items():
+        record = json.loads(Path(path).read_text())
+        print(f"{name}: {path} ({record['seconds']:.1f} s)")
+    return 0
+
+
+def _guide(args: argparse.Namespace) -> int:
+    from repro.guide import guide_from_run
+    from repro.sae.base import atomic_write
+
+    result = guide_from_run(args.source, _eval_settings(args), relu=not args.no_relu, search_steps=args.search_steps,
+                            train_steps=args.train_steps, progress=not args.quiet)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.out), lambda p: Path(p).write_text(text))
+    print(text)
+    return 0
+
+
+def _add_eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-limit", type=int, help="test-split examples (class-balanced subset; default 1000)")
+    p.add_argument("--train-limit", type=int, help="training-split examples when the run's cache is not one")
+    p.add_argument("--cache-root", default="cache", help="where the evaluation splits' activations are cached")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
@@ -164,6 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="run downstream evaluations of a trained run, one JSON each")
+    ev.add_argument("--run", required=True, help="a run folder written by repro train")
+    ev.add_argument("--eval", action="append", required=True,
+                    help="reconstruction, interpretability, probing, topn, lm_loss or all (repeatable)")
+    ev.add_argument("--out", help="folder for <eval>.json (default RUN/eval)")
+    ev.add_argument("--threshold", type=float, help="top-n counting threshold on the SAE code (default 0.2)")
+    ev.add_argument("--ns", type=int, nargs="+", help="top-n sizes (default 1 5 10 50)")
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--lm-texts", type=int, help="test texts for lm_loss (default 64)")
+    _add_eval_options(ev)
+    ev.set_defaults(func=_evaluate)
+
+    gd = sub.add_parser("guide", help="k for topk/batchtopk and lambda for relu from a sparsemax run's L0")
+    gd.add_argument("--from", dest="source", required=True, help="the sparsemax run folder")
+    gd.add_argument("--out", help="write the guidance JSON here too")
+    gd.add_argument("--no-relu", action="store_true", help="skip the ReLU lambda search (k only)")
+    gd.add_argument("--search-steps", type=int, default=6, help="bisection probes of the ReLU search")
+    gd.add_argument("--train-steps", type=int, help="training steps per probe (default: the run's own)")
+    _add_eval_options(gd)
+    gd.set_defaults(func=_guide)
 
     syn = sub.add_parser("synthetic", help="the ground-truth benchmark on planted features")
     syn.add_argument("--config", default="config/synthetic.yaml")

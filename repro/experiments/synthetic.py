@@ -30,6 +30,7 @@ from repro.evals.ground_truth import (
     simple_vs_complex,
     sparsity_tracking,
 )
+from repro.guide import bisect_penalty
 from repro.metrics import ReconstructionMetrics
 from repro.provenance import provenance
 from repro.sae import KINDS, create
@@ -165,19 +166,13 @@ def train_and_evaluate(cfg: SyntheticConfig, kind: str, hparams: dict, seed: int
 
 def match_penalty(cfg: SyntheticConfig, method: Method, hparams: dict, key: str, target: float, seed: int,
                   x_eval: torch.Tensor, coeff_eval: torch.Tensor) -> tuple[float, list[dict]]:
-    """Bisection on log10(penalty) in [-5, 1] so that the mean L0 lands at ``target``; each probe trains for
-    the full number of steps. Returns the chosen penalty (the probe whose L0 is closest to the target in
-    log ratio) and the probe log."""
-    lo, hi = -5.0, 1.0
-    probes = []
-    for _ in range(cfg.search_steps):
-        mid = (lo + hi) / 2
-        rec = train_and_evaluate(cfg, method.kind, {**hparams, key: 10**mid}, seed, cfg.steps, x_eval, coeff_eval)
-        l0 = rec["reconstruction"]["l0"]
-        probes.append({"penalty": 10**mid, "l0": l0})
-        lo, hi = (mid, hi) if l0 > target else (lo, mid)
-    best = min(probes, key=lambda p: abs(math.log((p["l0"] + 0.1) / target)))
-    return best["penalty"], probes
+    """:func:`repro.guide.bisect_penalty` on ``key`` so that the mean L0 lands at ``target``; each probe
+    trains for the full number of steps. Returns the chosen penalty and the probe log."""
+    def measure(penalty: float) -> float:
+        rec = train_and_evaluate(cfg, method.kind, {**hparams, key: penalty}, seed, cfg.steps, x_eval, coeff_eval)
+        return rec["reconstruction"]["l0"]
+
+    return bisect_penalty(measure, target, steps=cfg.search_steps)
 
 
 def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | Path | None = None,

@@ -1,0 +1,319 @@
+"""Evaluate a trained run: ``evaluate_run(run_dir, names, settings)`` → one JSON per evaluation.
+
+A run folder (``repro train``) holds ``sae/`` and ``train.json``, whose "data" record names the activation
+cache the SAE was trained on, hence the backbone (name, options, weights digest), the hook point and the
+dataset (name, seed, limit). Each evaluation rebuilds those from the registries, extracts (or reuses,
+the cache being content addressed) the activations of the splits it reads, and writes
+``<out>/<name>.json`` atomically with its numbers and provenance (SAE kind and config, training config
+and seed, data identities and cache hashes, evaluation settings, git commit, package versions, seconds).
+
+Evaluations (:data:`EVALS`):
+
+- ``reconstruction``: :class:`repro.metrics.ReconstructionMetrics` on the held-out (test) split;
+- ``interpretability``: per-latent top examples (saved beside the JSON as ``top_examples.npz`` for the
+  concept figures), label purity/entropy of the top 50, firing rate and mean activation
+  (:mod:`repro.evals.interpretability`), on the test split;
+- ``probing``: sparse probing of the mean-pooled SAE codes and, as reference rows, of the mean-pooled
+  raw activations (top-k dimensions and all dimensions) (:mod:`repro.evals.probing`): selection and
+  fit on the training split, accuracy on the test split;
+- ``topn``: top-n concept classification, ``official`` and ``heldout`` protocols (:mod:`repro.evals.topn`)
+  with a linear head on the backbone's pooled final features, or CLIP's zero-shot head;
+- ``lm_loss``: CE/KL degradation with the SAE spliced in (causal language models only;
+  :mod:`repro.evals.lm_loss`), on test-split texts.
+
+The training split used by ``probing`` and ``topn`` is the training cache's own dataset when that is a
+training split (so nothing is extracted twice), else ``train_limit`` examples of the training split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+EVALS = ("reconstruction", "interpretability", "probing", "topn", "lm_loss")
+TRAIN_SUMMARY = "train.json"
+
+
+@dataclass
+class EvalSettings:
+    """test_limit: examples of the test split (class-balanced subset; None = all). train_limit: examples
+    of the training split when the training cache is not one. threshold: top-n counting threshold on the
+    SAE code. ns: top-n sizes. top_k: top examples kept per latent. probe_ks / probe_seed: sparse probing.
+    lm_texts: test texts for the LM loss. batch_size: backbone batch size. cache_root: where caches are
+    extracted. device: torch device for the backbone and the SAE. progress: progress bars."""
+
+    test_limit: int | None = 1000
+    train_limit: int | None = 4000
+    threshold: float = 0.2
+    ns: tuple[int, ...] = (1, 5, 10, 50)
+    top_k: int = 50
+    probe_ks: tuple[int, ...] = (1, 2, 5)
+    probe_seed: int = 42
+    lm_texts: int = 64
+    batch_size: int = 32
+    cache_root: str = "cache"
+    device: str = "cpu"
+    progress: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        def pos_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+        checks = [
+            ("test_limit", self.test_limit is None or pos_int(self.test_limit), "a positive integer or null"),
+            ("train_limit", self.train_limit is None or pos_int(self.train_limit), "a positive integer or null"),
+            ("threshold", isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold), "a number"),
+            ("ns", len(self.ns) > 0 and all(pos_int(n) for n in self.ns), "a list of positive integers"),
+            ("top_k", pos_int(self.top_k), "a positive integer"),
+            ("probe_ks", len(self.probe_ks) > 0 and all(pos_int(k) for k in self.probe_ks),
+             "a list of positive integers"),
+            ("probe_seed", isinstance(self.probe_seed, int), "an integer"),
+            ("lm_texts", pos_int(self.lm_texts), "a positive integer"),
+            ("batch_size", pos_int(self.batch_size), "a positive integer"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ValueError(f"evaluation setting {name}={getattr(self, name)!r} must be {what}")
+
+
+# ----------------------------------------------------------------------------------------- the run
+def read_run(run_dir: str | Path) -> dict:
+    """``train.json`` of a finished run, checked to name its activation cache."""
+    run_dir = Path(run_dir)
+    path = run_dir / TRAIN_SUMMARY
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished run: {TRAIN_SUMMARY} is missing "
+                                "(train it with `repro train`, or resume it with --resume)")
+    summary = json.loads(path.read_text())
+    data = summary.get("data") or {}
+    if "spec" not in data:
+        raise ValueError(f"{path} does not record the activation cache the SAE was trained on "
+                         "(runs trained before this was recorded must be retrained with `repro train`)")
+    return summary
+
+
+def backbone_from_spec(spec: dict, device: str = "cpu"):
+    """Load the backbone a cache was extracted with and check that its weights are the same."""
+    from repro.backbones import BACKBONES, PREFIXES
+    from repro.backbones import load as load_backbone
+
+    name = spec["name"]
+    if name not in BACKBONES and not name.startswith(PREFIXES):
+        raise ValueError(f"backbone {name!r} of this run is not a registered backbone; only reconstruction "
+                         "metrics on its own cache can be computed")
+    pre = spec.get("preprocessing", {})
+    options = {k: pre[k] for k in ("image_size", "max_length") if k in pre}
+    if name == "effnet-lite0":
+        options["interpolation"] = "bilinear" if "bilinear" in pre.get("resize", "") else "bicubic"
+    backbone = load_backbone(name, device=device, **options)
+    got = backbone.spec()
+    for key in ("weights_digest", "preprocessing"):
+        if got.get(key) != spec.get(key):
+            raise ValueError(f"backbone {name!r} as loaded here differs from the one the SAE's cache was extracted "
+                             f"with in its {key}: {got.get(key)} vs {spec.get(key)}")
+    return backbone
+
+
+class RunData:
+    """The run's SAE, backbone, hook and datasets, with the encoded splits computed once each."""
+
+    def __init__(self, run_dir: str | Path, settings: EvalSettings):
+        from repro.sae import load as load_sae
+
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.summary = read_run(run_dir)
+        self.cache_spec = self.summary["data"]["spec"]
+        self.hook = self.cache_spec["hook"]
+        self.sae = load_sae(self.run_dir / "sae", map_location=settings.device).eval()
+        self._backbone = None
+        self._datasets: dict[str, Any] = {}
+        self._caches: dict[str, Path] = {}
+        self._encoded: dict[tuple[str, bool], Any] = {}
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = backbone_from_spec(self.cache_spec["backbone"], self.settings.device)
+        return self._backbone
+
+    def dataset(self, split: str):
+        """The training split as trained on (when the cache holds a training split) or a subset."""
+        from repro.data import load as load_data
+
+        if split not in self._datasets:
+            d = self.cache_spec["dataset"]
+            if split == d["split"] and (split == "train" or d["limit"] == self.settings.test_limit):
+                limit = d["limit"]
+            else:
+                limit = self.settings.test_limit if split == "test" else self.settings.train_limit
+            data = load_data(d["name"], split=split, limit=limit, seed=d["seed"])
+            self._datasets[split] = data
+        return self._datasets[split]
+
+    def cache(self, split: str) -> Path:
+        from repro.cache import extract
+
+        if split not in self._caches:
+            s = self.cache_spec
+            self._caches[split] = extract(self.backbone, self.dataset(split), self.hook, self.settings.cache_root,
+                                          dtype=s["dtype"], batch_size=s["batch_size"], shard_tokens=s["shard_tokens"],
+                                          progress=self.settings.progress)
+        return self._caches[split]
+
+    def encoded(self, split: str, pooled: bool = False):
+        from repro.cache import ActivationCache
+        from repro.evals.latents import encode_cache
+
+        for key in ((split, True), (split, pooled)):
+            if key in self._encoded:
+                return self._encoded[key]
+        enc = encode_cache(self.sae, ActivationCache.open(self.cache(split)), threshold=self.settings.threshold,
+                           top_k=self.settings.top_k, pooled=pooled,
+                           n_classes=len(self.dataset(split).class_names), device=self.settings.device)
+        self._encoded[(split, pooled)] = enc
+        return enc
+
+    def data_record(self, splits: tuple[str, ...]) -> dict:
+        return {"backbone": self.cache_spec["backbone"], "hook": self.hook,
+                "training_cache": self.summary["data"].get("spec_hash"),
+                "splits": {s: {"dataset": self.dataset(s).spec() | {"class_names": None},
+                               "cache": self.cache(s).name} for s in splits}}
+
+
+# ------------------------------------------------------------------------------------- evaluations
+def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    return run.encoded("test").reconstruction, ("test",)
+
+
+def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    from repro.evals.interpretability import firing_stats, interpretability_scores
+
+    enc = run.encoded("test")
+    n_classes = len(run.dataset("test").class_names)
+    scores = interpretability_scores(enc.top_values, enc.top_labels, n_classes, alive=enc.fire_count > 0,
+                                     top=run.settings.top_k)
+    firing = firing_stats(enc.fire_count, enc.act_sum, enc.n_tokens, enc.example_fire_count, enc.n_examples)
+    return {"scores": scores, "firing": firing, "class_names": run.dataset("test").class_names}, ("test",)
+
+
+def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    from repro.evals.probing import sparse_probing
+
+    tr, te = run.encoded("train", pooled=True), run.encoded("test", pooled=True)
+    names = run.dataset("test").class_names
+    kw = {"ks": run.settings.probe_ks, "seed": run.settings.probe_seed, "class_names": names}
+    out = {"sae": sparse_probing(tr.pooled, tr.labels, te.pooled, te.labels, **kw),
+           "raw": sparse_probing(tr.pooled_raw, tr.labels, te.pooled_raw, te.labels, all_features=True, **kw)}
+    out["summary"] = {f"sae_top_{k}": out["sae"]["mean"][f"k={k}"] for k in run.settings.probe_ks}
+    out["summary"] |= {f"raw_top_{k}": out["raw"]["mean"][f"k={k}"] for k in run.settings.probe_ks}
+    out["summary"]["raw_all"] = out["raw"]["mean"]["all"]
+    return out, ("train", "test")
+
+
+def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    from repro.evals.topn import fit_linear_head, topn_classification
+
+    backbone = run.backbone
+    selections = {"official": run.encoded("test").class_counts, "heldout": run.encoded("train").class_counts}
+    head = fit_linear_head(backbone, run.dataset("train"), run.settings.batch_size)
+    res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
+                              ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress)
+    res["head"] = head.spec()
+    res["threshold"] = run.settings.threshold
+    res["encoder"] = "the SAE as trained (frequency mask frozen) for both counting and classification"
+    return res, ("train", "test")
+
+
+def _lm_loss(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    from repro.backbones import CausalLMBackbone
+    from repro.evals.lm_loss import lm_loss
+
+    if not isinstance(run.backbone, CausalLMBackbone):
+        raise ValueError(f"lm_loss needs a causal language model; this run's backbone is {run.backbone.name}")
+    texts = list(run.dataset("test").examples[:run.settings.lm_texts])
+    return lm_loss(run.backbone, run.sae, texts, run.hook, batch_size=min(8, run.settings.batch_size)), ("test",)
+
+
+_EVALUATORS = {"reconstruction": _reconstruction, "interpretability": _interpretability, "probing": _probing,
+               "topn": _topn, "lm_loss": _lm_loss}
+
+
+def applicable(run: RunData, name: str) -> bool:
+    """Whether evaluation ``name`` applies to this run's backbone (lm_loss: causal LMs only)."""
+    if name == "lm_loss":
+        return run.cache_spec["backbone"].get("family") == "causal-lm"
+    return True
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settings: EvalSettings | None = None,
+                 out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Run the evaluations ``names`` (see :data:`EVALS`; "all" = every applicable one) on ``run_dir``; write
+    ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths."""
+    from repro.provenance import provenance
+    from repro.sae.base import atomic_write
+
+    settings = settings or EvalSettings()
+    settings.validate()
+    names = list(names)
+    unknown = sorted(set(names) - set(EVALS) - {"all"})
+    if unknown:
+        raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; known: {', '.join(EVALS)}, all")
+    run = RunData(run_dir, settings)
+    if "all" in names:
+        names = [n for n in EVALS if applicable(run, n)]
+    out_dir = Path(out_dir) if out_dir else Path(run_dir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    written = {}
+    for name in names:
+        began = time.perf_counter()
+        results, splits = _EVALUATORS[name](run)
+        record = {"eval": name, "run": str(run_dir), "kind": run.sae.kind,
+                  "sae_config": dataclasses.asdict(run.sae.cfg), "train_config": run.summary["train_config"],
+                  "seed": run.summary["train_config"].get("seed"), "data": run.data_record(splits),
+                  "settings": dataclasses.asdict(settings), "results": results,
+                  "seconds": time.perf_counter() - began, "provenance": provenance()}
+        path = out_dir / f"{name}.json"
+        text = json.dumps(_jsonable(record), indent=1, allow_nan=False)
+        atomic_write(path, lambda p, text=text: Path(p).write_text(text))
+        if name == "interpretability":
+            _save_top_examples(out_dir / "top_examples.npz", run.encoded("test"))
+        written[name] = path
+    return written
+
+
+def _save_top_examples(path: Path, enc) -> None:
+    """Per latent its top examples: values (float32), example ids, token positions, labels (int32; -1
+    for empty slots), for the concept figures."""
+    from repro.sae.base import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, values=enc.top_values.astype(np.float32), ids=enc.top_ids.astype(np.int64),
+                                positions=enc.top_positions.astype(np.int32), labels=enc.top_labels.astype(np.int32))
+
+    atomic_write(path, write)
