@@ -47,7 +47,9 @@ class EvalSettings:
     """test_limit: examples of the test split (class-balanced subset; None = all). train_limit: examples
     of the training split when the training cache is not one. threshold: top-n counting threshold on the
     SAE code. ns: top-n sizes. top_k: top examples kept per latent. probe_ks / probe_seed: sparse probing.
-    lm_texts: test texts for the LM loss. batch_size: backbone batch size. cache_root: where caches are
+    lm_texts: test texts for the LM loss. head: the top-n head, "auto" (CLIP's zero-shot head for CLIP
+    backbones, else "linear"), "linear" or "zero-shot"; zero_shot_renormalise: re-normalise the template
+    mean (False reproduces the official code). batch_size: backbone batch size. cache_root: where caches are
     extracted. device: torch device for the backbone and the SAE. progress: progress bars."""
 
     test_limit: int | None = 1000
@@ -58,6 +60,8 @@ class EvalSettings:
     probe_ks: tuple[int, ...] = (1, 2, 5)
     probe_seed: int = 42
     lm_texts: int = 64
+    head: str = "auto"
+    zero_shot_renormalise: bool = True
     batch_size: int = 32
     cache_root: str = "cache"
     device: str = "cpu"
@@ -78,6 +82,7 @@ class EvalSettings:
              "a list of positive integers"),
             ("probe_seed", isinstance(self.probe_seed, int), "an integer"),
             ("lm_texts", pos_int(self.lm_texts), "a positive integer"),
+            ("head", self.head in ("auto", "linear", "zero-shot"), "one of auto, linear, zero-shot"),
             ("batch_size", pos_int(self.batch_size), "a positive integer"),
         ]
         for name, ok, what in checks:
@@ -221,11 +226,23 @@ def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
 
 
 def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
-    from repro.evals.topn import fit_linear_head, topn_classification
+    from repro.backbones import ClipBackbone
+    from repro.evals.topn import ZeroShotHead, fit_linear_head, topn_classification
 
     backbone = run.backbone
     selections = {"official": run.encoded("test").class_counts, "heldout": run.encoded("train").class_counts}
-    head = fit_linear_head(backbone, run.dataset("train"), run.settings.batch_size)
+    kind = run.settings.head
+    if kind == "auto":
+        kind = "zero-shot" if isinstance(backbone, ClipBackbone) else "linear"
+    if kind == "zero-shot":
+        if not isinstance(backbone, ClipBackbone):
+            raise ValueError(f"head 'zero-shot' needs a CLIP backbone; this run's backbone is {backbone.name}")
+        renorm = run.settings.zero_shot_renormalise
+        weights = backbone.zero_shot_weights(run.dataset("test").class_names, renormalise=renorm)
+        head = ZeroShotHead(weights, f"80 OpenAI ImageNet templates, template mean {'re-' if renorm else 'not '}"
+                            "normalised")
+    else:
+        head = fit_linear_head(backbone, run.dataset("train"), run.settings.batch_size)
     res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
                               ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress)
     res["head"] = head.spec()
