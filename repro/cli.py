@@ -48,6 +48,17 @@ def _parse_hparams(pairs: list[str]) -> dict:
     return out
 
 
+def _parse_labels(pairs: list[str] | None) -> dict[str, str]:
+    """``key=value`` labels recorded with a run (config, run id, setting) for aggregation."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--label expects key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
 def resolve_hook(hook_points: tuple[str, ...], layer: str) -> str:
     """A hook point from ``--layer``: a hook name, or a layer number L meaning the one hook named
     ``<letters>.L`` (``layer.L``, ``resid.L``, ``vision.layers.L``), or else the L-th hook point."""
@@ -86,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     data = {"cache": str(Path(args.cache).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "labels": _parse_labels(args.label)}
     result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume, data=data)
     print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
     return 0
@@ -125,6 +136,14 @@ def _guide(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(args.out), lambda p: Path(p).write_text(text))
     print(text)
+    return 0
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from repro.report.aggregate import aggregate
+
+    n = aggregate(args.evals, args.out)
+    print(f"{args.out}: {n} rows from {len(args.evals)} evaluation file(s)")
     return 0
 
 
@@ -207,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=0)
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, sae/)")
     tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--label", action="append", metavar="KEY=VALUE",
+                    help="a label recorded in train.json for aggregation (config, run, setting; repeatable)")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)
 
@@ -230,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("--train-steps", type=int, help="training steps per probe (default: the run's own)")
     _add_eval_options(gd)
     gd.set_defaults(func=_guide)
+
+    agg = sub.add_parser("aggregate", help="evaluation JSONs -> one tidy CSV (run, eval, metric, value)")
+    agg.add_argument("evals", nargs="+", help="evaluation JSON files written by repro evaluate")
+    agg.add_argument("--out", required=True)
+    agg.set_defaults(func=_aggregate)
 
     syn = sub.add_parser("synthetic", help="the ground-truth benchmark on planted features")
     syn.add_argument("--config", default="config/synthetic.yaml")

@@ -111,3 +111,21 @@ def test_cli_reports_bad_input_in_one_line(run, tmp_path, capsys):
     assert main(["guide", "--from", str(root / "run"), "--no-relu", "--cache-root", settings.cache_root,
                  "--test-limit", "40", "--quiet", "--out", str(tmp_path / "g.json")]) == 0
     assert json.loads((tmp_path / "g.json").read_text())["topk"]["k"] >= 1
+
+
+def test_aggregate_writes_a_tidy_csv(run, tmp_path):
+    import csv
+
+    from repro.report.aggregate import COLUMNS
+
+    root, settings = run
+    written = evaluate_run(root / "run", ["reconstruction", "topn", "probing", "interpretability"], settings,
+                           out_dir=tmp_path / "ev")
+    assert main(["aggregate", *map(str, written.values()), "--out", str(tmp_path / "m.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert tuple(rows[0]) == COLUMNS
+    by = {(r["eval"], r["metric"]): r for r in rows}
+    assert by[("reconstruction", "l0")]["value"] == "8.0" and by[("reconstruction", "l0_p95")]["value"] == "8.0"
+    assert by[("topn", "official/on_1")]["kind"] == "topk" and by[("topn", "zero")]["d_sae"] == "256"
+    assert by[("topn", "zero")]["expansion"] == "0.2" and by[("probing", "raw_all")]["backbone"] == "effnet-lite0"
+    assert {r["eval"] for r in rows} == {"reconstruction", "topn", "probing", "interpretability"}

@@ -1,0 +1,1 @@
+"""Reporting: aggregate evaluation JSONs into a tidy CSV, then tables and figures from it."""

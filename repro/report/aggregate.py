@@ -1,0 +1,101 @@
+"""Aggregate evaluation JSONs (``repro evaluate``) into one tidy CSV, one row per (run, eval, metric).
+
+Columns (:data:`COLUMNS`): ``config``, ``run``, ``backbone``, ``dataset``, ``hook``, ``kind``, ``d_sae``,
+``expansion`` (d_sae / d_in; an int when whole), ``seed``, ``setting`` (the run's hyperparameter label, e.g. "default",
+"k=24", "guided"), ``eval``, ``metric``, ``value``. ``config``, ``run`` and ``setting`` come from the labels
+recorded at training time (``repro train --label key=value``); the rest from the evaluation record.
+
+Metrics per evaluation (:func:`flatten`):
+
+- ``reconstruction``: every scalar key of :mod:`repro.metrics` (``nmse``, ``ev``, ``mse``, ``l0``, …) plus
+  the per-token L0 quantiles as ``l0_p5`` … ``l0_p99``, ``l0_min``, ``l0_max``;
+- ``lm_loss``: every scalar (``ce_delta``, ``ce_loss_score``, ``kl_sae``, …);
+- ``topn``: the class-balanced accuracies in percent, named as the settings (``no_sae``, ``sae``,
+  ``off_all``, ``zero``, ``official/on_1``, ``heldout/off_5``, …);
+- ``probing``: the summary (``sae_top_1`` …, ``raw_top_1`` …, ``raw_all``);
+- ``interpretability``: ``purity_mean``, ``purity_median``, ``entropy_mean``, ``entropy_median``,
+  ``entropy_official_mean``, ``entropy_official_median``, ``baseline_purity``, ``baseline_entropy``,
+  ``n_alive``, ``n_scored``, ``n_dead``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "expansion", "seed", "setting",
+           "eval", "metric", "value")
+
+
+def _scalars(d: dict, prefix: str = "") -> dict[str, float]:
+    return {prefix + k: float(v) for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _ratio(a: int, b: int) -> int | float:
+    return a // b if a % b == 0 else round(a / b, 4)
+
+
+def flatten(name: str, results: dict) -> dict[str, float]:
+    """The metrics of one evaluation's ``results`` as {metric: value} (see the module docstring)."""
+    if name == "reconstruction":
+        out = _scalars(results)
+        out |= _scalars(results.get("l0_quantiles") or {}, "l0_")
+        return out
+    if name == "lm_loss":
+        return _scalars(results)
+    if name == "topn":
+        return _scalars(results["mean_pct"])
+    if name == "probing":
+        return _scalars(results["summary"])
+    if name == "interpretability":
+        s, f = results["scores"], results["firing"]
+        out = {}
+        for key in ("purity", "entropy", "entropy_official"):
+            for stat in ("mean", "median"):
+                out[f"{key}_{stat}"] = s[key][stat]
+        out |= {"baseline_purity": s["baseline"]["purity"], "baseline_entropy": s["baseline"]["entropy"],
+                "n_alive": s["n_alive"], "n_scored": s["n_scored"], "n_dead": f["n_dead"]}
+        return {k: (math.nan if v is None else float(v)) for k, v in out.items()}
+    raise ValueError(f"unknown evaluation {name!r}")
+
+
+def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
+    """Tidy rows of one evaluation record (the JSON written by ``repro evaluate``)."""
+    labels = labels or {}
+    cfg = record["sae_config"]
+    data = record["data"]
+    split = data["splits"].get("test") or next(iter(data["splits"].values()))
+    base = {"config": labels.get("config", ""), "run": labels.get("run", record["run"]),
+            "backbone": data["backbone"]["name"], "dataset": split["dataset"]["name"], "hook": data["hook"],
+            "kind": record["kind"], "d_sae": int(cfg["d_sae"]), "expansion": _ratio(int(cfg["d_sae"]), int(cfg["d_in"])),
+            "seed": record["seed"], "setting": labels.get("setting", "default"), "eval": record["eval"]}
+    return [base | {"metric": m, "value": v} for m, v in flatten(record["eval"], record["results"]).items()]
+
+
+def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
+    """Write the tidy CSV of the given evaluation JSONs (atomically); labels are read from each run's
+    ``train.json``. Returns the number of rows."""
+    from repro.sae.base import atomic_write
+
+    rows = []
+    for path in sorted(map(str, eval_files)):
+        record = json.loads(Path(path).read_text())
+        summary = Path(record["run"]) / "train.json"
+        labels = (json.loads(summary.read_text()).get("data") or {}).get("labels", {}) if summary.is_file() else {}
+        rows += rows_of(record, labels)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            for r in rows:
+                missing = r["value"] is None or math.isnan(r["value"])
+                w.writerow({**r, "value": "" if missing else repr(r["value"])})
+
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(out_csv), write)
+    return len(rows)
