@@ -21,6 +21,8 @@ named by a hash is therefore always complete, and :func:`verify` checks that it 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -163,6 +165,30 @@ def extract(backbone: BackboneLike, dataset: DatasetLike, hook: str, root: str |
     final = root / digest
     if (final / METADATA).is_file():
         return final
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root / f".{digest}.lock"):  # concurrent extractions of one spec: one works, the others wait
+        if (final / METADATA).is_file():
+            return final
+        return _extract_unlocked(backbone, dataset, hook, spec, digest, root, dtype, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) on ``lock_path`` for the duration of the block; released
+    by the kernel if the process dies."""
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, spec: dict, digest: str, root: Path,
+                      dtype: str, progress: bool) -> Path:
+    final = root / digest
+    shard_tokens = spec["shard_tokens"]
+    batch_size = spec["batch_size"]
     partial = root / f".{digest}.partial"
     (partial / "shards").mkdir(parents=True, exist_ok=True)
     state = _load_progress(partial, spec)

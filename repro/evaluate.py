@@ -44,8 +44,8 @@ TRAIN_SUMMARY = "train.json"
 
 @dataclass
 class EvalSettings:
-    """test_limit: examples of the test split (class-balanced subset; None = all). train_limit: examples
-    of the training split when the training cache is not one. threshold: top-n counting threshold on the
+    """test_limit: at most this many examples of the test split (a class-balanced subset; None = all).
+    train_limit: at most this many examples of the training split when the training cache is not one. threshold: top-n counting threshold on the
     SAE code. ns: top-n sizes. top_k: top examples kept per latent. probe_ks / probe_seed: sparse probing.
     lm_texts: test texts for the LM loss. head: the top-n head, "auto" (CLIP's zero-shot head for CLIP
     backbones, else "linear"), "linear" or "zero-shot"; zero_shot_renormalise: re-normalise the template
@@ -161,7 +161,9 @@ class RunData:
                 limit = d["limit"]
             else:
                 limit = self.settings.test_limit if split == "test" else self.settings.train_limit
-            data = load_data(d["name"], split=split, limit=limit, seed=d["seed"])
+            data = load_data(d["name"], split=split, limit=None, seed=d["seed"])
+            if limit is not None and limit < len(data):  # a limit is an upper bound here
+                data = load_data(d["name"], split=split, limit=limit, seed=d["seed"])
             self._datasets[split] = data
         return self._datasets[split]
 

@@ -237,3 +237,28 @@ def test_trainer_reads_the_cache_and_resumes(tmp_path):
     train(resumed, cache.batches(16, seed=1), cfg, tmp_path / "b", resume=True)
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_concurrent_extractions_of_one_spec_do_the_work_once(tmp_path):
+    import threading
+    import time
+
+    data = fake_data()
+
+    class Slow(FakeBackbone):
+        def activations(self, inputs, hook):
+            time.sleep(0.01)
+            return super().activations(inputs, hook)
+
+    backbones, paths = [Slow(), Slow()], []
+
+    def work(bb):
+        paths.append(extract(bb, data, "h1", tmp_path / "cache", batch_size=7, shard_tokens=20, progress=False))
+
+    threads = [threading.Thread(target=work, args=(bb,)) for bb in backbones]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(paths) == 2 and paths[0] == paths[1] and verify(paths[0]) == []
+    assert sorted(bb.calls for bb in backbones) == [0, -(-len(data) // 7)]  # one did it all, the other waited
