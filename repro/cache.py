@@ -166,14 +166,14 @@ def extract(backbone: BackboneLike, dataset: DatasetLike, hook: str, root: str |
     if (final / METADATA).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(root / f".{digest}.lock"):  # concurrent extractions of one spec: one works, the others wait
+    with exclusive(root / f".{digest}.lock"):  # concurrent extractions of one spec: one works, the others wait
         if (final / METADATA).is_file():
             return final
         return _extract_unlocked(backbone, dataset, hook, spec, digest, root, dtype, progress)
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     """An exclusive advisory lock (``flock``) on ``lock_path`` for the duration of the block; released
     by the kernel if the process dies."""
     with open(lock_path, "a") as f:

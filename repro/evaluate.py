@@ -45,7 +45,8 @@ TRAIN_SUMMARY = "train.json"
 @dataclass
 class EvalSettings:
     """test_limit: at most this many examples of the test split (a class-balanced subset; None = all).
-    train_limit: at most this many examples of the training split when the training cache is not one. threshold: top-n counting threshold on the
+    train_limit: at most this many examples of the training split when the training cache is not one.
+    threshold: top-n counting threshold on the
     SAE code. ns: top-n sizes. top_k: top examples kept per latent. probe_ks / probe_seed: sparse probing.
     lm_texts: test texts for the LM loss. head: the top-n head, "auto" (CLIP's zero-shot head for CLIP
     backbones, else "linear"), "linear" or "zero-shot"; zero_shot_renormalise: re-normalise the template
@@ -244,7 +245,7 @@ def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
         head = ZeroShotHead(weights, f"80 OpenAI ImageNet templates, template mean {'re-' if renorm else 'not '}"
                             "normalised")
     else:
-        head = fit_linear_head(backbone, run.dataset("train"), run.settings.batch_size)
+        head = fit_linear_head(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root)
     res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
                               ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress)
     res["head"] = head.spec()

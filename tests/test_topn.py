@@ -31,6 +31,10 @@ class PlantedBackbone:
     final features are the token mean, so a linear head reads the class off dimension `label`."""
 
     modality = "image"
+    calls = 0
+
+    def spec(self):
+        return {"name": "planted", "weights_digest": "0" * 64}
 
     def preprocess(self, examples):
         return {"x": torch.as_tensor(np.asarray(examples), dtype=torch.int64)}
@@ -49,6 +53,7 @@ class PlantedBackbone:
         return acts.mean(1)
 
     def features(self, inputs):
+        PlantedBackbone.calls += 1
         return self.features_from("h", self.activations(inputs, "h")[0], inputs)
 
 
@@ -77,6 +82,12 @@ class Data:
     examples: np.ndarray
     labels: np.ndarray
     class_names: list = field(default_factory=lambda: [f"c{i}" for i in range(C)])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def spec(self):
+        return {"n": len(self.labels), "first": self.examples[:, 1].tolist()}
 
 
 def data(n, seed):
@@ -143,3 +154,18 @@ def test_sae_mode_is_restored():
         topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, 2))}, ns=(1,))
     topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, C + 1))}, ns=(1,))
     assert sae.training
+
+
+def test_head_features_are_cached_per_backbone_and_split(tmp_path):
+    from repro.evals.topn import cached_features
+
+    bb, train = PlantedBackbone(), data(20, 0)
+    before = PlantedBackbone.calls
+    a = cached_features(bb, train, batch_size=8, cache_root=tmp_path)
+    assert PlantedBackbone.calls == before + 3
+    b = cached_features(bb, train, batch_size=8, cache_root=tmp_path)
+    assert PlantedBackbone.calls == before + 3 and torch.equal(a, b)
+    cached_features(bb, data(20, 7), batch_size=8, cache_root=tmp_path)  # another split: computed
+    assert PlantedBackbone.calls == before + 6
+    next((tmp_path / "features").glob("*.npy")).write_bytes(b"damaged")
+    assert cached_features(bb, train, batch_size=8, cache_root=tmp_path).shape == a.shape

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,9 +106,41 @@ def pooled_features(backbone, examples: Sequence, batch_size: int = 32) -> Tenso
     return torch.cat(out)
 
 
-def fit_linear_head(backbone, data, batch_size: int = 32) -> LinearHead:
-    """A :class:`LinearHead` fitted on ``data`` (a LabelledData, normally the training split)."""
-    return LinearHead().fit(pooled_features(backbone, data.examples, batch_size), data.labels)
+def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None) -> Tensor:
+    """:func:`pooled_features` of ``data``, kept in ``<cache_root>/features/<sha256>.npy`` when ``cache_root``
+    is given (the hash covers the backbone's and the dataset's identity, as activation caches do), so that
+    every run on one backbone and split shares one forward pass. Written atomically under a lock."""
+    if cache_root is None:
+        return pooled_features(backbone, data.examples, batch_size)
+    from repro.cache import exclusive, spec_hash
+    from repro.sae.base import atomic_write
+
+    key = spec_hash({"what": "pooled final features", "backbone": backbone.spec(), "dataset": data.spec()})
+    folder = Path(cache_root) / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.npy"
+    with exclusive(folder / f".{key}.lock"):
+        if path.is_file():
+            try:
+                feats = np.load(path)
+                if feats.shape[0] == len(data):
+                    return torch.from_numpy(feats)
+            except (OSError, ValueError):  # a damaged file is recomputed
+                pass
+        feats = pooled_features(backbone, data.examples, batch_size)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, feats.numpy())
+
+        atomic_write(path, write)
+        return feats
+
+
+def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None) -> LinearHead:
+    """A :class:`LinearHead` fitted on ``data`` (a LabelledData, normally the training split); the
+    features are cached under ``cache_root`` (see :func:`cached_features`)."""
+    return LinearHead().fit(cached_features(backbone, data, batch_size, cache_root), data.labels)
 
 
 def settings_for(protocols: Sequence[str], ns: Sequence[int]) -> list[str]:
