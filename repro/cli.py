@@ -83,8 +83,32 @@ def _extract(args: argparse.Namespace) -> int:
     data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed)
     path = extract(backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size,
                    progress=not args.quiet)
+    if args.pointer:
+        from repro.sae.base import atomic_write
+
+        record = json.dumps({"cache": str(Path(path).resolve()), "spec_hash": Path(path).name})
+        Path(args.pointer).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.pointer), lambda p: Path(p).write_text(record))
     print(path)
     return 0
+
+
+def _cache_path(value: str) -> str:
+    """A cache folder, or a pointer file written by ``repro extract --pointer``."""
+    p = Path(value)
+    if p.is_file() and p.suffix == ".json":
+        return json.loads(p.read_text())["cache"]
+    return value
+
+
+def _guided(kind: str, guide_file: str) -> dict:
+    """The hyperparameter a guidance file (``repro guide``) sets for ``kind``."""
+    guide = json.loads(Path(guide_file).read_text())
+    if kind in ("topk", "batchtopk"):
+        return {"k": guide[kind]["k"]}
+    if kind == "relu" and "relu" in guide:
+        return {"l1_coefficient": guide["relu"]["l1_coefficient"]}
+    raise ValueError(f"guidance file {guide_file} has nothing for kind {kind!r}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -92,11 +116,14 @@ def _train(args: argparse.Namespace) -> int:
     from repro.sae import create
     from repro.train import TrainConfig, train
 
-    cache = ActivationCache.open(args.cache)
-    sae = create(args.kind, cache.d_model, args.d_sae, seed=args.seed, **_parse_hparams(args.set))
+    cache_path = _cache_path(args.cache)
+    cache = ActivationCache.open(cache_path)
+    hparams = _parse_hparams(args.set) | (_guided(args.kind, args.guide) if args.guide else {})
+    d_sae = args.d_sae if args.d_sae is not None else args.expansion * cache.d_model
+    sae = create(args.kind, cache.d_model, d_sae, seed=args.seed, **hparams)
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    data = {"cache": str(Path(args.cache).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
+    data = {"cache": str(Path(cache_path).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
             "batch_size": args.batch_size, "labels": _parse_labels(args.label)}
     result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume, data=data)
     print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
@@ -107,9 +134,14 @@ def _eval_settings(args: argparse.Namespace):
     from repro.evaluate import EvalSettings
 
     kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet}
-    for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts"):
+    for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts", "top_k"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
+    for name in ("test_limit", "train_limit"):
+        if kw.get(name) == "all":
+            kw[name] = None
+        elif name in kw:
+            kw[name] = _positive_int(name, kw[name])
     if getattr(args, "ns", None):
         kw["ns"] = tuple(args.ns)
     return EvalSettings(**kw)
@@ -122,6 +154,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name, path in written.items():
         record = json.loads(Path(path).read_text())
         print(f"{name}: {path} ({record['seconds']:.1f} s)")
+    if args.index:
+        from repro.sae.base import atomic_write
+
+        text = json.dumps({name: str(path) for name, path in written.items()}, indent=1)
+        atomic_write(Path(args.index), lambda p: Path(p).write_text(text))
     return 0
 
 
@@ -147,9 +184,28 @@ def _aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(name: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--{name.replace('_', '-')} must be a positive integer or 'all', got {value!r}")
+    return int(value)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from repro.audit import audit_from_csv, strict_failures
+
+    rows, markdown = audit_from_csv(args.metrics, args.out, config=args.config)
+    print(markdown)
+    failures = strict_failures(rows)
+    if args.strict and failures:
+        print(f"repro audit: {len(failures)} comparable item(s) not reproduced", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test-limit", type=int, help="test-split examples (class-balanced subset; default 1000)")
-    p.add_argument("--train-limit", type=int, help="training-split examples when the run's cache is not one")
+    p.add_argument("--test-limit", help="at most this many test-split examples, or 'all' (default 1000)")
+    p.add_argument("--train-limit", help="at most this many training-split examples when the run's cache is "
+                   "not a training split, or 'all' (default 4000)")
     p.add_argument("--cache-root", default="cache", help="where the evaluation splits' activations are cached")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
@@ -210,13 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--out", default="cache", help="cache root; the cache folder is named by the spec hash")
     ext.add_argument("--batch-size", type=int, default=32)
     ext.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    ext.add_argument("--pointer", help="also write a JSON naming the cache folder here (for workflows)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)
 
     tr = sub.add_parser("train", help="train an SAE on an activation cache")
-    tr.add_argument("--cache", required=True, help="a cache folder (as printed by repro extract)")
+    tr.add_argument("--cache", required=True,
+                    help="a cache folder (as printed by repro extract) or the pointer file of --pointer")
     tr.add_argument("--kind", required=True)
-    tr.add_argument("--d-sae", type=int, required=True)
+    width = tr.add_mutually_exclusive_group(required=True)
+    width.add_argument("--d-sae", type=int, help="number of latents")
+    width.add_argument("--expansion", type=int, help="number of latents as a multiple of the cache's width")
+    tr.add_argument("--guide", help="a guidance JSON (repro guide): sets k (topk, batchtopk) or l1_coefficient (relu)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="an SAE hyperparameter (repeatable)")
     tr.add_argument("--steps", type=int, default=1000)
     tr.add_argument("--batch-size", type=int, default=4096)
@@ -236,10 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eval", action="append", required=True,
                     help="reconstruction, interpretability, probing, topn, lm_loss or all (repeatable)")
     ev.add_argument("--out", help="folder for <eval>.json (default RUN/eval)")
+    ev.add_argument("--index", help="also write a JSON {eval: file} of what was written (for workflows)")
     ev.add_argument("--threshold", type=float, help="top-n counting threshold on the SAE code (default 0.2)")
     ev.add_argument("--ns", type=int, nargs="+", help="top-n sizes (default 1 5 10 50)")
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--lm-texts", type=int, help="test texts for lm_loss (default 64)")
+    ev.add_argument("--top-k", type=int, help="top examples kept per latent (default 50)")
     _add_eval_options(ev)
     ev.set_defaults(func=_evaluate)
 
@@ -256,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("evals", nargs="+", help="evaluation JSON files written by repro evaluate")
     agg.add_argument("--out", required=True)
     agg.set_defaults(func=_aggregate)
+
+    aud = sub.add_parser("audit", help="compare the aggregated results with the paper's numbers and claims")
+    aud.add_argument("--metrics", default="results/metrics.csv", help="the tidy CSV of repro aggregate")
+    aud.add_argument("--out", default="results/audit.md")
+    aud.add_argument("--config", help="only the rows of this config name (default: all rows)")
+    aud.add_argument("--strict", action="store_true", help="exit 1 when a checkable item is not reproduced")
+    aud.set_defaults(func=_audit)
 
     syn = sub.add_parser("synthetic", help="the ground-truth benchmark on planted features")
     syn.add_argument("--config", default="config/synthetic.yaml")

@@ -71,18 +71,29 @@ def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
     split = data["splits"].get("test") or next(iter(data["splits"].values()))
     base = {"config": labels.get("config", ""), "run": labels.get("run", record["run"]),
             "backbone": data["backbone"]["name"], "dataset": split["dataset"]["name"], "hook": data["hook"],
-            "kind": record["kind"], "d_sae": int(cfg["d_sae"]), "expansion": _ratio(int(cfg["d_sae"]), int(cfg["d_in"])),
+            "kind": record["kind"], "d_sae": int(cfg["d_sae"]),
+            "expansion": _ratio(int(cfg["d_sae"]), int(cfg["d_in"])),
             "seed": record["seed"], "setting": labels.get("setting", "default"), "eval": record["eval"]}
     return [base | {"metric": m, "value": v} for m, v in flatten(record["eval"], record["results"]).items()]
 
 
+def expand_indexes(files: Iterable[str | Path]) -> list[str]:
+    """Evaluation JSON paths, with each index file (``repro evaluate --index``: {eval: path}) replaced by
+    the files it lists."""
+    out = []
+    for f in map(str, files):
+        record = json.loads(Path(f).read_text())
+        out += [str(p) for p in record.values()] if "eval" not in record else [f]
+    return out
+
+
 def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
-    """Write the tidy CSV of the given evaluation JSONs (atomically); labels are read from each run's
-    ``train.json``. Returns the number of rows."""
+    """Write the tidy CSV of the given evaluation JSONs or index files (atomically); labels are read from
+    each run's ``train.json``. Returns the number of rows."""
     from repro.sae.base import atomic_write
 
     rows = []
-    for path in sorted(map(str, eval_files)):
+    for path in sorted(expand_indexes(eval_files)):
         record = json.loads(Path(path).read_text())
         summary = Path(record["run"]) / "train.json"
         labels = (json.loads(summary.read_text()).get("data") or {}).get("labels", {}) if summary.is_file() else {}

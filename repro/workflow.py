@@ -1,0 +1,123 @@
+"""The workflow's plan: which runs, evaluations and reports a validated config asks for.
+
+The Snakefile is a thin shell over this module, so that the plan is unit-testable without Snakemake.
+A config (``config/default.yaml``, ``config/paper.yaml``; schema ``config/schema.yaml``) names backbones by
+role ("language", "vision"), a training recipe, the hyperparameters of each SAE kind (the "default"
+setting), and experiments. Each experiment asks for runs on one backbone role:
+
+- ``size_sweep``: every kind at every expansion (Table A; NMSE and CE degradation by dictionary size);
+- ``ablation``: the Table B configurations at one expansion (top-n classification);
+- ``methods``: ReLU/TopK/BatchTopK/sparsemax at one expansion (per-dataset top-n, probing, concepts);
+- ``guidance``: TopK/BatchTopK at fixed k (``k=24``, ``k=32``) and at the k derived from the sparsemax
+  run's measured L0 (setting ``guided``; the ``guide`` rule is the DAG edge);
+- ``pareto``: sweeps of one hyperparameter per kind (settings ``<key>=<value>``) for the MSE–L0 frontier.
+
+A run is identified by ``<role>/<kind>/<setting>/x<expansion>/s<seed>`` and lives in
+``<runs_root>/<that id>``; its evaluations are the union of those its experiments ask for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SETTINGS_DEFAULT = "default"
+GUIDED = "guided"
+GUIDE_SOURCE = "sparsemax_attention"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the plan."""
+
+    role: str
+    kind: str
+    setting: str
+    expansion: int
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.role}/{self.kind}/{self.setting}/x{self.expansion}/s{self.seed}"
+
+
+@dataclass
+class Plan:
+    """Runs with their evaluations, plus the runs whose guidance file is needed."""
+
+    runs: dict[str, Run] = field(default_factory=dict)
+    evals: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, run: Run, evals: list[str]) -> None:
+        self.runs.setdefault(run.id, run)
+        self.evals.setdefault(run.id, set()).update(evals)
+
+    def guide_sources(self) -> list[Run]:
+        """The sparsemax runs whose measured L0 guided runs read."""
+        return [Run(r.role, GUIDE_SOURCE, SETTINGS_DEFAULT, r.expansion, r.seed)
+                for r in self.runs.values() if r.setting == GUIDED]
+
+
+def parse_setting(setting: str) -> dict:
+    """``"default"`` or ``"guided"`` → {}; ``"k=24"`` → {"k": 24}; ``"a=1e-3,b=2"`` → both (numbers parsed)."""
+    if setting in (SETTINGS_DEFAULT, GUIDED):
+        return {}
+    out = {}
+    for part in setting.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad run setting {setting!r}: expected key=value[,key=value]")
+        try:
+            num = float(value)
+            out[key] = int(num) if num.is_integer() and "e" not in value.lower() and "." not in value else num
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def format_setting(key: str, value) -> str:
+    return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+
+
+def make_plan(config: dict) -> Plan:
+    """The runs and evaluations asked for by a validated config (see the module docstring)."""
+    plan = Plan()
+    seeds = config["train"]["seeds"]
+    for name, exp in config["experiments"].items():
+        if not exp.get("enabled", True) or name == "synthetic":
+            continue
+        role, evals = exp["backbone"], exp["evals"]
+        for seed in seeds:
+            if name == "size_sweep":
+                for kind in exp["kinds"]:
+                    for x in exp["expansions"]:
+                        plan.add(Run(role, kind, SETTINGS_DEFAULT, x, seed), evals)
+            elif name in ("ablation", "methods"):
+                for kind in exp["kinds"]:
+                    plan.add(Run(role, kind, SETTINGS_DEFAULT, exp["expansion"], seed), evals)
+            elif name == "guidance":
+                x = exp["expansion"]
+                plan.add(Run(role, GUIDE_SOURCE, SETTINGS_DEFAULT, x, seed), evals)
+                for kind in exp["kinds"]:
+                    plan.add(Run(role, kind, GUIDED, x, seed), evals)
+                    for k in exp["fixed_k"]:
+                        plan.add(Run(role, kind, format_setting("k", k), x, seed), evals)
+            elif name == "pareto":
+                x = exp["expansion"]
+                for kind, sweep in exp["sweeps"].items():
+                    for key, values in sweep.items():
+                        for v in values:
+                            plan.add(Run(role, kind, format_setting(key, v), x, seed), evals)
+            else:
+                raise ValueError(f"unknown experiment {name!r}")
+    return plan
+
+
+def hyperparameters(config: dict, run: Run) -> dict:
+    """The SAE hyperparameters of ``run``: the kind's defaults from the config, overridden by its setting."""
+    return {**config["hyperparameters"].get(run.kind, {}), **parse_setting(run.setting)}
+
+
+def run_dir(config: dict, run: Run) -> Path:
+    return Path(config["runs_root"]) / run.id
+

@@ -1,0 +1,55 @@
+# Config validation (before any job runs), the plan, and the paths every rule shares.
+
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from repro.workflow import make_plan, hyperparameters
+
+validate(config, "../../config/schema.yaml")
+
+PLAN = make_plan(config)
+RUNS = config["runs_root"]
+RESULTS = config["results_root"]
+FIGURES = config["figures_root"]
+CACHE = config["cache_root"]
+PY = "python -m repro.cli"
+
+
+wildcard_constraints:
+    role="language|vision",
+    kind="[a-z_]+",
+    setting="[^/]+",
+    expansion=r"\d+",
+    seed=r"\d+",
+    eval="[a-z_]+",
+
+
+def backbone(role):
+    """The role's backbone entry with the schema's defaults filled in."""
+    return {"seed": 0, "train_limit": None, "test_limit": None, "dtype": "float32", **config["backbones"][role]}
+
+
+def limit_option(limit):
+    return "" if limit is None else f"--limit {limit}"
+
+
+def run_path(run):
+    return f"{RUNS}/{run.id}"
+
+
+def eval_outputs():
+    """The evaluation index of every run of the plan."""
+    return sorted(f"{run_path(run)}/eval/index.json" for run in PLAN.runs.values())
+
+
+def aggregate_inputs(wildcards):
+    """The evaluation JSONs, unless the runs are absent and the committed metrics are reused (rebuild: false)."""
+    if not config.get("rebuild", False) and not Path(RUNS).exists() and Path(f"{RESULTS}/metrics.csv").exists():
+        return []
+    return eval_outputs()
+
+
+def final_outputs():
+    return [f"{RESULTS}/metrics.csv", f"{RESULTS}/audit.md"]

@@ -1,0 +1,21 @@
+# Activation caches of each backbone's training split (content addressed under cache_root; the pointer file
+# names the folder). Evaluation splits are extracted by `repro evaluate` itself, under a per-spec lock.
+
+
+rule extract:
+    output:
+        pointer=f"{CACHE}/pointers/{config['name']}/{{role}}.json",
+    params:
+        b=lambda wc: backbone(wc.role),
+        limit=lambda wc: limit_option(backbone(wc.role)["train_limit"]),
+    log:
+        f"{RUNS}/logs/extract-{{role}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/extract-{{role}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "{PY} extract --backbone {params.b[name]} --layer {params.b[hook]} --dataset {params.b[dataset]} "
+        "--split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} --out {CACHE} "
+        "--pointer {output.pointer} --quiet > {log} 2>&1"
