@@ -22,11 +22,11 @@ rule evaluate:
         f"{RUNS}/logs/evaluate/{{role}}-{{kind}}-{{setting}}-x{{expansion}}-s{{seed}}.log",
     benchmark:
         f"{RUNS}/benchmarks/evaluate/{{role}}-{{kind}}-{{setting}}-x{{expansion}}-s{{seed}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
     shell:
-        "{PY} evaluate --run {params.run_dir} {params.evals} --out {params.out_dir} --index {output.index} "
+        "OMP_NUM_THREADS={threads} {PY} evaluate --run {params.run_dir} {params.evals} --out {params.out_dir} --index {output.index} "
         "--test-limit {params.test_limit} --threshold {params.e[threshold]} --ns {params.ns} "
         "--top-k {params.e[top_k]} --lm-texts {params.e[lm_texts]} --batch-size {params.e[batch_size]} "
         "--cache-root {CACHE} --device {config[device]} --quiet > {log} 2>&1"

@@ -16,6 +16,6 @@ rule extract:
     resources:
         mem_mb=4000,
     shell:
-        "{PY} extract --backbone {params.b[name]} --layer {params.b[hook]} --dataset {params.b[dataset]} "
+        "OMP_NUM_THREADS={threads} {PY} extract --backbone {params.b[name]} --layer {params.b[hook]} --dataset {params.b[dataset]} "
         "--split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} --out {CACHE} "
         "--pointer {output.pointer} --quiet > {log} 2>&1"

@@ -39,7 +39,7 @@ rule train:
     resources:
         mem_mb=8000,
     shell:
-        "{PY} train --cache {input.cache} --kind {wildcards.kind} --expansion {wildcards.expansion} "
+        "OMP_NUM_THREADS={threads} {PY} train --cache {input.cache} --kind {wildcards.kind} --expansion {wildcards.expansion} "
         "{params.hparams} {params.guide} --steps {params.t[steps]} --batch-size {params.t[batch_size]} "
         "--lr {params.t[lr]} --warmup {params.t[warmup]} --seed {wildcards.seed} {params.labels} "
         "--out {params.run_dir} --resume --quiet > {log} 2>&1"
@@ -61,5 +61,5 @@ rule guide:
     resources:
         mem_mb=8000,
     shell:
-        "{PY} guide --from {params.run_dir} --no-relu --cache-root {CACHE} --test-limit {params.test_limit} "
+        "OMP_NUM_THREADS={threads} {PY} guide --from {params.run_dir} --no-relu --cache-root {CACHE} --test-limit {params.test_limit} "
         "--device {config[device]} --quiet --out {output.guide} > {log} 2>&1"
