@@ -113,6 +113,42 @@ def make_plan(config: dict) -> Plan:
     return plan
 
 
+CAUSAL_LMS = ("smollm2-135m", "gpt2-small")
+
+
+def check_config(config: dict) -> None:
+    """Checks beyond the JSON schema, before any job runs (ValueError naming the key): registered backbone
+    and dataset names, experiments on configured roles, lm_loss only on causal language models, and every
+    run's hyperparameters accepted by its SAE kind (with ``expansion`` × a nominal width)."""
+    from repro.backbones import BACKBONES, PREFIXES
+    from repro.data import DATASETS
+    from repro.data import PREFIXES as DATA_PREFIXES
+    from repro.sae import make_config
+
+    for role, b in config["backbones"].items():
+        if b["name"] not in BACKBONES and not b["name"].startswith(PREFIXES):
+            raise ValueError(f"backbones.{role}.name: unknown backbone {b['name']!r}; registered: "
+                             f"{', '.join(BACKBONES)} (or {', '.join(p + '<...>' for p in PREFIXES)})")
+        if b["dataset"] not in DATASETS and not b["dataset"].startswith(DATA_PREFIXES):
+            raise ValueError(f"backbones.{role}.dataset: unknown dataset {b['dataset']!r}; registered: "
+                             f"{', '.join(DATASETS)}")
+    for name, exp in config["experiments"].items():
+        if name == "synthetic" or not exp.get("enabled", True):
+            continue
+        role = exp["backbone"]
+        if role not in config["backbones"]:
+            raise ValueError(f"experiments.{name}.backbone: no backbone configured for role {role!r}")
+        if "lm_loss" in exp["evals"] and config["backbones"][role]["name"] not in CAUSAL_LMS:
+            raise ValueError(f"experiments.{name}.evals: lm_loss needs a causal language model "
+                             f"({', '.join(CAUSAL_LMS)}); backbones.{role} is {config['backbones'][role]['name']}")
+    for run in make_plan(config).runs.values():
+        try:
+            make_config(run.kind, d_in=64, d_sae=64 * run.expansion, **hyperparameters(config, run))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"hyperparameters of run {run.id} (hyperparameters.{run.kind} and the setting "
+                             f"{run.setting!r}): {e}") from None
+
+
 def hyperparameters(config: dict, run: Run) -> dict:
     """The SAE hyperparameters of ``run``: the kind's defaults from the config, overridden by its setting."""
     return {**config["hyperparameters"].get(run.kind, {}), **parse_setting(run.setting)}

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from repro.workflow import make_plan, hyperparameters
+from repro.workflow import check_config, make_plan, hyperparameters
 
 validate(config, "../../config/schema.yaml")
-
+check_config(config)
 PLAN = make_plan(config)
 RUNS = config["runs_root"]
 RESULTS = config["results_root"]

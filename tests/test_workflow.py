@@ -1,0 +1,113 @@
+"""The workflow: the plan of the shipped configs, bad configs rejected before any job runs (the key named),
+and the whole DAG on config/tiny.yaml in a temporary folder (every declared output exists, a second run
+does nothing, rebuilding one report touches only that report)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro.workflow import GUIDED, Run, check_config, format_setting, hyperparameters, make_plan, parse_setting
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_default_plan_covers_every_experiment():
+    config = load("default")
+    check_config(config)
+    plan = make_plan(config)
+    runs = plan.runs.values()
+    sweep = {(r.kind, r.expansion) for r in runs if r.role == "language" and r.setting == "default"}
+    assert len(sweep) == 6 * 4
+    assert {r.kind for r in runs if r.setting == GUIDED} == {"topk", "batchtopk"}
+    assert [s.kind for s in plan.guide_sources()] == ["sparsemax_attention"] * 2
+    assert {r.setting for r in runs if r.kind == "topk" and r.role == "vision"} == {"default", "guided", "k=24", "k=32"}
+    assert plan.evals["language/topk/default/x1/s0"] == {"reconstruction", "lm_loss"}
+    vision_smx = plan.evals["vision/sparsemax_attention/default/x2/s0"]
+    assert vision_smx == {"reconstruction", "topn", "interpretability", "probing"}  # union over experiments
+    assert hyperparameters(config, Run("vision", "topk", "k=24", 2, 0)) == {"k": 24}
+    assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {"l1_coefficient": 1e-3}
+
+
+def test_settings_round_trip():
+    assert parse_setting("k=24") == {"k": 24}
+    assert parse_setting(format_setting("l1_coefficient", 1e-4)) == {"l1_coefficient": 1e-4}
+    assert parse_setting("default") == {} and parse_setting(GUIDED) == {}
+    with pytest.raises(ValueError, match="bad run setting"):
+        parse_setting("k24")
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda c: c["train"].update(stepz=3), "stepz"),
+    (lambda c: c["train"].update(lr=-1), "lr"),
+    (lambda c: c["experiments"]["ablation"].update(kinds=["relu", "sparsemaks"]), "sparsemaks"),
+    (lambda c: c["hyperparameters"].update(topk={"kk": 8}), "kk"),
+    (lambda c: c["backbones"]["vision"].update(name="resnet-9000"), "backbones.vision.name"),
+    (lambda c: c["experiments"]["ablation"].update(evals=["lm_loss"]), "experiments.ablation.evals"),
+])
+def test_a_bad_config_is_rejected_before_any_job_naming_the_key(tmp_path, edit, named):
+    config = load("tiny")
+    edit(config)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "bad.yaml"), timeout=120)
+    assert out.returncode != 0
+    assert named in out.stdout + out.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_dag(tmp_path_factory):
+    """The whole tiny DAG, built once in a temporary folder."""
+    work = tmp_path_factory.mktemp("dag")
+    config = work / "tiny.yaml"
+    config.write_text((REPO / "config" / "tiny.yaml").read_text())
+    out = snakemake(work, "--cores", "2", "--configfile", str(config))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return work, config
+
+
+def test_tiny_dag_builds_every_output(tiny_dag):
+    work, config = tiny_dag
+    cfg = yaml.safe_load(config.read_text())
+    plan = make_plan(cfg)
+    for run in plan.runs.values():
+        folder = work / cfg["runs_root"] / run.id
+        assert (folder / "train.json").is_file() and (folder / "sae" / "cfg.json").is_file()
+        for e in plan.evals[run.id]:
+            assert (folder / "eval" / f"{e}.json").is_file(), (run.id, e)
+    metrics = (work / cfg["results_root"] / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("config,run,backbone") and len(metrics) > 100
+    assert (work / cfg["results_root"] / "audit.md").read_text().startswith("# Paper audit")
+    benchmarks = list((work / cfg["runs_root"] / "benchmarks").rglob("*.tsv"))
+    assert len(benchmarks) >= len(plan.runs)  # every training (and evaluation) job records its time and memory
+
+
+def test_a_second_run_does_nothing(tiny_dag):
+    work, config = tiny_dag
+    out = snakemake(work, "-n", "--configfile", str(config), timeout=120)
+    assert out.returncode == 0 and "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_rebuilding_one_report_touches_only_it(tiny_dag):
+    work, config = tiny_dag
+    results = work / yaml.safe_load(config.read_text())["results_root"]
+    before = (results / "metrics.csv").stat().st_mtime_ns
+    (results / "audit.md").unlink()
+    out = snakemake(work, "--cores", "1", "--configfile", str(config), str(results.relative_to(work) / "audit.md"),
+                    timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (results / "audit.md").is_file() and (results / "metrics.csv").stat().st_mtime_ns == before
+    assert "rule audit" in out.stdout + out.stderr and "rule train" not in out.stdout + out.stderr
