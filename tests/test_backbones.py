@@ -600,3 +600,19 @@ def test_generic_timm_local_weights(arch, tmp_path):
     torch.testing.assert_close(feats, ref_feats, atol=ATOL, rtol=0)
     torch.testing.assert_close(bb.model.get_classifier()(feats), bb.forward(inputs), atol=ATOL, rtol=0)
     assert check_spec(bb)["source"]["file"] == "weights.safetensors"
+
+
+def test_smollm2_converted_copy_is_bit_identical(smollm2, tmp_path):
+    """The fp32 copy kept to skip the GGUF dequantisation loads the same tensors: identical logits."""
+    from repro.backbones.base import file_digest
+    from repro.backbones.causal_lm import _build_smollm2, _save_converted, smollm2_file
+
+    path = smollm2_file()
+    _save_converted(smollm2.model, smollm2.tokenizer, tmp_path / f"smollm2-{file_digest(path)}")
+    model, tokenizer = _build_smollm2(path, "cpu", tmp_path)
+    inputs = smollm2.preprocess(TEXTS)
+    with torch.inference_mode():
+        ref = smollm2.model(**{k: inputs[k] for k in ("input_ids", "attention_mask")}).logits
+        got = model(**{k: inputs[k] for k in ("input_ids", "attention_mask")}).logits
+    assert torch.equal(ref, got)
+    assert tokenizer(TEXTS[1])["input_ids"] == smollm2.tokenizer(TEXTS[1])["input_ids"]
