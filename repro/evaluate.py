@@ -200,7 +200,45 @@ class RunData:
 
 # ------------------------------------------------------------------------------------- evaluations
 def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
-    return run.encoded("test").reconstruction, ("test",)
+    enc = run.encoded("test")
+    order = np.lexsort((enc.ids, enc.example_l0))  # by mean per-token L0, ties to the lower id
+    pick = [{"id": int(enc.ids[i]), "label": int(enc.labels[i]), "l0": float(enc.example_l0[i])} for i in order]
+    n = min(5, len(pick) // 2)
+    examples = {"fewest": pick[:n], "most": pick[::-1][:n],
+                "definition": "mean over the example's tokens of #{i : a_ti != 0}"}
+    return enc.reconstruction | {"example_l0": examples}, ("test",)
+
+
+def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> list[dict]:
+    """For the purest latents (label purity of their top examples, then the number of examples), their
+    top examples with the latent's activation at every token of the example (positions as in the cache)."""
+    import torch
+
+    from repro.cache import ActivationCache
+    from repro.evals.interpretability import label_distributions, purity
+
+    enc = run.encoded("test")
+    probs, used = label_distributions(enc.top_values, enc.top_labels, len(run.dataset("test").class_names),
+                                      top=run.settings.top_k)
+    pur = np.nan_to_num(purity(probs), nan=-1.0)
+    candidates = np.flatnonzero(used >= min(n_examples, run.settings.top_k))
+    chosen = candidates[np.lexsort((candidates, -used[candidates], -pur[candidates]))][:n_latents]
+    cache = ActivationCache.open(run.cache("test"), checksums=False)
+    index = cache.index()
+    out = []
+    for latent in chosen:
+        examples = []
+        for slot in range(min(n_examples, int(used[latent]))):
+            ex_id = int(enc.top_ids[latent, slot])
+            rows = np.flatnonzero(index[:, 0] == ex_id)
+            with torch.no_grad():
+                acts = run.sae(cache.tokens(int(rows[0]), int(rows[-1]) + 1).to(run.settings.device))[1][:, latent]
+            examples.append({"id": ex_id, "label": int(enc.top_labels[latent, slot]),
+                             "value": float(enc.top_values[latent, slot]), "positions": index[rows, 1].tolist(),
+                             "token_acts": acts.float().cpu().tolist()})
+        out.append({"latent": int(latent), "purity": float(pur[latent]), "n_examples": int(used[latent]),
+                    "examples": examples})
+    return out
 
 
 def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
@@ -211,7 +249,8 @@ def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
     scores = interpretability_scores(enc.top_values, enc.top_labels, n_classes, alive=enc.fire_count > 0,
                                      top=run.settings.top_k)
     firing = firing_stats(enc.fire_count, enc.act_sum, enc.n_tokens, enc.example_fire_count, enc.n_examples)
-    return {"scores": scores, "firing": firing, "class_names": run.dataset("test").class_names}, ("test",)
+    return {"scores": scores, "firing": firing, "class_names": run.dataset("test").class_names,
+            "concepts": concept_examples(run)}, ("test",)
 
 
 def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
