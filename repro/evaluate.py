@@ -132,11 +132,12 @@ def backbone_from_spec(spec: dict, device: str = "cpu"):
 class RunData:
     """The run's SAE, backbone, hook and datasets, with the encoded splits computed once each."""
 
-    def __init__(self, run_dir: str | Path, settings: EvalSettings):
+    def __init__(self, run_dir: str | Path, settings: EvalSettings, pooled: bool = True):
         from repro.sae import load as load_sae
 
         self.run_dir = Path(run_dir)
         self.settings = settings
+        self.pooled = pooled  # keep per-example pooled codes (probing needs them; E x F floats)
         self.summary = read_run(run_dir)
         self.cache_spec = self.summary["data"]["spec"]
         self.hook = self.cache_spec["hook"]
@@ -144,7 +145,7 @@ class RunData:
         self._backbone = None
         self._datasets: dict[str, Any] = {}
         self._caches: dict[str, Path] = {}
-        self._encoded: dict[tuple[str, bool], Any] = {}
+        self._encoded: dict[str, Any] = {}
 
     @property
     def backbone(self):
@@ -178,18 +179,17 @@ class RunData:
                                           progress=self.settings.progress)
         return self._caches[split]
 
-    def encoded(self, split: str, pooled: bool = False):
+    def encoded(self, split: str):
+        """The split encoded once (:func:`repro.evals.latents.encode_cache`), pooled codes kept if asked."""
         from repro.cache import ActivationCache
         from repro.evals.latents import encode_cache
 
-        for key in ((split, True), (split, pooled)):
-            if key in self._encoded:
-                return self._encoded[key]
-        enc = encode_cache(self.sae, ActivationCache.open(self.cache(split)), threshold=self.settings.threshold,
-                           top_k=self.settings.top_k, pooled=pooled,
-                           n_classes=len(self.dataset(split).class_names), device=self.settings.device)
-        self._encoded[(split, pooled)] = enc
-        return enc
+        if split not in self._encoded:
+            self._encoded[split] = encode_cache(
+                self.sae, ActivationCache.open(self.cache(split)), threshold=self.settings.threshold,
+                top_k=self.settings.top_k, pooled=self.pooled, n_classes=len(self.dataset(split).class_names),
+                device=self.settings.device)
+        return self._encoded[split]
 
     def data_record(self, splits: tuple[str, ...]) -> dict:
         return {"backbone": self.cache_spec["backbone"], "hook": self.hook,
@@ -256,7 +256,7 @@ def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
 def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
     from repro.evals.probing import sparse_probing
 
-    tr, te = run.encoded("train", pooled=True), run.encoded("test", pooled=True)
+    tr, te = run.encoded("train"), run.encoded("test")
     names = run.dataset("test").class_names
     kw = {"ks": run.settings.probe_ks, "seed": run.settings.probe_seed, "class_names": names}
     out = {"sae": sparse_probing(tr.pooled, tr.labels, te.pooled, te.labels, **kw),
@@ -341,7 +341,7 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
     unknown = sorted(set(names) - set(EVALS) - {"all"})
     if unknown:
         raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; known: {', '.join(EVALS)}, all")
-    run = RunData(run_dir, settings)
+    run = RunData(run_dir, settings, pooled="probing" in names or "all" in names)
     if "all" in names:
         names = [n for n in EVALS if applicable(run, n)]
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "eval"
