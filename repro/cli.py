@@ -202,6 +202,31 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_table(args: argparse.Namespace) -> int:
+    from repro.report.tables import render_table
+
+    for path in render_table(args.name, args.metrics, args.out):
+        print(path)
+    return 0
+
+
+def _report_figure(args: argparse.Namespace) -> int:
+    from repro.report.figures import render
+
+    for path in render(args.name, Path(args.metrics) if args.metrics else None,
+                       Path(args.data) if args.data else None, Path(args.out)):
+        print(path)
+    return 0
+
+
+def _report_figure_data(args: argparse.Namespace) -> int:
+    from repro.report.figure_data import collect
+
+    for path in collect(args.evals, args.out).values():
+        print(path)
+    return 0
+
+
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-limit", help="at most this many test-split examples, or 'all' (default 1000)")
     p.add_argument("--train-limit", help="at most this many training-split examples when the run's cache is "
@@ -326,6 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--config", help="only the rows of this config name (default: all rows)")
     aud.add_argument("--strict", action="store_true", help="exit 1 when a checkable item is not reproduced")
     aud.set_defaults(func=_audit)
+
+    rep = sub.add_parser("report", help="tables, figure data and figures from aggregated results")
+    rep_sub = rep.add_subparsers(dest="report_command", required=True)
+    tab = rep_sub.add_parser("table", help="one table as Markdown and LaTeX")
+    tab.add_argument("name", help="table_a, table_b, topn_methods, guidance, matched_l0 or probing")
+    tab.add_argument("--metrics", default="results/metrics.csv")
+    tab.add_argument("--out", required=True, help="output path without suffix (.md and .tex are written)")
+    tab.set_defaults(func=_report_table)
+    fig = rep_sub.add_parser("figure", help="one figure as PDF and PNG")
+    fig.add_argument("name")
+    fig.add_argument("--metrics", default="results/metrics.csv")
+    fig.add_argument("--data", default="results/figure_data", help="folder of the figure-data JSON files")
+    fig.add_argument("--out", required=True, help="output path without suffix (.pdf and .png are written)")
+    fig.set_defaults(func=_report_figure)
+    fd = rep_sub.add_parser("figure-data", help="gather what the figures need from the runs' evaluations")
+    fd.add_argument("evals", nargs="+", help="evaluation JSONs or index files")
+    fd.add_argument("--out", required=True, help="folder for latents.json, training_curves.json, ...")
+    fd.set_defaults(func=_report_figure_data)
 
     syn = sub.add_parser("synthetic", help="the ground-truth benchmark on planted features")
     syn.add_argument("--config", default="config/synthetic.yaml")

@@ -132,11 +132,12 @@ def backbone_from_spec(spec: dict, device: str = "cpu"):
 class RunData:
     """The run's SAE, backbone, hook and datasets, with the encoded splits computed once each."""
 
-    def __init__(self, run_dir: str | Path, settings: EvalSettings):
+    def __init__(self, run_dir: str | Path, settings: EvalSettings, pooled: bool = True):
         from repro.sae import load as load_sae
 
         self.run_dir = Path(run_dir)
         self.settings = settings
+        self.pooled = pooled  # keep per-example pooled codes (probing needs them; E x F floats)
         self.summary = read_run(run_dir)
         self.cache_spec = self.summary["data"]["spec"]
         self.hook = self.cache_spec["hook"]
@@ -144,7 +145,7 @@ class RunData:
         self._backbone = None
         self._datasets: dict[str, Any] = {}
         self._caches: dict[str, Path] = {}
-        self._encoded: dict[tuple[str, bool], Any] = {}
+        self._encoded: dict[str, Any] = {}
 
     @property
     def backbone(self):
@@ -178,18 +179,17 @@ class RunData:
                                           progress=self.settings.progress)
         return self._caches[split]
 
-    def encoded(self, split: str, pooled: bool = False):
+    def encoded(self, split: str):
+        """The split encoded once (:func:`repro.evals.latents.encode_cache`), pooled codes kept if asked."""
         from repro.cache import ActivationCache
         from repro.evals.latents import encode_cache
 
-        for key in ((split, True), (split, pooled)):
-            if key in self._encoded:
-                return self._encoded[key]
-        enc = encode_cache(self.sae, ActivationCache.open(self.cache(split)), threshold=self.settings.threshold,
-                           top_k=self.settings.top_k, pooled=pooled,
-                           n_classes=len(self.dataset(split).class_names), device=self.settings.device)
-        self._encoded[(split, pooled)] = enc
-        return enc
+        if split not in self._encoded:
+            self._encoded[split] = encode_cache(
+                self.sae, ActivationCache.open(self.cache(split)), threshold=self.settings.threshold,
+                top_k=self.settings.top_k, pooled=self.pooled, n_classes=len(self.dataset(split).class_names),
+                device=self.settings.device)
+        return self._encoded[split]
 
     def data_record(self, splits: tuple[str, ...]) -> dict:
         return {"backbone": self.cache_spec["backbone"], "hook": self.hook,
@@ -200,7 +200,45 @@ class RunData:
 
 # ------------------------------------------------------------------------------------- evaluations
 def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
-    return run.encoded("test").reconstruction, ("test",)
+    enc = run.encoded("test")
+    order = np.lexsort((enc.ids, enc.example_l0))  # by mean per-token L0, ties to the lower id
+    pick = [{"id": int(enc.ids[i]), "label": int(enc.labels[i]), "l0": float(enc.example_l0[i])} for i in order]
+    n = min(5, len(pick) // 2)
+    examples = {"fewest": pick[:n], "most": pick[::-1][:n],
+                "definition": "mean over the example's tokens of #{i : a_ti != 0}"}
+    return enc.reconstruction | {"example_l0": examples}, ("test",)
+
+
+def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> list[dict]:
+    """For the purest latents (label purity of their top examples, then the number of examples), their
+    top examples with the latent's activation at every token of the example (positions as in the cache)."""
+    import torch
+
+    from repro.cache import ActivationCache
+    from repro.evals.interpretability import label_distributions, purity
+
+    enc = run.encoded("test")
+    probs, used = label_distributions(enc.top_values, enc.top_labels, len(run.dataset("test").class_names),
+                                      top=run.settings.top_k)
+    pur = np.nan_to_num(purity(probs), nan=-1.0)
+    candidates = np.flatnonzero(used >= min(n_examples, run.settings.top_k))
+    chosen = candidates[np.lexsort((candidates, -used[candidates], -pur[candidates]))][:n_latents]
+    cache = ActivationCache.open(run.cache("test"), checksums=False)
+    index = cache.index()
+    out = []
+    for latent in chosen:
+        examples = []
+        for slot in range(min(n_examples, int(used[latent]))):
+            ex_id = int(enc.top_ids[latent, slot])
+            rows = np.flatnonzero(index[:, 0] == ex_id)
+            with torch.no_grad():
+                acts = run.sae(cache.tokens(int(rows[0]), int(rows[-1]) + 1).to(run.settings.device))[1][:, latent]
+            examples.append({"id": ex_id, "label": int(enc.top_labels[latent, slot]),
+                             "value": float(enc.top_values[latent, slot]), "positions": index[rows, 1].tolist(),
+                             "token_acts": acts.float().cpu().tolist()})
+        out.append({"latent": int(latent), "purity": float(pur[latent]), "n_examples": int(used[latent]),
+                    "examples": examples})
+    return out
 
 
 def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
@@ -211,13 +249,14 @@ def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
     scores = interpretability_scores(enc.top_values, enc.top_labels, n_classes, alive=enc.fire_count > 0,
                                      top=run.settings.top_k)
     firing = firing_stats(enc.fire_count, enc.act_sum, enc.n_tokens, enc.example_fire_count, enc.n_examples)
-    return {"scores": scores, "firing": firing, "class_names": run.dataset("test").class_names}, ("test",)
+    return {"scores": scores, "firing": firing, "class_names": run.dataset("test").class_names,
+            "concepts": concept_examples(run)}, ("test",)
 
 
 def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
     from repro.evals.probing import sparse_probing
 
-    tr, te = run.encoded("train", pooled=True), run.encoded("test", pooled=True)
+    tr, te = run.encoded("train"), run.encoded("test")
     names = run.dataset("test").class_names
     kw = {"ks": run.settings.probe_ks, "seed": run.settings.probe_seed, "class_names": names}
     out = {"sae": sparse_probing(tr.pooled, tr.labels, te.pooled, te.labels, **kw),
@@ -302,7 +341,7 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
     unknown = sorted(set(names) - set(EVALS) - {"all"})
     if unknown:
         raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; known: {', '.join(EVALS)}, all")
-    run = RunData(run_dir, settings)
+    run = RunData(run_dir, settings, pooled="probing" in names or "all" in names)
     if "all" in names:
         names = [n for n in EVALS if applicable(run, n)]
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "eval"

@@ -55,7 +55,7 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     from repro.sae import create
     from repro.train import TrainConfig, train
 
-    run = RunData(run_dir, settings or EvalSettings())
+    run = RunData(run_dir, settings or EvalSettings(), pooled=False)
     rec = run.encoded("test").reconstruction
     l0 = float(rec["l0"])
     k = k_from_l0(l0)

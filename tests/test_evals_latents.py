@@ -104,6 +104,9 @@ def test_matches_brute_force_for_any_chunk_size(setup, chunk):
     np.testing.assert_array_equal(enc.fire_count, (acts != 0).sum(0))
     np.testing.assert_allclose(enc.act_sum, acts.sum(0), rtol=1e-6)
     np.testing.assert_array_equal(enc.example_fire_count, (ref["max"] != 0).sum(0))
+    index = cache.index()
+    l0 = [(acts[index[:, 0] == i] != 0).sum(1).mean() for i in ids]
+    np.testing.assert_allclose(enc.example_l0, l0)
     np.testing.assert_array_equal(enc.top_ids, top_ids)
     for j in range(F):
         for slot, i in enumerate(enc.top_ids[j]):

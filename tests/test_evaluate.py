@@ -129,3 +129,37 @@ def test_aggregate_writes_a_tidy_csv(run, tmp_path):
     assert by[("topn", "official/on_1")]["kind"] == "topk" and by[("topn", "zero")]["d_sae"] == "256"
     assert by[("topn", "zero")]["expansion"] == "0.2" and by[("probing", "raw_all")]["backbone"] == "effnet-lite0"
     assert {r["eval"] for r in rows} == {"reconstruction", "topn", "probing", "interpretability"}
+
+
+def test_concepts_and_example_l0_are_recorded(run, tmp_path):
+    root, settings = run
+    written = evaluate_run(root / "run", ["reconstruction", "interpretability"], settings, out_dir=tmp_path)
+    rec = json.loads(written["reconstruction"].read_text())["results"]["example_l0"]
+    assert len(rec["fewest"]) == len(rec["most"]) == 5 and all(e["l0"] == 8 for e in rec["fewest"])  # TopK: L0 = k
+    concepts = json.loads(written["interpretability"].read_text())["results"]["concepts"]
+    assert 1 <= len(concepts) <= 8
+    purities = [c["purity"] for c in concepts]
+    assert purities == sorted(purities, reverse=True)
+    first = concepts[0]["examples"][0]
+    assert len(first["positions"]) == len(first["token_acts"]) == 4  # 2 x 2 spatial tokens at 64 px
+    assert max(first["token_acts"]) == pytest.approx(first["value"], rel=1e-5)
+
+
+def test_figure_data_gathers_images_token_maps_and_curves(run, tmp_path):
+    from repro.report.figure_data import collect
+
+    root, settings = run
+    index = tmp_path / "index.json"
+    written = evaluate_run(root / "run", ["reconstruction", "interpretability"], settings, out_dir=tmp_path)
+    index.write_text(json.dumps({k: str(v) for k, v in written.items()}))
+    files = collect([index], tmp_path / "fd")
+    data = {k: json.loads(v.read_text())["runs"] for k, v in files.items()}
+    (run_id, l0), = data["l0_distribution"].items()
+    assert l0["kind"] == "topk" and l0["hist"][8] == 160 and len(l0["fewest"]) == 5
+    assert np.asarray(l0["fewest"][0]["image"]).shape == (8, 8)  # sklearn digits are 8 x 8
+    concept = data["concepts"][run_id]["latents"][0]["examples"][0]
+    assert np.asarray(concept["token_map"]).shape == (2, 2) and concept["label"] in [str(d) for d in range(10)]
+    curve = data["training_curves"][run_id]
+    assert curve["step"][-1] == 60 and len(curve["loss"]) == 60
+    lat = data["latents"][run_id]
+    assert len(lat["firing_rate"]) == len(lat["entropy"]) > 0 and all(r > 0 for r in lat["firing_rate"])

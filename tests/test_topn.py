@@ -169,3 +169,26 @@ def test_head_features_are_cached_per_backbone_and_split(tmp_path):
     assert PlantedBackbone.calls == before + 6
     next((tmp_path / "features").glob("*.npy")).write_bytes(b"damaged")
     assert cached_features(bb, train, batch_size=8, cache_root=tmp_path).shape == a.shape
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS))
+def test_kept_decode_equals_the_dense_decode_of_the_masked_code(kind):
+    """Every kind decodes affinely, so the few-latent reconstruction from decoder rows equals decode(a ⊙ keep)."""
+    from repro.evals.topn import decoder_rows, kept_decode
+
+    torch.manual_seed(0)
+    sae = create(kind, 6, 32, seed=0).eval()
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # away from any special initialisation (e.g. a zero bias)
+        x = torch.randn(40, 6) * 2 + 0.5
+        code = sae.encode(x)
+        x_norm = x.norm(dim=-1, keepdim=True) if sae.normalizes_input else None
+        counts = np.random.default_rng(0).random((3, 32))
+        idx = torch.from_numpy(select_latents(counts, 4))
+        tok_class = torch.arange(40) % 3
+        base = sae.decode(torch.zeros_like(code), x_norm)
+        rows = decoder_rows(sae, torch.unique(idx))
+        fast = kept_decode(code, tok_class, idx, rows, base, x_norm)
+        dense = sae.decode(code * selection_mask(counts, 4)[tok_class], x_norm)
+    torch.testing.assert_close(fast, dense, atol=1e-5, rtol=1e-4)

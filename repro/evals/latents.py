@@ -15,7 +15,8 @@ on the support, which can be ≤ 0) and accumulates, with E examples, C classes 
   maximum (ties: the earliest position); slots beyond the number of examples on which the latent is
   ever > 0 hold -inf (and -1 in the companion arrays);
 - ``fire_count``/``act_sum`` (F,): Σ_t 1[acts_ti ≠ 0] and Σ_t acts_ti; ``example_fire_count`` (F,):
-  number of examples with at least one token where the latent is ≠ 0.
+  number of examples with at least one token where the latent is ≠ 0;
+- ``example_l0`` (E,): per example, the mean over its tokens of the per-token L0 #{i : acts_ti ≠ 0}.
 
 Example rows are ordered by example id (``ids``), with their ``labels``. Every sum is in float64
 (counts exact); the results do not depend on the chunk size.
@@ -48,6 +49,7 @@ class EncodedSplit:
     fire_count: np.ndarray
     act_sum: np.ndarray
     example_fire_count: np.ndarray
+    example_l0: np.ndarray
     pooled: Tensor | None
     pooled_raw: Tensor | None
     threshold: float
@@ -105,6 +107,7 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
     fire = torch.zeros(F, dtype=torch.float64, device=device)
     act_sum = torch.zeros(F, dtype=torch.float64, device=device)
     ex_fire = torch.zeros(F, dtype=torch.float64, device=device)
+    example_l0 = np.zeros(len(ids))
     pooled_codes = torch.zeros(len(ids), F) if pooled else None
     pooled_raw = torch.zeros(len(ids), cache.d_model) if pooled else None
     empty = torch.zeros(0, F, device=device)
@@ -128,6 +131,8 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
             any_fire = torch.zeros(n_ex, F, device=device).index_add_(0, inv, nonzero.float()) > 0
             ex_fire += any_fire.sum(0, dtype=torch.float64)
             rows = torch.tensor([row_of[int(i)] for i in local_ids])
+            l0_sum = torch.zeros(n_ex, dtype=torch.float64, device=device).index_add_(0, inv, nonzero.sum(1).double())
+            example_l0[rows.numpy()] = (l0_sum / ntok).cpu().numpy()
             if pooled:
                 sums = torch.zeros(n_ex, F, dtype=torch.float64, device=device).index_add_(0, inv, acts.double())
                 pooled_codes[rows] = (sums / ntok[:, None]).float().cpu()
@@ -159,6 +164,6 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
     return EncodedSplit(ids=ids, labels=labels, n_tokens=len(index), reconstruction=metrics.compute(),
                         class_counts=counts.cpu().numpy(), top_values=top_np[0], top_ids=top_np[1],
                         top_positions=top_np[2], top_labels=top_np[3], fire_count=fire.cpu().numpy(),
-                        act_sum=act_sum.cpu().numpy(), example_fire_count=ex_fire.cpu().numpy(),
+                        act_sum=act_sum.cpu().numpy(), example_fire_count=ex_fire.cpu().numpy(), example_l0=example_l0,
                         pooled=pooled_codes, pooled_raw=pooled_raw, threshold=float(threshold))
 

@@ -143,6 +143,32 @@ def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path
     return LinearHead().fit(cached_features(backbone, data, batch_size, cache_root), data.labels)
 
 
+def decoder_rows(sae, latents: Tensor) -> dict[int, Tensor]:
+    """Row r_i = decode(e_i) − decode(0) of every latent i in ``latents`` (with ‖x‖ = 1 for the kinds that
+    rescale by the input norm). Every kind decodes affinely, decode(a) = decode(0) + ‖x‖·Σ_i a_i r_i, so a
+    reconstruction from a few latents costs a few rows instead of a full decode."""
+    device = next(sae.parameters()).device
+    eye = torch.zeros(len(latents), sae.cfg.d_sae, device=device)
+    eye[torch.arange(len(latents)), latents.to(device)] = 1.0
+    ones = torch.ones(len(latents), 1, device=device) if sae.normalizes_input else None
+    r = sae.decode(eye, ones) - sae.decode(torch.zeros_like(eye[:1]), None if ones is None else ones[:1])
+    return {int(i): r[j] for j, i in enumerate(latents.tolist())}
+
+
+def kept_decode(code: Tensor, tok_class: Tensor, idx: Tensor, rows: dict[int, Tensor], base: Tensor,
+                x_norm: Tensor | None) -> Tensor:
+    """decode(code ⊙ keep) where each token keeps only its class's latents ``idx[class]`` (C, n):
+    base + ‖x‖·Σ_{i ∈ idx[c]} a_i r_i, computed class by class from the decoder rows."""
+    out = torch.zeros_like(base)
+    for c in torch.unique(tok_class).tolist():
+        tok = tok_class == c
+        lat = idx[c].tolist()
+        out[tok] = code[tok][:, lat] @ torch.stack([rows[i] for i in lat])
+    if x_norm is not None:
+        out = out * x_norm
+    return base + out
+
+
 def settings_for(protocols: Sequence[str], ns: Sequence[int]) -> list[str]:
     """Setting names in report order: no_sae, sae, off_all, zero, then per protocol on_n/off_n."""
     names = ["no_sae", "sae", "off_all", "zero"]
@@ -168,7 +194,9 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
                              f"(n_classes, d_sae) = ({n_classes}, {sae.cfg.d_sae})")
     was_training = sae.training
     sae.eval()
-    masks = {(p, n): selection_mask(c, n) for p, c in selections.items() for n in ns}
+    selected = {(p, n): torch.from_numpy(select_latents(c, n)) for p, c in selections.items() for n in ns}
+    union = torch.unique(torch.cat([i.reshape(-1) for i in selected.values()]))
+    rows = decoder_rows(sae, union)
     names = settings_for(list(selections), ns)
     correct = {s: np.zeros(n_classes) for s in names}
     total = np.zeros(n_classes)
@@ -183,12 +211,12 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
             x_norm = x.norm(dim=-1, keepdim=True) if sae.normalizes_input else None
             tok_class = torch.as_tensor(labels, device=acts.device)[:, None].expand_as(mask)[mask]
 
-            recon = {"sae": sae.decode(code, x_norm), "off_all": sae.decode(torch.zeros_like(code), x_norm),
-                     "zero": torch.zeros_like(x)}
-            for (p, n), m in masks.items():
-                keep = m.to(code.device)[tok_class]
-                recon[f"{p}/on_{n}"] = sae.decode(code * keep, x_norm)
-                recon[f"{p}/off_{n}"] = sae.decode(code * (1 - keep), x_norm)
+            full, base = sae.decode(code, x_norm), sae.decode(torch.zeros_like(code), x_norm)
+            recon = {"sae": full, "off_all": base, "zero": torch.zeros_like(x)}
+            for (p, n), idx in selected.items():
+                on = kept_decode(code, tok_class, idx, rows, base, x_norm)
+                recon[f"{p}/on_{n}"] = on
+                recon[f"{p}/off_{n}"] = full - (on - base)
             out = {"no_sae": backbone.features_from(hook, acts, inputs)}
             for name, x_hat in recon.items():
                 spliced = acts.clone()

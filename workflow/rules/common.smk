@@ -24,6 +24,8 @@ wildcard_constraints:
     expansion=r"\d+",
     seed=r"\d+",
     eval="[a-z_]+",
+    table="[a-z_0-9]+",
+    figure="[a-z_0-9]+",
 
 
 def backbone(role):
@@ -52,4 +54,10 @@ def aggregate_inputs(wildcards):
 
 
 def final_outputs():
-    return [f"{RESULTS}/metrics.csv", f"{RESULTS}/audit.md"]
+    """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit."""
+    from repro.report.figures import FIGURES as FIGURE_SPECS
+    from repro.report.tables import TABLES
+
+    tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
+    figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SPECS for ext in ("pdf", "png")]
+    return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md"]

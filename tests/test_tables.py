@@ -1,0 +1,89 @@
+"""Tables from a tidy metrics frame with known numbers: layout, seed means, the best cell in bold,
+matched-L0 interpolation (known answer in log L0, no extrapolation), guidance rows, Markdown and LaTeX."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from repro.report.aggregate import COLUMNS
+from repro.report.tables import TABLES, interpolate_at, render_table
+
+
+def row(kind, expansion, eval_name, metric, value, setting="default", seed=0, backbone="smollm2-135m",
+        dataset="fortunes"):
+    return dict(zip(COLUMNS, ["default", f"{kind}/{setting}/x{expansion}/s{seed}", backbone, dataset, "h", kind,
+                              576 * expansion, expansion, seed, setting, eval_name, metric, value], strict=True))
+
+
+@pytest.fixture
+def metrics(tmp_path):
+    rows = []
+    for i, kind in enumerate(["relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention"]):
+        for x in (1, 2):
+            for seed in (0, 1):
+                rows.append(row(kind, x, "reconstruction", "nmse", 0.1 * (i + 1) / x + 0.01 * seed, seed=seed))
+                rows.append(row(kind, x, "reconstruction", "l0", 10.0 * (i + 1), seed=seed))
+                rows.append(row(kind, x, "reconstruction", "ev", 1 - 0.1 * (i + 1) / x, seed=seed))
+                rows.append(row(kind, x, "lm_loss", "ce_delta", 0.5 / (i + 1), seed=seed))
+    # a TopK sweep at 2x bracketing the sparsemax L0 (60): k=40 (nmse 0.3) and k=90 (nmse 0.2)
+    for k, nmse in ((40, 0.3), (90, 0.2)):
+        rows += [row("topk", 2, "reconstruction", "l0", k, setting=f"k={k}"),
+                 row("topk", 2, "reconstruction", "nmse", nmse, setting=f"k={k}"),
+                 row("topk", 2, "reconstruction", "ev", 1 - nmse, setting=f"k={k}")]
+    for kind, on1 in (("relu", 3.0), ("attention_relu", 4.0), ("mlp_sparsemax", 8.0), ("sparsemax_attention", 11.0)):
+        for metric, value in (("official/on_1", on1), ("official/on_5", 2 * on1), ("heldout/on_1", on1 - 1),
+                              ("heldout/on_5", 2 * on1 - 1), ("no_sae", 90.0), ("sae", 80.0)):
+            rows.append(row(kind, 8, "topn", metric, value, backbone="effnet-lite0", dataset="fashion-mnist"))
+    for kind, setting, l0, on1 in (("topk", "k=24", 24, 2.0), ("topk", "guided", 13, 6.0),
+                                   ("sparsemax_attention", "default", 13.2, 11.0)):
+        rows += [row(kind, 8, "reconstruction", "l0", l0, setting=setting, backbone="effnet-lite0",
+                     dataset="fashion-mnist"),
+                 row(kind, 8, "topn", "official/on_1", on1, setting=setting, backbone="effnet-lite0",
+                     dataset="fashion-mnist")]
+    path = tmp_path / "metrics.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_table_a_means_over_seeds_and_bolds_the_best(metrics, tmp_path):
+    md, tex = render_table("table_a", metrics, tmp_path / "a")
+    text = md.read_text()
+    assert "| metric | method | 1×d | 2×d |" in text
+    assert "| NMSE | ReLU | **0.1050 ± 0.0071** | **0.0550 ± 0.0071** |" in text  # seeds 0.10 and 0.11
+    assert "| CE degradation (nats) | Sparsemax SAE | **0.0833 ± 0.0000** |" in text
+    assert "\\begin{tabular}{lrr" in tex.read_text() and "\\pm" in tex.read_text()
+
+
+def test_table_b_has_both_protocols(metrics, tmp_path):
+    text = render_table("table_b", metrics, tmp_path / "b")[0].read_text()
+    assert "| official | Sparsemax SAE | 11.00 | 22.00 |" in text
+    assert "| held-out | ReLU | 2.00 | 5.00 |" in text
+
+
+def test_matched_l0_interpolates_in_log_l0(metrics, tmp_path):
+    text = render_table("matched_l0", metrics, tmp_path / "m")[0].read_text()
+    # sparsemax at 2x: L0 60; TopK sweep at 2x: (40, 0.3), (40 default, 0.2), (90, 0.2)
+    target = 60.0
+    assert interpolate_at([40, 90], [0.3, 0.2], target) == pytest.approx(
+        0.3 - 0.1 * (math.log(60) - math.log(40)) / (math.log(90) - math.log(40)))
+    assert math.isnan(interpolate_at([40, 90], [0.3, 0.2], 100.0))  # no extrapolation
+    assert "Sparsemax SAE | L0 = 60.0" in text and "| ReLU | 10.0 (1 run) | outside the sweep |" in text
+
+
+def test_guidance_rows(metrics, tmp_path):
+    text = render_table("guidance", metrics, tmp_path / "g")[0].read_text()
+    assert "| TopK | guided (K = round(L0 of sparsemax)) | 13.0 | 6.00 |" in text
+    assert "| Sparsemax SAE | default | 13.2 | 11.00 |" in text
+
+
+def test_every_table_renders_and_unknown_is_refused(metrics, tmp_path):
+    for name in TABLES:
+        md, tex = render_table(name, metrics, tmp_path / name)
+        assert md.read_text().startswith("**") and tex.read_text().startswith("\\begin{table}")
+    with pytest.raises(ValueError, match="unknown table"):
+        render_table("table_z", metrics, tmp_path / "z")
+    with pytest.raises(FileNotFoundError):
+        render_table("table_a", tmp_path / "missing.csv", tmp_path / "z")
