@@ -80,7 +80,8 @@ def _extract(args: argparse.Namespace) -> int:
 
     backbone = load_backbone(args.backbone)
     hook = resolve_hook(backbone.hook_points, args.layer)
-    data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed)
+    data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed,
+                     **({"root": args.data_root} if args.data_root else {}))
     path = extract(backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size,
                    progress=not args.quiet)
     if args.pointer:
@@ -133,7 +134,8 @@ def _train(args: argparse.Namespace) -> int:
 def _eval_settings(args: argparse.Namespace):
     from repro.evaluate import EvalSettings
 
-    kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet}
+    kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet,
+          "data_root": args.data_root}
     for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts", "top_k"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
@@ -232,6 +234,7 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", help="at most this many training-split examples when the run's cache is "
                    "not a training split, or 'all' (default 4000)")
     p.add_argument("--cache-root", default="cache", help="where the evaluation splits' activations are cached")
+    p.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
 
@@ -291,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--out", default="cache", help="cache root; the cache folder is named by the spec hash")
     ext.add_argument("--batch-size", type=int, default=32)
     ext.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    ext.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
     ext.add_argument("--pointer", help="also write a JSON naming the cache folder here (for workflows)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)

@@ -46,12 +46,13 @@ TRAIN_SUMMARY = "train.json"
 class EvalSettings:
     """test_limit: at most this many examples of the test split (a class-balanced subset; None = all).
     train_limit: at most this many examples of the training split when the training cache is not one.
-    threshold: top-n counting threshold on the
-    SAE code. ns: top-n sizes. top_k: top examples kept per latent. probe_ks / probe_seed: sparse probing.
-    lm_texts: test texts for the LM loss. head: the top-n head, "auto" (CLIP's zero-shot head for CLIP
-    backbones, else "linear"), "linear" or "zero-shot"; zero_shot_renormalise: re-normalise the template
-    mean (False reproduces the official code). batch_size: backbone batch size. cache_root: where caches are
-    extracted. device: torch device for the backbone and the SAE. progress: progress bars."""
+    threshold: top-n counting threshold on the SAE code. ns: top-n sizes. top_k: top examples kept per
+    latent. probe_ks / probe_seed: sparse probing. lm_texts: test texts for the LM loss. head: the top-n
+    head, "auto" (CLIP's zero-shot head for CLIP backbones, else "linear"), "linear" or "zero-shot";
+    zero_shot_renormalise: re-normalise the template mean (False reproduces the official code).
+    batch_size: backbone batch size. cache_root: where caches are extracted. data_root: the local folder
+    of paper-scale datasets (``repro.data.load(..., root=)``; the offline ones need none). device: torch
+    device for the backbone and the SAE. progress: progress bars."""
 
     test_limit: int | None = 1000
     train_limit: int | None = 4000
@@ -65,6 +66,7 @@ class EvalSettings:
     zero_shot_renormalise: bool = True
     batch_size: int = 32
     cache_root: str = "cache"
+    data_root: str | None = None
     device: str = "cpu"
     progress: bool = False
 
@@ -163,9 +165,10 @@ class RunData:
                 limit = d["limit"]
             else:
                 limit = self.settings.test_limit if split == "test" else self.settings.train_limit
-            data = load_data(d["name"], split=split, limit=None, seed=d["seed"])
+            root = {"root": self.settings.data_root} if self.settings.data_root else {}
+            data = load_data(d["name"], split=split, limit=None, seed=d["seed"], **root)
             if limit is not None and limit < len(data):  # a limit is an upper bound here
-                data = load_data(d["name"], split=split, limit=limit, seed=d["seed"])
+                data = load_data(d["name"], split=split, limit=limit, seed=d["seed"], **root)
             self._datasets[split] = data
         return self._datasets[split]
 

@@ -30,7 +30,13 @@ wildcard_constraints:
 
 def backbone(role):
     """The role's backbone entry with the schema's defaults filled in."""
-    return {"seed": 0, "train_limit": None, "test_limit": None, "dtype": "float32", **config["backbones"][role]}
+    return {"seed": 0, "train_limit": None, "test_limit": None, "dtype": "float32", "data_root": None,
+            **config["backbones"][role]}
+
+
+def data_root_option(role):
+    root = backbone(role)["data_root"]
+    return f"--data-root {root}" if root else ""
 
 
 def limit_option(limit):

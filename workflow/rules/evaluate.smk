@@ -16,6 +16,7 @@ rule evaluate:
         out_dir=lambda wc, output: str(Path(output.index).parent),
         evals=lambda wc: " ".join(f"--eval {e}" for e in run_evals(wc)),
         test_limit=lambda wc: backbone(wc.role)["test_limit"] or "all",
+        data_root=lambda wc: data_root_option(wc.role),
         e={"threshold": 0.2, "top_k": 50, "lm_texts": 64, "batch_size": 32, **config["evaluation"]},
         ns=" ".join(map(str, config["evaluation"].get("ns", [1, 5, 10, 50]))),
     log:
@@ -29,4 +30,4 @@ rule evaluate:
         "OMP_NUM_THREADS={threads} {PY} evaluate --run {params.run_dir} {params.evals} --out {params.out_dir} --index {output.index} "
         "--test-limit {params.test_limit} --threshold {params.e[threshold]} --ns {params.ns} "
         "--top-k {params.e[top_k]} --lm-texts {params.e[lm_texts]} --batch-size {params.e[batch_size]} "
-        "--cache-root {CACHE} --device {config[device]} --quiet > {log} 2>&1"
+        "--cache-root {CACHE} {params.data_root} --device {config[device]} --quiet > {log} 2>&1"

@@ -8,6 +8,7 @@ rule extract:
     params:
         b=lambda wc: backbone(wc.role),
         limit=lambda wc: limit_option(backbone(wc.role)["train_limit"]),
+        data_root=lambda wc: data_root_option(wc.role),
     log:
         f"{RUNS}/logs/extract-{{role}}.log",
     benchmark:
@@ -18,4 +19,4 @@ rule extract:
     shell:
         "OMP_NUM_THREADS={threads} {PY} extract --backbone {params.b[name]} --layer {params.b[hook]} --dataset {params.b[dataset]} "
         "--split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} --out {CACHE} "
-        "--pointer {output.pointer} --quiet > {log} 2>&1"
+        "{params.data_root} --pointer {output.pointer} --quiet > {log} 2>&1"

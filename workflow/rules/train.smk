@@ -53,6 +53,7 @@ rule guide:
     params:
         run_dir=lambda wc, input: str(Path(input.summary).parent),
         test_limit=lambda wc: backbone(wc.role)["test_limit"] or "all",
+        data_root=lambda wc: data_root_option(wc.role),
     log:
         f"{RUNS}/logs/guide/{{role}}-x{{expansion}}-s{{seed}}.log",
     benchmark:
@@ -61,5 +62,6 @@ rule guide:
     resources:
         mem_mb=8000,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} guide --from {params.run_dir} --no-relu --cache-root {CACHE} --test-limit {params.test_limit} "
+        "OMP_NUM_THREADS={threads} {PY} guide --from {params.run_dir} --no-relu --cache-root {CACHE} {params.data_root} "
+        "--test-limit {params.test_limit} "
         "--device {config[device]} --quiet --out {output.guide} > {log} 2>&1"
