@@ -1,11 +1,13 @@
-# Config validation (before any job runs), the plan, and the paths every rule shares.
+# Config validation (before any job runs), the plan, the paths every rule shares, and the input functions.
 
 import json
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from repro.workflow import check_config, make_plan, hyperparameters
+from repro.report.figures import FIGURES as FIGURE_SPECS
+from repro.report.tables import TABLES
+from repro.workflow import GUIDE_SOURCE, GUIDED, Run, check_config, hyperparameters, make_plan
 
 validate(config, "../../config/schema.yaml")
 check_config(config)
@@ -14,7 +16,10 @@ RUNS = config["runs_root"]
 RESULTS = config["results_root"]
 FIGURES = config["figures_root"]
 CACHE = config["cache_root"]
-PY = "python -m repro.cli"
+FIGURE_DATA = ("latents", "training_curves", "l0_distribution", "concepts")
+RUN_PATTERN = f"{RUNS}/{{role}}/{{kind}}/{{setting}}/x{{expansion}}/s{{seed}}"
+RUN_NAME = "{role}-{kind}-{setting}-x{expansion}-s{seed}"
+ENV = "../../environment.yml"
 
 
 wildcard_constraints:
@@ -23,7 +28,6 @@ wildcard_constraints:
     setting="[^/]+",
     expansion=r"\d+",
     seed=r"\d+",
-    eval="[a-z_]+",
     table="[a-z_0-9]+",
     figure="[a-z_0-9]+",
 
@@ -43,8 +47,43 @@ def limit_option(limit):
     return "" if limit is None else f"--limit {limit}"
 
 
+def test_limit(role):
+    return backbone(role)["test_limit"] or "all"
+
+
 def run_path(run):
     return f"{RUNS}/{run.id}"
+
+
+def run_of(wc):
+    return Run(wc.role, wc.kind, wc.setting, int(wc.expansion), int(wc.seed))
+
+
+def train_inputs(wc):
+    """The role's cache pointer and, for guided runs, the guidance file of the sparsemax run (the DAG edge)."""
+    inputs = {"cache": f"{CACHE}/pointers/{config['name']}/{wc.role}.json"}
+    if wc.setting == GUIDED:
+        source = Run(wc.role, GUIDE_SOURCE, "default", int(wc.expansion), int(wc.seed))
+        inputs["guide"] = f"{run_path(source)}/guide.json"
+    return inputs
+
+
+def set_options(wc):
+    return " ".join(f"--set {k}={json.dumps(v)}" for k, v in hyperparameters(config, run_of(wc)).items())
+
+
+def label_options(wc):
+    return f"--label config={config['name']} --label run={run_of(wc).id} --label setting={wc.setting}"
+
+
+def eval_options(wc):
+    return " ".join(f"--eval {e}" for e in sorted(PLAN.evals[run_of(wc).id]))
+
+
+def eval_settings():
+    e = {"threshold": 0.2, "ns": [1, 5, 10, 50], "top_k": 50, "lm_texts": 64, "batch_size": 32, **config["evaluation"]}
+    return (f"--threshold {e['threshold']} --ns {' '.join(map(str, e['ns']))} --top-k {e['top_k']} "
+            f"--lm-texts {e['lm_texts']} --batch-size {e['batch_size']}")
 
 
 def eval_outputs():
@@ -53,17 +92,19 @@ def eval_outputs():
 
 
 def aggregate_inputs(wildcards):
-    """The evaluation JSONs, unless the runs are absent and the committed metrics are reused (rebuild: false)."""
+    """The evaluation indexes, unless the runs are absent and the committed results are reused (rebuild: false)."""
     if not config.get("rebuild", False) and not Path(RUNS).exists() and Path(f"{RESULTS}/metrics.csv").exists():
         return []
     return eval_outputs()
 
 
+def figure_inputs(wc):
+    kind = FIGURE_SPECS[wc.figure][1]
+    return [f"{RESULTS}/metrics.csv"] if kind == "metrics" else [f"{RESULTS}/figure_data/{kind}.json"]
+
+
 def final_outputs():
     """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit."""
-    from repro.report.figures import FIGURES as FIGURE_SPECS
-    from repro.report.tables import TABLES
-
     tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SPECS for ext in ("pdf", "png")]
     return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md"]

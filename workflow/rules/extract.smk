@@ -9,6 +9,7 @@ rule extract:
         b=lambda wc: backbone(wc.role),
         limit=lambda wc: limit_option(backbone(wc.role)["train_limit"]),
         data_root=lambda wc: data_root_option(wc.role),
+        cache=lambda wc, output: str(Path(output.pointer).parents[2]),
     log:
         f"{RUNS}/logs/extract-{{role}}.log",
     benchmark:
@@ -16,7 +17,10 @@ rule extract:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
     shell:
-        "OMP_NUM_THREADS={threads} {PY} extract --backbone {params.b[name]} --layer {params.b[hook]} --dataset {params.b[dataset]} "
-        "--split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} --out {CACHE} "
-        "{params.data_root} --pointer {output.pointer} --quiet > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m repro.cli extract --backbone {params.b[name]} --layer {params.b[hook]} "
+        "--dataset {params.b[dataset]} --split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} "
+        "--out {params.cache} {params.data_root} --pointer {output.pointer} --quiet > {log} 2>&1"

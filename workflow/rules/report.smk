@@ -1,16 +1,6 @@
 # Aggregation into one tidy CSV and the figure data, then tables, figures and the audit. Tables, figures and
 # the audit read only committed files, so a fresh clone rebuilds any of them in seconds without training.
 
-from repro.report.figures import FIGURES as FIGURE_SPECS
-from repro.report.tables import TABLES
-
-FIGURE_DATA = ("latents", "training_curves", "l0_distribution", "concepts")
-
-
-def figure_inputs(wc):
-    kind = FIGURE_SPECS[wc.figure][1]
-    return [f"{RESULTS}/metrics.csv"] if kind == "metrics" else [f"{RESULTS}/figure_data/{kind}.json"]
-
 
 rule aggregate:
     input:
@@ -19,8 +9,10 @@ rule aggregate:
         csv=f"{RESULTS}/metrics.csv",
     log:
         f"{RUNS}/logs/aggregate.log",
+    conda:
+        ENV
     shell:
-        "{PY} aggregate {input} --out {output.csv} > {log} 2>&1"
+        "python -m repro.cli aggregate {input} --out {output.csv} > {log} 2>&1"
 
 
 rule figure_data:
@@ -29,11 +21,13 @@ rule figure_data:
     output:
         [f"{RESULTS}/figure_data/{name}.json" for name in FIGURE_DATA],
     params:
-        out_dir=f"{RESULTS}/figure_data",
+        out_dir=lambda wc, output: str(Path(output[0]).parent),
     log:
         f"{RUNS}/logs/figure_data.log",
+    conda:
+        ENV
     shell:
-        "{PY} report figure-data {input} --out {params.out_dir} > {log} 2>&1"
+        "python -m repro.cli report figure-data {input} --out {params.out_dir} > {log} 2>&1"
 
 
 rule table:
@@ -44,8 +38,12 @@ rule table:
         tex=f"{RESULTS}/tables/{{table}}.tex",
     params:
         stem=lambda wc, output: output.md[: -len(".md")],
+    log:
+        f"{RESULTS}/logs/table-{{table}}.log",
+    conda:
+        ENV
     shell:
-        "{PY} report table {wildcards.table} --metrics {input.csv} --out {params.stem} > /dev/null"
+        "python -m repro.cli report table {wildcards.table} --metrics {input.csv} --out {params.stem} > {log} 2>&1"
 
 
 rule figure:
@@ -56,9 +54,15 @@ rule figure:
         png=f"{FIGURES}/{{figure}}.png",
     params:
         stem=lambda wc, output: output.pdf[: -len(".pdf")],
+        metrics=f"{RESULTS}/metrics.csv",
+        data=f"{RESULTS}/figure_data",
+    log:
+        f"{RESULTS}/logs/figure-{{figure}}.log",
+    conda:
+        ENV
     shell:
-        "{PY} report figure {wildcards.figure} --metrics {RESULTS}/metrics.csv --data {RESULTS}/figure_data "
-        "--out {params.stem} > /dev/null"
+        "python -m repro.cli report figure {wildcards.figure} --metrics {params.metrics} --data {params.data} "
+        "--out {params.stem} > {log} 2>&1"
 
 
 rule audit:
@@ -66,5 +70,11 @@ rule audit:
         csv=rules.aggregate.output.csv,
     output:
         md=f"{RESULTS}/audit.md",
+    params:
+        config_name=config["name"],
+    log:
+        f"{RESULTS}/logs/audit.log",
+    conda:
+        ENV
     shell:
-        "{PY} audit --metrics {input.csv} --out {output.md} --config {config[name]} > /dev/null"
+        "python -m repro.cli audit --metrics {input.csv} --out {output.md} --config {params.config_name} > {log} 2>&1"
