@@ -107,4 +107,5 @@ def final_outputs():
     """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit."""
     tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SPECS for ext in ("pdf", "png")]
-    return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md"]
+    synthetic = [f"{RESULTS}/synthetic/table.md"] if config["experiments"].get("synthetic", {}).get("enabled") else []
+    return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md", *synthetic]

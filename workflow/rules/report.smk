@@ -78,3 +78,25 @@ rule audit:
         ENV
     shell:
         "python -m repro.cli audit --metrics {input.csv} --out {output.md} --config {params.config_name} > {log} 2>&1"
+
+
+rule synthetic:
+    input:
+        config=config["experiments"].get("synthetic", {}).get("config", "config/synthetic.yaml"),
+    output:
+        table=f"{RESULTS}/synthetic/table.md",
+        results=f"{RESULTS}/synthetic/results.json",
+    params:
+        out_dir=lambda wc, output: str(Path(output.table).parent),
+        figures=FIGURES,
+    log:
+        f"{RESULTS}/logs/synthetic.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "OMP_NUM_THREADS={threads} python -m repro.cli synthetic --config {input.config} --out {params.out_dir} "
+        "--figures {params.figures} --quiet > {log} 2>&1"
