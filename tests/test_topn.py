@@ -190,5 +190,9 @@ def test_kept_decode_equals_the_dense_decode_of_the_masked_code(kind):
         base = sae.decode(torch.zeros_like(code), x_norm)
         rows = decoder_rows(sae, torch.unique(idx))
         fast = kept_decode(code, tok_class, idx, rows, base, x_norm)
-        dense = sae.decode(code * selection_mask(counts, 4)[tok_class], x_norm)
+        keep = selection_mask(counts, 4)[tok_class]
+        dense = sae.decode(code * keep, x_norm)
+        full = sae.decode(code, x_norm)
+        off_dense = sae.decode(code * (1 - keep), x_norm)
     torch.testing.assert_close(fast, dense, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(full - (fast - base), off_dense, atol=1e-5, rtol=1e-4)

@@ -54,8 +54,12 @@ def selection_mask(class_counts: np.ndarray, n: int) -> Tensor:
 
 
 class LinearHead:
-    """Multinomial logistic regression (scikit-learn, C = 1, lbfgs, max_iter = 1000) on standardised
-    features (mean 0, variance 1 per dimension, fitted on the training features)."""
+    """Multinomial logistic regression (scikit-learn, C = 1, lbfgs, max_iter = 1000) on L2-normalised,
+    then standardised features (mean 0, variance 1 per dimension, fitted on the training features).
+
+    The normalisation makes the head judge a feature vector by its direction, as CLIP's zero-shot head
+    (cosine similarity) does in the paper's protocol: a reconstruction from a few latents, which carries
+    little of the input's energy, is classified by what it points at, not by how small it is."""
 
     def __init__(self, max_iter: int = 1000, C: float = 1.0):
         from sklearn.linear_model import LogisticRegression
@@ -70,17 +74,25 @@ class LinearHead:
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            self.model.fit(np.asarray(features, dtype=np.float64), np.asarray(labels))
+            self.model.fit(_unit_rows(features), np.asarray(labels))
         self.converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         return self
 
     def predict(self, features: Tensor) -> np.ndarray:
-        return self.model.predict(np.asarray(features.cpu(), dtype=np.float64))
+        return self.model.predict(_unit_rows(features))
 
     def spec(self) -> dict:
-        return {"head": "linear", "model": "StandardScaler + LogisticRegression(C=1, lbfgs, max_iter=1000)",
+        return {"head": "linear", "model": "L2 normalisation + StandardScaler + LogisticRegression(C=1, lbfgs, "
+                "max_iter=1000)",
                 "fitted_on": "pooled final features of the unmodified backbone, training split",
                 "converged": self.converged}
+
+
+def _unit_rows(features) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float64."""
+    x = np.asarray(features.cpu() if isinstance(features, Tensor) else features, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
 
 
 class ZeroShotHead:
@@ -216,7 +228,9 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
             for (p, n), idx in selected.items():
                 on = kept_decode(code, tok_class, idx, rows, base, x_norm)
                 recon[f"{p}/on_{n}"] = on
-                recon[f"{p}/off_{n}"] = full - (on - base)
+                # off = decode(a ⊙ (1 − keep)) = full − (on − base); exactly base where nothing is left
+                nothing_left = (code != 0).sum(1) == (code.gather(1, idx.to(code.device)[tok_class]) != 0).sum(1)
+                recon[f"{p}/off_{n}"] = torch.where(nothing_left[:, None], base, full - (on - base))
             out = {"no_sae": backbone.features_from(hook, acts, inputs)}
             for name, x_hat in recon.items():
                 spliced = acts.clone()
