@@ -10,6 +10,7 @@ from repro.report.tables import TABLES
 from repro.workflow import GUIDE_SOURCE, GUIDED, Run, check_config, hyperparameters, make_plan
 
 validate(config, "../../config/schema.yaml")
+config["rebuild"] = str(config.get("rebuild", False)).lower() == "true"  # `--config rebuild=true` gives a string
 check_config(config)
 PLAN = make_plan(config)
 RUNS = config["runs_root"]
