@@ -94,7 +94,8 @@ def eval_outputs():
 
 def aggregate_inputs(wildcards):
     """The evaluation indexes, unless the runs are absent and the committed results are reused (rebuild: false)."""
-    if not config.get("rebuild", False) and not Path(RUNS).exists() and Path(f"{RESULTS}/metrics.csv").exists():
+    has_runs = any(Path(RUNS).glob("*/*/*/*/*/train.json"))
+    if not config.get("rebuild", False) and not has_runs and Path(f"{RESULTS}/metrics.csv").exists():
         return []
     return eval_outputs()
 
