@@ -106,8 +106,8 @@ def test_rebuilding_one_report_touches_only_it(tiny_dag):
     results = work / yaml.safe_load(config.read_text())["results_root"]
     before = (results / "metrics.csv").stat().st_mtime_ns
     (results / "audit.md").unlink()
-    out = snakemake(work, "--cores", "1", "--configfile", str(config), str(results.relative_to(work) / "audit.md"),
-                    timeout=300)
+    target = str(results.relative_to(work) / "audit.md")  # before --configfile, which takes several values
+    out = snakemake(work, target, "--cores", "1", "--configfile", str(config), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (results / "audit.md").is_file() and (results / "metrics.csv").stat().st_mtime_ns == before
     assert "rule audit" in out.stdout + out.stderr and "rule train" not in out.stdout + out.stderr
