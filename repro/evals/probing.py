@@ -118,14 +118,20 @@ def select_top_k(X_train: np.ndarray | Tensor, y_train_binary: np.ndarray | Tens
     return np.argsort(-score, kind="stable")[: min(k, X.shape[1])].astype(np.int64)
 
 
-def _fit_probe(X_train, y_train, X_test, y_test, features: Any = None) -> tuple[float, bool]:
-    """(test accuracy, converged) of the logistic probe; see :func:`probe_accuracy`."""
-    Xtr, Xte = _features(X_train, "X_train"), _features(X_test, "X_test")
-    ytr, yte = _labels(y_train, "y_train"), _labels(y_test, "y_test")
+def _checked_splits(X_train, y_train, X_test, y_test, names: tuple[str, str, str, str]) -> tuple[np.ndarray, ...]:
+    """(X_train, y_train, X_test, y_test) as arrays, with rows matching labels and equal column counts."""
+    Xtr, Xte = _features(X_train, names[0]), _features(X_test, names[2])
+    ytr, yte = _labels(y_train, names[1]), _labels(y_test, names[3])
     if len(Xtr) != len(ytr) or len(Xte) != len(yte):
         raise ValueError(f"rows/labels mismatch: train {len(Xtr)}/{len(ytr)}, test {len(Xte)}/{len(yte)}")
     if Xtr.shape[1] != Xte.shape[1]:
         raise ValueError(f"train has {Xtr.shape[1]} columns but test has {Xte.shape[1]}")
+    return Xtr, ytr, Xte, yte
+
+
+def _fit_probe(X_train, y_train, X_test, y_test, features: Any = None) -> tuple[float, bool]:
+    """(test accuracy, converged) of the logistic probe; see :func:`probe_accuracy`."""
+    Xtr, ytr, Xte, yte = _checked_splits(X_train, y_train, X_test, y_test, ("X_train", "y_train", "X_test", "y_test"))
     if features is not None:
         cols = np.asarray(features, dtype=np.int64).reshape(-1)
         Xtr, Xte = Xtr[:, cols], Xte[:, cols]
@@ -193,12 +199,8 @@ def sparse_probing(
     - ``task_sizes``: {name: {"train": n, "test": n}} (rows of each balanced task);
     - ``n_classes``, ``n_train``, ``n_test`` (rows of the inputs), ``ks``, ``seed``, ``all_features``;
     - ``non_converged``: number of probe fits for which lbfgs raised a ``ConvergenceWarning``."""
-    Xtr, Xte = _features(train_X, "train_X"), _features(test_X, "test_X")
-    ytr, yte = _labels(train_labels, "train_labels"), _labels(test_labels, "test_labels")
-    if len(Xtr) != len(ytr) or len(Xte) != len(yte):
-        raise ValueError(f"rows/labels mismatch: train {len(Xtr)}/{len(ytr)}, test {len(Xte)}/{len(yte)}")
-    if Xtr.shape[1] != Xte.shape[1]:
-        raise ValueError(f"train has {Xtr.shape[1]} columns but test has {Xte.shape[1]}")
+    Xtr, ytr, Xte, yte = _checked_splits(train_X, train_labels, test_X, test_labels,
+                                         ("train_X", "train_labels", "test_X", "test_labels"))
     ks = [int(k) for k in ks]
     if any(k < 1 for k in ks):
         raise ValueError(f"every k must be >= 1, got {ks}")
