@@ -209,6 +209,31 @@ class ImageBackbone(Backbone):
         return {"pixel_values": pixels}
 
 
+class TimmImageBackbone(ImageBackbone):
+    """An image backbone around a timm model (``forward_features`` / ``forward_head``). Subclasses give
+    :meth:`_map_from`, the input of ``forward_head`` computed from activations at a hook; the output
+    (logits) and the pooled final features (``pre_logits``) both come from it, so the two cannot drift."""
+
+    def _pixels(self, inputs: dict[str, Tensor]) -> Tensor:
+        return inputs["pixel_values"].to(device=self.device, dtype=self._dtype())
+
+    @abc.abstractmethod
+    def _map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        """The ``forward_features`` output recomputed from ``acts`` at ``hook``."""
+
+    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self._map_from(hook, acts, inputs))
+
+    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self._map_from(hook, acts, inputs), pre_logits=True)
+
+    def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model(self._pixels(inputs))
+
+    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(self._pixels(inputs)), pre_logits=True)
+
+
 def _as_channels_last(img: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, C) with C in 1/3/4 → float32 (H, W, 3)."""
     img = np.asarray(img)

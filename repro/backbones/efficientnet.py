@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from repro.backbones.base import (
     BackboneUnavailable,
-    ImageBackbone,
+    TimmImageBackbone,
     file_digest,
     frozen,
     library_versions,
@@ -42,7 +42,7 @@ LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_TENSORS = 296
 
 
-class EfficientNetBackbone(ImageBackbone):
+class EfficientNetBackbone(TimmImageBackbone):
     """Any timm ``EfficientNet`` (conv_stem, bn1, blocks[i][j], conv_head, bn2, global_pool, classifier).
 
     Runs the stages by hand, so :meth:`activations` stops at the hook and :meth:`forward_from` starts
@@ -103,9 +103,6 @@ class EfficientNetBackbone(ImageBackbone):
                 "source": self._source, "weights_digest": self._digest,
                 "preprocessing": self.preprocessing_spec(), "libraries": library_versions("timm")}
 
-    def _pixels(self, inputs: dict[str, Tensor]) -> Tensor:
-        return inputs["pixel_values"].to(device=self.device, dtype=self._dtype())
-
     def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:
         m = self.model
         x = m.bn1(m.conv_stem(self._pixels(inputs)))
@@ -118,7 +115,7 @@ class EfficientNetBackbone(ImageBackbone):
         acts = tokens_from_map(x)
         return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
 
-    def _head_map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+    def _map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         """The final map (after ``conv_head``/``bn2``) from ``acts`` at ``hook``: the trunk shared by
         :meth:`_forward_from` and :meth:`_features_from`."""
         m = self.model
@@ -130,18 +127,6 @@ class EfficientNetBackbone(ImageBackbone):
                 x = block(x)
             x = m.bn2(m.conv_head(x))
         return x
-
-    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model.forward_head(self._head_map_from(hook, acts, inputs))
-
-    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model.forward_head(self._head_map_from(hook, acts, inputs), pre_logits=True)
-
-    def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model(self._pixels(inputs))
-
-    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model.forward_head(self.model.forward_features(self._pixels(inputs)), pre_logits=True)
 
 
 def load_timm_state_by_order(model: nn.Module, state: dict[str, Tensor], expected: int | None = None) -> None:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from repro.backbones.base import (
     BackboneUnavailable,
-    ImageBackbone,
+    TimmImageBackbone,
     file_digest,
     frozen,
     library_versions,
@@ -41,7 +41,7 @@ from repro.backbones.base import (
 from repro.backbones.efficientnet import EfficientNetBackbone
 
 
-class TimmBackbone(ImageBackbone):
+class TimmBackbone(TimmImageBackbone):
     """A timm model with ``forward_features``/``forward_head``; optional flat ``blocks`` hooks.
 
     :meth:`activations` stops at the hooked block; :meth:`forward_from` at a block replaces that block's
@@ -95,9 +95,6 @@ class TimmBackbone(ImageBackbone):
                 "source": self._source, "weights_digest": self._digest, "preprocessing": self.preprocessing_spec(),
                 "libraries": library_versions("timm")}
 
-    def _pixels(self, inputs: dict[str, Tensor]) -> Tensor:
-        return inputs["pixel_values"].to(self.device, self._dtype())
-
     def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:
         raw = self._raw(self._pixels(inputs), hook)
         if raw.ndim == 4:
@@ -108,7 +105,7 @@ class TimmBackbone(ImageBackbone):
             raise NotImplementedError(f"{self.name}: output of {hook} has shape {tuple(raw.shape)}")
         return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
 
-    def _features_map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+    def _map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         """``forward_features`` output from ``acts`` at ``hook``: the trunk shared by :meth:`_forward_from`
         and :meth:`_features_from` (a block's output is replaced and ``forward_features`` rerun)."""
         pixels = self._pixels(inputs)
@@ -118,18 +115,6 @@ class TimmBackbone(ImageBackbone):
             return raw
         with replaced_output(self._blocks[int(hook.split(".")[1])], raw):
             return self.model.forward_features(pixels)
-
-    def _forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model.forward_head(self._features_map_from(hook, acts, inputs))
-
-    def _features_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model.forward_head(self._features_map_from(hook, acts, inputs), pre_logits=True)
-
-    def _forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model(self._pixels(inputs))
-
-    def _features(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.model.forward_head(self.model.forward_features(self._pixels(inputs)), pre_logits=True)
 
 
 def load_timm(model_name: str, device: str | torch.device = "cpu", weights: str | Path | None = None,
