@@ -155,6 +155,14 @@ class Backbone(abc.ABC):
         return f"<{type(self).__name__} {self.name!r} on {self.device}>"
 
     # ----------------------------------------------------------------------------- helpers
+    def weights_digest(self) -> str:
+        """sha256 of the weight files (``_weight_files``, see :func:`files_digest`), or of the in-memory
+        state for a model built without files; computed once per backbone."""
+        if getattr(self, "_digest", None) is None:
+            files = getattr(self, "_weight_files", None)
+            self._digest = files_digest(files) if files else state_dict_digest(self.model)
+        return self._digest
+
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 

@@ -23,14 +23,12 @@ from torch import Tensor, nn
 from repro.backbones.base import (
     BackboneUnavailable,
     TextBackbone,
-    files_digest,
     frozen,
     library_versions,
     masked_mean,
     output_of,
     run_layers_from,
     shared,
-    state_dict_digest,
     version,
 )
 
@@ -54,16 +52,13 @@ class BertBackbone(TextBackbone):
         self.default_hook = self.check_hook(default_hook or f"layer.{(2 * len(self._layers)) // 3}")
         self._source = source or {}
         self._weight_files = weight_files
-        self._digest: str | None = None
 
     def d_model(self, hook: str) -> int:
         self.check_hook(hook)
         return int(self.model.config.hidden_size)
 
     def spec(self) -> dict:
-        if self._digest is None:
-            self._digest = files_digest(self._weight_files) if self._weight_files else state_dict_digest(self.model)
-        return {"name": self.name, "family": "bert", "source": self._source, "weights_digest": self._digest,
+        return {"name": self.name, "family": "bert", "source": self._source, "weights_digest": self.weights_digest(),
                 "preprocessing": self.preprocessing_spec(), "libraries": library_versions("transformers")}
 
     def _module(self, hook: str) -> nn.Module:

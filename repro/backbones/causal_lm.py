@@ -45,14 +45,12 @@ from repro.backbones.base import (
     BackboneUnavailable,
     TextBackbone,
     file_digest,
-    files_digest,
     frozen,
     library_versions,
     masked_mean,
     output_of,
     run_layers_from,
     shared,
-    state_dict_digest,
     tokenizer_has_bos,
     version,
 )
@@ -96,17 +94,15 @@ class CausalLMBackbone(TextBackbone):
         self.default_hook = self.check_hook(default_hook or f"resid.{(2 * len(self._layers)) // 3}")
         self._source = source or {}
         self._weight_files = weight_files
-        self._digest: str | None = None
 
     def d_model(self, hook: str) -> int:
         self.check_hook(hook)
         return int(self._head.in_features)
 
     def spec(self) -> dict:
-        if self._digest is None:
-            self._digest = files_digest(self._weight_files) if self._weight_files else state_dict_digest(self.model)
         return {"name": self.name, "family": "causal-lm", "architecture": type(self.model).__name__,
-                "source": self._source, "weights_digest": self._digest, "preprocessing": self.preprocessing_spec(),
+                "source": self._source, "weights_digest": self.weights_digest(),
+                "preprocessing": self.preprocessing_spec(),
                 "libraries": library_versions("transformers", "gguf")}
 
     def _base_run(self, inputs: dict[str, Tensor]):

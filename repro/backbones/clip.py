@@ -27,13 +27,11 @@ from torch import Tensor, nn
 
 from repro.backbones.base import (
     ImageBackbone,
-    files_digest,
     frozen,
     library_versions,
     output_of,
     run_layers_from,
     shared,
-    state_dict_digest,
 )
 from repro.backbones.clip_templates import IMAGENET_TEMPLATES
 from repro.backbones.hf import hf_source, hf_weight_files, load_hf
@@ -63,7 +61,6 @@ class ClipBackbone(ImageBackbone):
         self.default_hook = self.check_hook(default_hook or f"vision.layers.{n - 2}")
         self._source = source or {}
         self._weight_files = weight_files
-        self._digest: str | None = None
 
     def d_model(self, hook: str) -> int:
         self.check_hook(hook)
@@ -75,9 +72,7 @@ class ClipBackbone(ImageBackbone):
         return (cfg.image_size // cfg.patch_size) ** 2 + 1
 
     def spec(self) -> dict:
-        if self._digest is None:
-            self._digest = files_digest(self._weight_files) if self._weight_files else state_dict_digest(self.model)
-        return {"name": self.name, "family": "clip", "source": self._source, "weights_digest": self._digest,
+        return {"name": self.name, "family": "clip", "source": self._source, "weights_digest": self.weights_digest(),
                 "preprocessing": self.preprocessing_spec(), "libraries": library_versions("transformers")}
 
     def _run(self, inputs: dict[str, Tensor]):

@@ -27,12 +27,10 @@ from torch import Tensor, nn
 from repro.backbones.base import (
     BackboneUnavailable,
     TimmImageBackbone,
-    file_digest,
     frozen,
     library_versions,
     map_from_tokens,
     shared,
-    state_dict_digest,
     tokens_from_map,
     version,
 )
@@ -62,8 +60,7 @@ class EfficientNetBackbone(TimmImageBackbone):
         self.interpolation = interpolation
         self.mean, self.std = tuple(mean), tuple(std)
         self._source = source or {}
-        self._weights_file = weights_file
-        self._digest: str | None = None
+        self._weight_files = [weights_file] if weights_file else None
         self._blocks: list[tuple[str, nn.Module]] = [
             (f"blocks.{i}.{j}", block) for i, stage in enumerate(model.blocks) for j, block in enumerate(stage)]
         self.hook_points = tuple(n for n, _ in self._blocks) + ("head",)
@@ -95,12 +92,9 @@ class EfficientNetBackbone(TimmImageBackbone):
         return h * w
 
     def spec(self) -> dict:
-        if self._digest is None:
-            self._digest = (state_dict_digest(self.model) if self._weights_file is None
-                            else file_digest(self._weights_file))
         return {"name": self.name, "family": "timm-efficientnet",
                 "architecture": getattr(self.model, "default_cfg", {}).get("architecture", type(self.model).__name__),
-                "source": self._source, "weights_digest": self._digest,
+                "source": self._source, "weights_digest": self.weights_digest(),
                 "preprocessing": self.preprocessing_spec(), "libraries": library_versions("timm")}
 
     def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:

@@ -32,7 +32,6 @@ from repro.backbones.base import (
     TextBackbone,
     _as_channels_last,
     call_of,
-    files_digest,
     frozen,
     library_versions,
     masked_mean,
@@ -40,7 +39,6 @@ from repro.backbones.base import (
     replaced_input,
     replaced_output,
     shared,
-    state_dict_digest,
 )
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
@@ -143,7 +141,6 @@ class HFAutoBackbone(TextBackbone):
         self.default_hook = self.check_hook(default_hook or f"hidden_states.{(2 * n_layers) // 3 + 1}")
         self._source = source or {}
         self._weight_files = weight_files
-        self._digest: str | None = None
         self._width: int | None = getattr(config, "hidden_size", None)
 
     def d_model(self, hook: str) -> int:
@@ -153,12 +150,10 @@ class HFAutoBackbone(TextBackbone):
         return int(self._width)
 
     def spec(self) -> dict:
-        if self._digest is None:
-            self._digest = files_digest(self._weight_files) if self._weight_files else state_dict_digest(self.model)
         pre = self.preprocessing_spec() if self.modality == "text" else {
             "image_processor": type(self.tokenizer).__name__, "settings": _jsonable(self.tokenizer.to_dict())}
         return {"name": self.name, "family": "hf-auto", "architecture": type(self.model).__name__,
-                "source": self._source, "weights_digest": self._digest, "preprocessing": pre,
+                "source": self._source, "weights_digest": self.weights_digest(), "preprocessing": pre,
                 "libraries": library_versions("transformers")}
 
     def preprocess(self, examples: Any) -> dict[str, Tensor]:

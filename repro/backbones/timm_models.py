@@ -29,13 +29,11 @@ from torch import Tensor, nn
 from repro.backbones.base import (
     BackboneUnavailable,
     TimmImageBackbone,
-    file_digest,
     frozen,
     library_versions,
     map_from_tokens,
     output_of,
     replaced_output,
-    state_dict_digest,
     tokens_from_map,
 )
 from repro.backbones.efficientnet import EfficientNetBackbone
@@ -66,8 +64,7 @@ class TimmBackbone(TimmImageBackbone):
         default = f"blocks.{len(self._blocks) - 2}" if len(self._blocks) >= 2 else "features"
         self.default_hook = self.check_hook(default_hook or default)
         self._source = source or {}
-        self._weights_file = weights_file
-        self._digest: str | None = None
+        self._weight_files = [weights_file] if weights_file else None
         self._shapes: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
 
     def _raw(self, pixels: Tensor, hook: str) -> Tensor:
@@ -89,10 +86,9 @@ class TimmBackbone(TimmImageBackbone):
         return int(shape[0] if len(shape) == 3 else shape[-1])
 
     def spec(self) -> dict:
-        if self._digest is None:
-            self._digest = file_digest(self._weights_file) if self._weights_file else state_dict_digest(self.model)
         return {"name": self.name, "family": "timm", "architecture": type(self.model).__name__,
-                "source": self._source, "weights_digest": self._digest, "preprocessing": self.preprocessing_spec(),
+                "source": self._source, "weights_digest": self.weights_digest(),
+                "preprocessing": self.preprocessing_spec(),
                 "libraries": library_versions("timm")}
 
     def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:
