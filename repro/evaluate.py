@@ -317,25 +317,11 @@ def applicable(run: RunData, name: str) -> bool:
     return True
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
-
 def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settings: EvalSettings | None = None,
                  out_dir: str | Path | None = None) -> dict[str, Path]:
     """Run the evaluations ``names`` (see :data:`EVALS`; "all" = every applicable one) on ``run_dir``; write
     ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths."""
-    from repro.provenance import provenance
+    from repro.provenance import provenance, to_plain
     from repro.sae.base import atomic_write
 
     settings = settings or EvalSettings()
@@ -360,7 +346,7 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
                   "settings": dataclasses.asdict(settings), "results": results,
                   "seconds": time.perf_counter() - began, "provenance": provenance()}
         path = out_dir / f"{name}.json"
-        text = json.dumps(_jsonable(record), indent=1, allow_nan=False)
+        text = json.dumps(to_plain(record, nan_as_none=True), indent=1, allow_nan=False)
         atomic_write(path, lambda p, text=text: Path(p).write_text(text))
         if name == "interpretability":
             _save_top_examples(out_dir / "top_examples.npz", run.encoded("test"))

@@ -1,12 +1,15 @@
-"""Provenance recorded with every result: git commit, package versions, Python and platform."""
+"""Provenance recorded with every result (git commit, package versions, Python and platform), and the
+conversion of results to plain JSON values."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("torch", "numpy", "safetensors", "sae-repro")
 
@@ -44,3 +47,22 @@ def provenance() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+
+
+def to_plain(obj: Any, *, nan_as_none: bool = False) -> Any:
+    """``obj`` with tensors, arrays and numpy scalars turned into plain Python (dict keys as str, tuples
+    as lists); with ``nan_as_none``, non-finite floats become None (strict JSON), else they stay floats."""
+    import numpy as np
+    import torch
+
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v, nan_as_none=nan_as_none) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, nan_as_none=nan_as_none) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return to_plain(obj.tolist(), nan_as_none=nan_as_none)
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if nan_as_none and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

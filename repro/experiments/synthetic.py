@@ -32,7 +32,7 @@ from repro.evals.ground_truth import (
 )
 from repro.guide import bisect_penalty
 from repro.metrics import ReconstructionMetrics
-from repro.provenance import provenance
+from repro.provenance import provenance, to_plain
 from repro.sae import KINDS, create
 from repro.sae.base import atomic_write
 from repro.synthetic import SyntheticSpec
@@ -161,7 +161,7 @@ def train_and_evaluate(cfg: SyntheticConfig, kind: str, hparams: dict, seed: int
     counts_spec = cfg.data.counts
     if counts_spec.get("kind") == "mixture":
         record["simple_vs_complex"] = simple_vs_complex(counts, l0, counts_spec["simple"], counts_spec["complex"])
-    return _jsonable(record)
+    return to_plain(record)
 
 
 def match_penalty(cfg: SyntheticConfig, method: Method, hparams: dict, key: str, target: float, seed: int,
@@ -276,16 +276,3 @@ def config_record(cfg: SyntheticConfig) -> dict:
             "methods": [{"name": m.name, "kind": m.kind, "hparams": m.hparams} for m in cfg.methods]}
 
 
-def _jsonable(obj: Any) -> Any:
-    """Tensors, arrays and numpy scalars to plain Python (NaN stays a float)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
