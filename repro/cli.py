@@ -85,7 +85,7 @@ def _extract(args: argparse.Namespace) -> int:
     path = extract(backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size,
                    progress=not args.quiet)
     if args.pointer:
-        from repro.sae.base import atomic_write
+        from repro.files import atomic_write
 
         record = json.dumps({"cache": str(Path(path).resolve()), "spec_hash": Path(path).name})
         Path(args.pointer).parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         record = json.loads(Path(path).read_text())
         print(f"{name}: {path} ({record['seconds']:.1f} s)")
     if args.index:
-        from repro.sae.base import atomic_write
+        from repro.files import atomic_write
 
         text = json.dumps({name: str(path) for name, path in written.items()}, indent=1)
         atomic_write(Path(args.index), lambda p: Path(p).write_text(text))
@@ -165,8 +165,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _guide(args: argparse.Namespace) -> int:
+    from repro.files import atomic_write
     from repro.guide import guide_from_run
-    from repro.sae.base import atomic_write
 
     result = guide_from_run(args.source, _eval_settings(args), relu=not args.no_relu, search_steps=args.search_steps,
                             train_steps=args.train_steps, progress=not args.quiet)

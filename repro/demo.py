@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from repro.files import atomic_write
 from repro.metrics import ReconstructionMetrics
 from repro.provenance import provenance
 from repro.sae import KINDS, create
-from repro.sae.base import atomic_write
 from repro.synthetic import PlantedFeatures
 from repro.train import TrainConfig, train
 

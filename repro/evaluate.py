@@ -321,8 +321,8 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
                  out_dir: str | Path | None = None) -> dict[str, Path]:
     """Run the evaluations ``names`` (see :data:`EVALS`; "all" = every applicable one) on ``run_dir``; write
     ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths."""
+    from repro.files import atomic_write
     from repro.provenance import provenance, to_plain
-    from repro.sae.base import atomic_write
 
     settings = settings or EvalSettings()
     settings.validate()
@@ -357,7 +357,7 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
 def _save_top_examples(path: Path, enc) -> None:
     """Per latent its top examples: values (float32), example ids, token positions, labels (int32; -1
     for empty slots), for the concept figures."""
-    from repro.sae.base import atomic_write
+    from repro.files import atomic_write
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:

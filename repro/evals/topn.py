@@ -125,7 +125,7 @@ def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path
     if cache_root is None:
         return pooled_features(backbone, data.examples, batch_size)
     from repro.cache import exclusive, spec_hash
-    from repro.sae.base import atomic_write
+    from repro.files import atomic_write
 
     key = spec_hash({"what": "pooled final features", "backbone": backbone.spec(), "dataset": data.spec()})
     folder = Path(cache_root) / "features"

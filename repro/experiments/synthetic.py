@@ -30,11 +30,11 @@ from repro.evals.ground_truth import (
     simple_vs_complex,
     sparsity_tracking,
 )
+from repro.files import atomic_write
 from repro.guide import bisect_penalty
 from repro.metrics import ReconstructionMetrics
 from repro.provenance import provenance, to_plain
 from repro.sae import KINDS, create
-from repro.sae.base import atomic_write
 from repro.synthetic import SyntheticSpec
 from repro.train import TrainConfig, train
 

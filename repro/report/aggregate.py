@@ -90,7 +90,7 @@ def expand_indexes(files: Iterable[str | Path]) -> list[str]:
 def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
     """Write the tidy CSV of the given evaluation JSONs or index files (atomically); labels are read from
     each run's ``train.json``. Returns the number of rows."""
-    from repro.sae.base import atomic_write
+    from repro.files import atomic_write
 
     rows = []
     for path in sorted(expand_indexes(eval_files)):

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +21,8 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from repro.files import atomic_write
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
@@ -205,21 +206,6 @@ def config_record(sae: SAE) -> dict[str, Any]:
         "repro_version": __version__,
         "config": dataclasses.asdict(sae.cfg),
     }
-
-
-def atomic_write(target: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file in the target's folder, then rename it over the
-    target, so that a crash never leaves a half-written file under the final name."""
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----- registry ------------------------------------------------------------------------------------
