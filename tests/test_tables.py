@@ -87,3 +87,25 @@ def test_every_table_renders_and_unknown_is_refused(metrics, tmp_path):
         render_table("table_z", metrics, tmp_path / "z")
     with pytest.raises(FileNotFoundError):
         render_table("table_a", tmp_path / "missing.csv", tmp_path / "z")
+
+
+def test_the_catalogue_names_every_table_figure_and_figure_data_file():
+    """The Snakefile reads the report names from repro.report.catalogue (no pandas or matplotlib)."""
+    from repro.report import catalogue, figures
+
+    assert tuple(TABLES) == catalogue.TABLE_NAMES
+    assert {name: source for name, (_, source) in figures.FIGURES.items()} == catalogue.FIGURE_SOURCES
+    sources = set(catalogue.FIGURE_SOURCES.values()) - {"metrics"}
+    assert sources <= set(catalogue.FIGURE_DATA)
+
+
+def test_the_workflow_and_report_modules_import_without_torch():
+    """Every cluster job parses the Snakefile twice and report jobs are short: their imports must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import repro.workflow, repro.report.catalogue, repro.report.tables, repro.report.aggregate, "
+            "repro.audit, repro.files; heavy = {'torch', 'matplotlib'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

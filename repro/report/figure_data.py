@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from repro.report.aggregate import expand_indexes
+from repro.report.catalogue import FIGURE_DATA
 
 L0_KINDS = ("sparsemax_attention", "topk", "batchtopk", "mlp_sparsemax")
 MAX_POINTS = 100
@@ -80,10 +81,10 @@ def _as_payload(example, modality: str) -> dict:
 
 def collect(index_files, out_dir: str | Path) -> dict[str, Path]:
     """Write the four figure-data files (module docstring) from the runs' evaluation indexes."""
-    from repro.sae.base import atomic_write
+    from repro.files import atomic_write
 
     lookup = ExampleLookup()
-    out = {"latents": {}, "training_curves": {}, "l0_distribution": {}, "concepts": {}}
+    out: dict[str, dict] = {name: {} for name in FIGURE_DATA}
     for record in _records(index_files):
         run_dir = Path(record["run"])
         labels = _labels(run_dir)

@@ -40,6 +40,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter, NullLocator
 
+from repro.report.catalogue import FIGURE_SOURCES
+
 KIND_ORDER = ("sparsemax_attention", "sparsemax_attention_paper", "mlp_sparsemax", "attention_relu", "relu",
               "jumprelu", "gated", "topk", "batchtopk")
 KIND_COLORS: dict[str, str] = {
@@ -718,14 +720,17 @@ def figure_training_curves(data: dict, out: str | Path) -> list[Path]:
     return save_figure(fig, out)
 
 
-FIGURES: dict[str, tuple[Callable[..., list[Path]], str]] = {
-    "nmse_vs_size": (figure_nmse_vs_size, "metrics"),
-    "pareto": (figure_pareto, "metrics"),
-    "l0_distribution": (figure_l0_distribution, "l0_distribution"),
-    "firing_vs_activation": (figure_firing_vs_activation, "latents"),
-    "concepts": (figure_concepts, "concepts"),
-    "training_curves": (figure_training_curves, "training_curves"),
+_DRAW: dict[str, Callable[..., list[Path]]] = {
+    "nmse_vs_size": figure_nmse_vs_size,
+    "pareto": figure_pareto,
+    "l0_distribution": figure_l0_distribution,
+    "firing_vs_activation": figure_firing_vs_activation,
+    "concepts": figure_concepts,
+    "training_curves": figure_training_curves,
 }
+# name -> (drawing function, source: "metrics" or a figure-data stem); names and sources: repro.report.catalogue
+FIGURES: dict[str, tuple[Callable[..., list[Path]], str]] = {name: (_DRAW[name], source)
+                                                             for name, source in FIGURE_SOURCES.items()}
 
 
 def render(name: str, metrics_csv: Path | None, data_dir: Path | None, out: Path) -> list[Path]:

@@ -5,19 +5,18 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from repro.report.figures import FIGURES as FIGURE_SPECS
-from repro.report.tables import TABLES
+from repro.report.catalogue import FIGURE_DATA, FIGURE_SOURCES, TABLE_NAMES
 from repro.workflow import GUIDE_SOURCE, GUIDED, Run, check_config, hyperparameters, make_plan
 
 validate(config, "../../config/schema.yaml")
 config["rebuild"] = str(config.get("rebuild", False)).lower() == "true"  # `--config rebuild=true` gives a string
-check_config(config)
+if workflow.is_main_process:  # not again inside each cluster job: it imports torch (~2 s per start)
+    check_config(config)
 PLAN = make_plan(config)
 RUNS = config["runs_root"]
 RESULTS = config["results_root"]
 FIGURES = config["figures_root"]
 CACHE = config["cache_root"]
-FIGURE_DATA = ("latents", "training_curves", "l0_distribution", "concepts")
 RUN_PATTERN = f"{RUNS}/{{role}}/{{kind}}/{{setting}}/x{{expansion}}/s{{seed}}"
 RUN_NAME = "{role}-{kind}-{setting}-x{expansion}-s{seed}"
 ENV = "../../environment.yml"
@@ -101,13 +100,13 @@ def aggregate_inputs(wildcards):
 
 
 def figure_inputs(wc):
-    kind = FIGURE_SPECS[wc.figure][1]
-    return [f"{RESULTS}/metrics.csv"] if kind == "metrics" else [f"{RESULTS}/figure_data/{kind}.json"]
+    source = FIGURE_SOURCES[wc.figure]
+    return [f"{RESULTS}/metrics.csv"] if source == "metrics" else [f"{RESULTS}/figure_data/{source}.json"]
 
 
 def final_outputs():
     """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit."""
-    tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex")]
-    figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SPECS for ext in ("pdf", "png")]
+    tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex")]
+    figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SOURCES for ext in ("pdf", "png")]
     synthetic = [f"{RESULTS}/synthetic/table.md"] if config["experiments"].get("synthetic", {}).get("enabled") else []
     return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md", *synthetic]
