@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -40,12 +41,15 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 
 
 def provenance() -> dict:
-    """A JSON-serialisable record of where and with what a result was computed."""
+    """A JSON-serialisable record of where and with what a result was computed: git commit, package
+    versions, Python, platform, host, and the SLURM job id when computed inside a SLURM job (else None)."""
     return {
         "git_commit": git_commit(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
 
 

@@ -35,8 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from repro.files import atomic_write
 from repro.provenance import provenance
-from repro.sae.base import SAE, atomic_write, load
+from repro.sae.base import SAE, load
 
 CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "sae"
@@ -156,7 +157,7 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
         torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
         bar.close()
     seconds = time.perf_counter() - began
-    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds, data)
+    sae_dir = _publish_final(run_dir, sae, cfg, parts, seconds, data, resumed_from=start)
     return TrainResult(cfg.steps, parts, run_dir, sae_dir, seconds)
 
 
@@ -315,8 +316,9 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, float], seconds: float,
-                   data: dict | None = None) -> Path:
-    """Write the final SAE folder and ``train.json`` (atomically, after everything else succeeded)."""
+                   data: dict | None = None, resumed_from: int = 0) -> Path:
+    """Write the final SAE folder and ``train.json`` (atomically, after everything else succeeded);
+    ``resumed_from`` is the checkpoint step this session started from (0: a fresh run)."""
     final = run_dir / FINAL_DIR
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{FINAL_DIR}.tmp"))
     try:
@@ -327,6 +329,7 @@ def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, f
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = {"kind": sae.kind, "sae_config": dataclasses.asdict(sae.cfg), "train_config": dataclasses.asdict(cfg),
-               "last_step": parts, "seconds_this_session": seconds, "data": data, "provenance": provenance()}
+               "last_step": parts, "seconds_this_session": seconds, "resumed_from_step": resumed_from,
+               "data": data, "provenance": provenance()}
     atomic_write(run_dir / SUMMARY_FILE, lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
     return final

@@ -200,6 +200,8 @@ def test_resume_is_bit_identical(tmp_path, kind, extra):
     assert steps_seen == list(range(N + 1, 2 * N + 1))
     assert result.steps == 2 * N
     assert_same_run(run_a, run_b, sae_a, sae_b)
+    assert json.loads((run_b / "train.json").read_text())["resumed_from_step"] == N
+    assert json.loads((run_a / "train.json").read_text())["resumed_from_step"] == 0
 
 
 def test_resume_redoes_steps_after_the_checkpoint(tmp_path):
