@@ -78,7 +78,7 @@ def _extract(args: argparse.Namespace) -> int:
     from repro.cache import extract
     from repro.data import load as load_data
 
-    backbone = load_backbone(args.backbone)
+    backbone = load_backbone(args.backbone, device=args.device)
     hook = resolve_hook(backbone.hook_points, args.layer)
     data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed,
                      **({"root": args.data_root} if args.data_root else {}))
@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
     cache = ActivationCache.open(cache_path)
     hparams = _parse_hparams(args.set) | (_guided(args.kind, args.guide) if args.guide else {})
     d_sae = args.d_sae if args.d_sae is not None else args.expansion * cache.d_model
-    sae = create(args.kind, cache.d_model, d_sae, seed=args.seed, **hparams)
+    sae = create(args.kind, cache.d_model, d_sae, seed=args.seed, **hparams).to(args.device)
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     data = {"cache": str(Path(cache_path).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     ext.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
     ext.add_argument("--pointer", help="also write a JSON naming the cache folder here (for workflows)")
+    ext.add_argument("--device", default="cpu", help="where the backbone runs (cpu, cuda, cuda:1, ...)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)
 
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=0)
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, sae/)")
     tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--device", default="cpu", help="where the SAE trains (cpu, cuda, ...); batches are moved there")
     tr.add_argument("--label", action="append", metavar="KEY=VALUE",
                     help="a label recorded in train.json for aggregation (config, run, setting; repeatable)")
     tr.add_argument("--quiet", action="store_true")

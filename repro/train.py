@@ -165,6 +165,7 @@ def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor],
           start: int, bar: tqdm, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, float]:
     """Steps ``start`` .. ``cfg.steps - 1``: log, checkpoint, callback; returns the last loss parts."""
     names = dict(sae.named_parameters())
+    device = next(iter(names.values())).device
     parts: dict[str, float] = {}
     data = itertools.islice(iter(batches), start, cfg.steps)
     with open(run_dir / LOG_FILE, "a", newline="") as log_file:
@@ -173,7 +174,7 @@ def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor],
             batch = next(data, None)
             if batch is None:
                 raise ValueError(f"the data ran out after {step} batches; cfg.steps={cfg.steps} needs more")
-            parts = _step(sae, optimizer, names, batch, step, cfg)
+            parts = _step(sae, optimizer, names, batch.to(device, non_blocking=True), step, cfg)
             row = {"step": step + 1, "lr": cfg.lr * lr_factor(step, cfg), **parts}
             if writer is None:
                 writer = csv.DictWriter(log_file, fieldnames=list(row))

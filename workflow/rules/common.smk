@@ -17,6 +17,8 @@ RUNS = config["runs_root"]
 RESULTS = config["results_root"]
 FIGURES = config["figures_root"]
 CACHE = config["cache_root"]
+DEVICE = config.get("device", "cpu")
+GPUS = 0 if DEVICE == "cpu" else 1  # per extract/train/guide/evaluate job; the SLURM executor asks --gpus=1
 RUN_PATTERN = f"{RUNS}/{{role}}/{{kind}}/{{setting}}/x{{expansion}}/s{{seed}}"
 RUN_NAME = "{role}-{kind}-{setting}-x{expansion}-s{seed}"
 ENV = "../../environment.yml"

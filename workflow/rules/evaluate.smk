@@ -15,7 +15,7 @@ rule evaluate:
         test_limit=lambda wc: test_limit(wc.role),
         data_root=lambda wc: data_root_option(wc.role),
         cache=CACHE,
-        device=config.get("device", "cpu"),
+        device=DEVICE,
     log:
         f"{RUNS}/logs/evaluate/{RUN_NAME}.log",
     benchmark:
@@ -24,6 +24,7 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=120,
+        gpu=GPUS,
     conda:
         ENV
     shell:

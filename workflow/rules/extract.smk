@@ -10,6 +10,7 @@ rule extract:
         limit=lambda wc: limit_option(backbone(wc.role)["train_limit"]),
         data_root=lambda wc: data_root_option(wc.role),
         cache=lambda wc, output: str(Path(output.pointer).parents[2]),
+        device=DEVICE,
     log:
         f"{RUNS}/logs/extract-{{role}}.log",
     benchmark:
@@ -18,9 +19,10 @@ rule extract:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPUS,
     conda:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli extract --backbone {params.b[name]} --layer {params.b[hook]} "
         "--dataset {params.b[dataset]} --split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} "
-        "--out {params.cache} {params.data_root} --pointer {output.pointer} --quiet > {log} 2>&1"
+        "--out {params.cache} {params.data_root} --pointer {output.pointer} --device {params.device} --quiet > {log} 2>&1"

@@ -14,6 +14,7 @@ rule train:
         guide=lambda wc, input: f"--guide {input.guide}" if "guide" in input.keys() else "",
         t={"checkpoint_every": 0, **config["train"]},
         labels=label_options,
+        device=DEVICE,
     log:
         f"{RUNS}/logs/train/{RUN_NAME}.log",
     benchmark:
@@ -22,6 +23,7 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=GPUS,
     conda:
         ENV
     shell:
@@ -29,7 +31,7 @@ rule train:
         "--expansion {wildcards.expansion} {params.hparams} {params.guide} --steps {params.t[steps]} "
         "--batch-size {params.t[batch_size]} --lr {params.t[lr]} --warmup {params.t[warmup]} "
         "--checkpoint-every {params.t[checkpoint_every]} --seed {wildcards.seed} {params.labels} "
-        "--out {params.run_dir} --resume --quiet > {log} 2>&1"
+        "--out {params.run_dir} --device {params.device} --resume --quiet > {log} 2>&1"
 
 
 rule guide:
@@ -42,7 +44,7 @@ rule guide:
         test_limit=lambda wc: test_limit(wc.role),
         data_root=lambda wc: data_root_option(wc.role),
         cache=CACHE,
-        device=config.get("device", "cpu"),
+        device=DEVICE,
     log:
         f"{RUNS}/logs/guide/{{role}}-x{{expansion}}-s{{seed}}.log",
     benchmark:
@@ -51,6 +53,7 @@ rule guide:
     resources:
         mem_mb=8000,
         runtime=60,
+        gpu=GPUS,
     conda:
         ENV
     shell:
