@@ -9,6 +9,9 @@ rule aggregate:
         csv=f"{RESULTS}/metrics.csv",
     log:
         f"{RUNS}/logs/aggregate.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -24,6 +27,9 @@ rule figure_data:
         out_dir=lambda wc, output: str(Path(output[0]).parent),
     log:
         f"{RUNS}/logs/figure_data.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -40,6 +46,9 @@ rule table:
         stem=lambda wc, output: output.md[: -len(".md")],
     log:
         f"{RESULTS}/logs/table-{{table}}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -58,6 +67,9 @@ rule figure:
         data=f"{RESULTS}/figure_data",
     log:
         f"{RESULTS}/logs/figure-{{figure}}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -74,6 +86,9 @@ rule audit:
         config_name=config["name"],
     log:
         f"{RESULTS}/logs/audit.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         ENV
     shell:
