@@ -4,6 +4,7 @@ does nothing, rebuilding one report touches only that report)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,24 @@ def test_default_plan_covers_every_experiment():
     assert vision_smx == {"reconstruction", "topn", "interpretability", "probing"}  # union over experiments
     assert hyperparameters(config, Run("vision", "topk", "k=24", 2, 0)) == {"k": 24}
     assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {"l1_coefficient": 1e-3}
+
+
+def test_the_configs_device_reaches_every_torch_job_and_gpu_jobs_ask_for_a_gpu(tmp_path):
+    """Dry runs: the paper config (device cuda) runs extract, train, guide and evaluate with --device cuda and
+    gpu=1 (the SLURM executor's --gpus=1); the tiny config (cpu) asks for no GPU."""
+    (tmp_path / "paper.yaml").write_text((REPO / "config" / "paper.yaml").read_text())
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "paper.yaml"), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = re.findall(r"\nrule (\w+):.*?resources: ([^\n]*).*?Shell command: ([^\n]*)", out.stdout, re.S)
+    torch_jobs = [job for job in jobs if job[0] in ("extract", "train", "guide", "evaluate")]
+    assert {job[0] for job in torch_jobs} == {"extract", "train", "guide", "evaluate"}
+    for rule, resources, command in torch_jobs:
+        assert "gpu=1" in resources and "--device cuda" in command, (rule, resources, command)
+    assert not any("gpu=1" in resources for rule, resources, _ in jobs if rule not in ("extract", "train", "guide",
+                                                                                        "evaluate"))
+    (tmp_path / "tiny.yaml").write_text((REPO / "config" / "tiny.yaml").read_text())
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "tiny.yaml"), timeout=300)
+    assert "gpu=1" not in out.stdout and "gpu=0" in out.stdout and "--device cpu" in out.stdout
 
 
 def test_settings_round_trip():
