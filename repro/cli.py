@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def _guided(kind: str, guide_file: str) -> dict:
 def _train(args: argparse.Namespace) -> int:
     from repro.cache import ActivationCache
     from repro.sae import create
-    from repro.train import TrainConfig, train
+    from repro.train import TrainConfig, TrainingInterrupted, train
 
     cache_path = _cache_path(args.cache)
     cache = ActivationCache.open(cache_path)
@@ -127,7 +128,12 @@ def _train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     data = {"cache": str(Path(cache_path).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
             "batch_size": args.batch_size, "labels": _parse_labels(args.label)}
-    result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume, data=data)
+    try:
+        result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume,
+                       data=data)
+    except TrainingInterrupted as e:
+        print(f"repro train: {e}", file=sys.stderr)
+        return 128 + signal.SIGTERM  # the exit status of a process ended by SIGTERM
     print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
     return 0
 

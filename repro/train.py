@@ -13,6 +13,10 @@ The run folder holds:
 ``resume=True`` continues from ``checkpoint/`` and skips the batches already consumed, so the
 iterable must yield the same sequence every time it is iterated (e.g. a seeded reader). On CPU,
 training 2N steps, or N steps + interruption + resume + N steps, gives bit-identical weights.
+
+SIGTERM (what a batch scheduler sends on ``scancel``, preemption or the time limit, before SIGKILL) ends
+the current step, writes a checkpoint there and raises :class:`TrainingInterrupted`, so that a resumed
+run loses no steps.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,6 +53,36 @@ SUMMARY_FILE = "train.json"
 
 class NonFiniteError(FloatingPointError):
     """A NaN or inf in a batch, the loss or a gradient; the message names the step and the tensor."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM arrived during training; a checkpoint was written at ``step``."""
+
+    def __init__(self, step: int, run_dir: Path):
+        super().__init__(f"interrupted by SIGTERM after step {step}; checkpoint written in {run_dir}: "
+                         "continue with --resume")
+        self.step = step
+
+
+class _SigtermFlag:
+    """Within the block, SIGTERM sets :attr:`raised` instead of ending the process (main thread only;
+    elsewhere the handler cannot be installed and SIGTERM keeps its default action)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self) -> _SigtermFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclass(frozen=True)
@@ -152,7 +188,8 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        parts = _loop(sae, optimizer, batches, cfg, run_dir, start, bar, on_step) or parts
+        with _SigtermFlag() as sigterm:
+            parts = _loop(sae, optimizer, batches, cfg, run_dir, start, bar, on_step, sigterm) or parts
     finally:
         torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
         bar.close()
@@ -162,8 +199,10 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
 
 
 def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: Path,
-          start: int, bar: tqdm, on_step: Callable[[int, dict[str, float]], None] | None) -> dict[str, float]:
-    """Steps ``start`` .. ``cfg.steps - 1``: log, checkpoint, callback; returns the last loss parts."""
+          start: int, bar: tqdm, on_step: Callable[[int, dict[str, float]], None] | None,
+          sigterm: _SigtermFlag | None = None) -> dict[str, float]:
+    """Steps ``start`` .. ``cfg.steps - 1``: log, checkpoint, callback; returns the last loss parts. After
+    a SIGTERM (``sigterm.raised``) it checkpoints the step just done and raises TrainingInterrupted."""
     names = dict(sae.named_parameters())
     device = next(iter(names.values())).device
     parts: dict[str, float] = {}
@@ -184,9 +223,12 @@ def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor],
             bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.4g}", l0=f"{parts['l0']:.1f}")
             done = step + 1
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            stopping = sigterm is not None and sigterm.raised and done < cfg.steps
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps or stopping:
                 log_file.flush()
                 _save_checkpoint(run_dir, sae, optimizer, done, cfg)
+            if stopping:
+                raise TrainingInterrupted(done, run_dir)
             if on_step is not None:
                 on_step(done, parts)
     return parts

@@ -4,8 +4,8 @@ and the same config run locally.
 
 Checked: every job went through SLURM (submission lines in Snakemake's log, allocation and completion in
 the controller's log, and the job id recorded in each result's provenance); a training job cancelled with
-``scancel`` after its first checkpoint is resubmitted and resumes from that checkpoint; and the results
-(metrics, tables, audit, SAE weights, training logs) are identical to the local run.
+``scancel`` after its first checkpoint is resubmitted and resumes from the checkpoint it wrote on SIGTERM;
+and the results (metrics, tables, audit, SAE weights, training logs) are identical to the local run.
 
 Needs root and the Debian packages slurm-wlm and munge (installed by ``slurm-local.sh install`` when
 missing, if apt can reach its mirror); skipped with the reason otherwise. Every wait is bounded.
@@ -210,8 +210,9 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_checkpoint
     resubmitted = [job for job, name in _submissions(log) if name == "train" and int(job) > int(killed["job"])]
     summary = json.loads((slurm_run["work"] / RUNS / KILLED_RUN / "train.json").read_text())
     steps, every = summary["train_config"]["steps"], summary["train_config"]["checkpoint_every"]
+    # SIGTERM from scancel makes the trainer checkpoint the step in progress: nothing after it is lost
     assert killed["seen_step"] <= summary["resumed_from_step"] < steps
-    assert summary["resumed_from_step"] % every == 0
+    assert summary["resumed_from_step"] >= every
     assert summary["provenance"]["slurm_job_id"] in resubmitted
 
 

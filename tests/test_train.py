@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 import repro.train as train_mod
 from repro.sae import KINDS, create, load
 from repro.synthetic import PlantedFeatures
-from repro.train import NonFiniteError, TrainConfig, lr_factor, train
+from repro.train import NonFiniteError, TrainConfig, TrainingInterrupted, lr_factor, train
 
 D_IN, D_SAE, BATCH = 16, 64, 64
 N = 6  # checkpoint interval; runs are 2N steps
@@ -202,6 +202,27 @@ def test_resume_is_bit_identical(tmp_path, kind, extra):
     assert_same_run(run_a, run_b, sae_a, sae_b)
     assert json.loads((run_b / "train.json").read_text())["resumed_from_step"] == N
     assert json.loads((run_a / "train.json").read_text())["resumed_from_step"] == 0
+
+
+def test_sigterm_checkpoints_the_step_just_done_and_resume_is_bit_identical(tmp_path):
+    """What a batch scheduler sends before SIGKILL (scancel, preemption, time limit): no step is lost."""
+    run_a, sae_a = reference_run(tmp_path, "topk", {})
+    run_b = tmp_path / "b"
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate_after_3(done: int, parts: dict) -> None:
+        if done == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(make_sae("topk"), batches(), config(), run_b, on_step=terminate_after_3)
+    assert stopped.value.step == 4 and 4 % N != 0  # the step in progress ends; 4 is not a regular checkpoint
+    assert trainer_state(run_b / "checkpoint")[1]["step"] == 4
+    assert signal.getsignal(signal.SIGTERM) is previous
+    sae_b = make_sae("topk")
+    train(sae_b, batches(), config(), run_b, resume=True)
+    assert_same_run(run_a, run_b, sae_a, sae_b)
+    assert json.loads((run_b / "train.json").read_text())["resumed_from_step"] == 4
 
 
 def test_resume_redoes_steps_after_the_checkpoint(tmp_path):
