@@ -76,13 +76,15 @@ def test_unknown_names_are_one_line_errors(argv, message, capsys):
 
 def test_quiet_also_hides_the_transformers_loading_bar(tmp_path):
     """transformers draws a "Loading weights" bar of its own; --quiet must hide it as well as ours."""
+    import os
     import subprocess
     import sys
 
     def extract(*extra: str) -> str:
         argv = [sys.executable, "-m", "repro.cli", "extract", "--backbone", "minilm-l6", "--layer", "4",
                 "--dataset", "fortunes", "--limit", "4", "--out", str(tmp_path / "cache"), *extra]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}  # set by main(--quiet)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stderr
 
