@@ -225,11 +225,12 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
 
             full, base = sae.decode(code, x_norm), sae.decode(torch.zeros_like(code), x_norm)
             recon = {"sae": full, "off_all": base, "zero": torch.zeros_like(x)}
+            active = (code != 0).sum(1)
             for (p, n), idx in selected.items():
                 on = kept_decode(code, tok_class, idx, rows, base, x_norm)
                 recon[f"{p}/on_{n}"] = on
                 # off = decode(a ⊙ (1 − keep)) = full − (on − base); exactly base where nothing is left
-                nothing_left = (code != 0).sum(1) == (code.gather(1, idx.to(code.device)[tok_class]) != 0).sum(1)
+                nothing_left = active == (code.gather(1, idx.to(code.device)[tok_class]) != 0).sum(1)
                 recon[f"{p}/off_{n}"] = torch.where(nothing_left[:, None], base, full - (on - base))
             out = {"no_sae": backbone.features_from(hook, acts, inputs)}
             for name, x_hat in recon.items():
