@@ -70,10 +70,11 @@ class _SigtermFlag:
 
     def __init__(self) -> None:
         self.raised = False
+        self._installed = threading.current_thread() is threading.main_thread()
         self._previous = None
 
     def __enter__(self) -> _SigtermFlag:
-        if threading.current_thread() is threading.main_thread():
+        if self._installed:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -81,8 +82,8 @@ class _SigtermFlag:
         self.raised = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:  # signal.signal returns None for a handler not set from Python: back to the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
 
 def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: Path,
           start: int, bar: tqdm, on_step: Callable[[int, dict[str, float]], None] | None,
-          sigterm: _SigtermFlag | None = None) -> dict[str, float]:
+          sigterm: _SigtermFlag) -> dict[str, float]:
     """Steps ``start`` .. ``cfg.steps - 1``: log, checkpoint, callback; returns the last loss parts. After
     a SIGTERM (``sigterm.raised``) it checkpoints the step just done and raises TrainingInterrupted."""
     names = dict(sae.named_parameters())
@@ -223,7 +224,7 @@ def _loop(sae: SAE, optimizer: torch.optim.Optimizer, batches: Iterable[Tensor],
             bar.update(1)
             bar.set_postfix(loss=f"{parts['loss']:.4g}", l0=f"{parts['l0']:.1f}")
             done = step + 1
-            stopping = sigterm is not None and sigterm.raised and done < cfg.steps
+            stopping = sigterm.raised and done < cfg.steps
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps or stopping:
                 log_file.flush()
                 _save_checkpoint(run_dir, sae, optimizer, done, cfg)
