@@ -190,7 +190,19 @@ def _aggregate(args: argparse.Namespace) -> int:
 
     n = aggregate(args.evals, args.out)
     print(f"{args.out}: {n} rows from {len(args.evals)} evaluation file(s)")
+    if args.record:
+        _write_record(args.record, "aggregate", args.evals, [args.out], rows=n)
     return 0
+
+
+def _write_record(path: str, step: str, inputs: list[str], outputs: list[str], **extra) -> None:
+    """A JSON record of an aggregation step (what it read and wrote, with provenance), for workflows."""
+    from repro.files import atomic_write
+    from repro.provenance import provenance
+
+    record = {"step": step, "inputs": list(inputs), "outputs": list(outputs), **extra, "provenance": provenance()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path), lambda p: Path(p).write_text(json.dumps(record, indent=1)))
 
 
 def _positive_int(name: str, value: str) -> int:
@@ -231,8 +243,11 @@ def _report_figure(args: argparse.Namespace) -> int:
 def _report_figure_data(args: argparse.Namespace) -> int:
     from repro.report.figure_data import collect
 
-    for path in collect(args.evals, args.out).values():
+    written = [str(path) for path in collect(args.evals, args.out).values()]
+    for path in written:
         print(path)
+    if args.record:
+        _write_record(args.record, "figure_data", args.evals, written)
     return 0
 
 
@@ -356,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     agg = sub.add_parser("aggregate", help="evaluation JSONs -> one tidy CSV (run, eval, metric, value)")
     agg.add_argument("evals", nargs="+", help="evaluation JSON files written by repro evaluate")
     agg.add_argument("--out", required=True)
+    agg.add_argument("--record", help="also write a JSON record of the inputs and outputs here (for workflows)")
     agg.set_defaults(func=_aggregate)
 
     aud = sub.add_parser("audit", help="compare the aggregated results with the paper's numbers and claims")
@@ -381,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     fd = rep_sub.add_parser("figure-data", help="gather what the figures need from the runs' evaluations")
     fd.add_argument("evals", nargs="+", help="evaluation JSONs or index files")
     fd.add_argument("--out", required=True, help="folder for latents.json, training_curves.json, ...")
+    fd.add_argument("--record", help="also write a JSON record of the inputs and outputs here (for workflows)")
     fd.set_defaults(func=_report_figure_data)
 
     syn = sub.add_parser("synthetic", help="the ground-truth benchmark on planted features")

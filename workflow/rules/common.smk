@@ -106,9 +106,23 @@ def figure_inputs(wc):
     return [f"{RESULTS}/metrics.csv"] if source == "metrics" else [f"{RESULTS}/figure_data/{source}.json"]
 
 
+def rebuild_record(step):
+    """With ``rebuild: true``, the aggregation steps also write a record of what they read under runs_root
+    (never committed). A fresh clone lacks it, so the step runs, and with it every job it reads from:
+    without it, Snakemake would keep the committed metrics.csv (an existing output with missing inputs is
+    not out of date) and train nothing."""
+    return {"record": f"{RUNS}/reports/{step}.json"} if config["rebuild"] else {}
+
+
+def record_option(output):
+    return f"--record {output.record}" if "record" in output.keys() else ""
+
+
 def final_outputs():
-    """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit."""
+    """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit, and
+    with ``rebuild: true`` the aggregation records (so that the rebuild starts from the runs)."""
+    records = [*rebuild_record("aggregate").values(), *rebuild_record("figure_data").values()]
     tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SOURCES for ext in ("pdf", "png")]
     synthetic = [f"{RESULTS}/synthetic/table.md"] if config["experiments"].get("synthetic", {}).get("enabled") else []
-    return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md", *synthetic]
+    return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md", *synthetic, *records]

@@ -7,6 +7,9 @@ rule aggregate:
         aggregate_inputs,
     output:
         csv=f"{RESULTS}/metrics.csv",
+        **rebuild_record("aggregate"),
+    params:
+        record=lambda wc, output: record_option(output),
     log:
         f"{RUNS}/logs/aggregate.log",
     resources:
@@ -15,16 +18,18 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "python -m repro.cli aggregate {input} --out {output.csv} > {log} 2>&1"
+        "python -m repro.cli aggregate {input} --out {output.csv} {params.record} > {log} 2>&1"
 
 
 rule figure_data:
     input:
         aggregate_inputs,
     output:
-        [f"{RESULTS}/figure_data/{name}.json" for name in FIGURE_DATA],
+        *[f"{RESULTS}/figure_data/{name}.json" for name in FIGURE_DATA],
+        **rebuild_record("figure_data"),
     params:
         out_dir=lambda wc, output: str(Path(output[0]).parent),
+        record=lambda wc, output: record_option(output),
     log:
         f"{RUNS}/logs/figure_data.log",
     resources:
@@ -33,7 +38,7 @@ rule figure_data:
     conda:
         ENV
     shell:
-        "python -m repro.cli report figure-data {input} --out {params.out_dir} > {log} 2>&1"
+        "python -m repro.cli report figure-data {input} --out {params.out_dir} {params.record} > {log} 2>&1"
 
 
 rule table:
