@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from repro.backbones.token_filter import TokenFilter, exclusion_stats
 from repro.provenance import provenance
 
 PROTOCOL = 1
@@ -57,7 +58,7 @@ class BackboneLike(Protocol):
     def spec(self) -> dict: ...
     def d_model(self, hook: str) -> int: ...
     def preprocess(self, examples: Any) -> dict[str, Tensor]: ...
-    def activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]: ...
+    def activations(self, inputs: dict[str, Tensor], hook: str, *, filtered: bool = True) -> tuple[Tensor, Tensor]: ...
 
 
 class DatasetLike(Protocol):
@@ -87,7 +88,7 @@ def extraction_spec(backbone: BackboneLike, dataset: DatasetLike, hook: str, *, 
         raise ValueError(f"invalid cache dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     if batch_size < 1 or shard_tokens < 1:
         raise ValueError("batch_size and shard_tokens must be positive")
-    return {
+    spec = {
         "protocol": PROTOCOL,
         "backbone": backbone.spec(),
         "hook": hook,
@@ -97,6 +98,10 @@ def extraction_spec(backbone: BackboneLike, dataset: DatasetLike, hook: str, *, 
         "batch_size": batch_size,
         "shard_tokens": shard_tokens,
     }
+    token_filter = getattr(backbone, "token_filter", None)
+    if token_filter is not None and token_filter.active:  # absent otherwise: unfiltered caches keep their hash
+        spec["token_filter"] = token_filter.spec()
+    return spec
 
 
 # ----- writing ---------------------------------------------------------------------------------------
@@ -193,6 +198,7 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
     (partial / "shards").mkdir(parents=True, exist_ok=True)
     state = _load_progress(partial, spec)
     writer = _ShardWriter(partial / "shards", dtype)
+    token_filter = getattr(backbone, "token_filter", None) or TokenFilter()
     d_model = backbone.d_model(hook)
     n = len(dataset)
     began, tokens_done = time.perf_counter(), 0
@@ -203,7 +209,10 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
         for lo in range(start, n, batch_size):
             hi = min(n, lo + batch_size)
             inputs = backbone.preprocess(dataset.examples[lo:hi])
-            acts, mask = backbone.activations(inputs, hook)
+            acts, counted = backbone.activations(inputs, hook, filtered=False)
+            mask = token_filter.apply(acts, counted)
+            for key, value in exclusion_stats(acts, counted, mask).items():
+                state["tokens"][key] = state["tokens"].get(key, 0) + value
             if acts.shape[-1] != d_model:
                 raise CacheError(f"{backbone.name}:{hook} returned width {acts.shape[-1]}, expected {d_model}")
             rows, positions = torch.nonzero(mask, as_tuple=True)
@@ -222,9 +231,14 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
         bar.close()
     if n == 0 and not state["shards"]:  # the loop flushes at the last batch; an empty dataset gets one empty shard
         state["shards"].append(writer.flush(0))
+    t = state["tokens"]
+    selection = {"counted_tokens": t.get("counted_tokens", 0), "dropped_tokens": t.get("dropped_tokens", 0),
+                 "dropped_share": t["dropped_tokens"] / t["counted_tokens"] if t.get("counted_tokens") else 0.0,
+                 "dropped_energy_share": t["dropped_energy"] / t["counted_energy"] if t.get("counted_energy") else 0.0,
+                 "rule": spec.get("token_filter")}
     metadata = {
         "spec": spec, "spec_hash": digest, "d_model": d_model, "dtype": dtype,
-        "n_tokens": sum(s["n_tokens"] for s in state["shards"]), "n_examples": n,
+        "n_tokens": sum(s["n_tokens"] for s in state["shards"]), "n_examples": n, "token_selection": selection,
         "shards": state["shards"], "provenance": provenance(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -243,10 +257,11 @@ def _load_progress(partial: Path, spec: dict) -> dict:
     if path.is_file():
         state = json.loads(path.read_text())
         if state.get("spec") == spec and all(_shard_intact(partial / "shards", s) for s in state["shards"]):
+            state.setdefault("tokens", {})
             return state
     shutil.rmtree(partial / "shards", ignore_errors=True)
     (partial / "shards").mkdir(parents=True)
-    return {"spec": spec, "examples_done": 0, "shards": []}
+    return {"spec": spec, "examples_done": 0, "shards": [], "tokens": {}}
 
 
 def _save_progress(partial: Path, state: dict) -> None:
@@ -307,6 +322,15 @@ def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
     return problems
 
 
+def looks_like_cache(path: Path) -> bool:
+    """Whether a folder is (or was meant to be) a cache, complete or partial: named by a spec hash (or its
+    ``.<hash>.partial`` form), or holding a cache's metadata or shards. Only such a folder may be deleted
+    and re-extracted; any other folder (``/tmp``, a run folder) is simply the wrong argument."""
+    name = path.name.removeprefix(".").removesuffix(".partial")
+    is_hash = len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+    return is_hash or (path / METADATA).exists() or (path / PROGRESS).exists() or (path / "shards").is_dir()
+
+
 # ----- reading ---------------------------------------------------------------------------------------
 @dataclass
 class ActivationCache:
@@ -322,8 +346,9 @@ class ActivationCache:
         path = Path(path)
         problems = verify(path, checksums=checksums)
         if problems:
-            raise CacheError(f"activation cache {path} is not usable:\n  - " + "\n  - ".join(problems)
-                             + "\nDelete the folder and run `repro extract` again to rebuild it.")
+            hint = ("\nDelete the folder and run `repro extract` again to rebuild it." if looks_like_cache(path)
+                    else "\nIt is not an activation cache: pass a folder printed by `repro extract` (or its --pointer file).")
+            raise CacheError(f"activation cache {path} is not usable:\n  - " + "\n  - ".join(problems) + hint)
         return cls(path, json.loads((path / METADATA).read_text()))
 
     @property
@@ -366,10 +391,36 @@ class ActivationCache:
             offset += len(acts)
         return torch.cat(out) if out else torch.zeros(0, self.d_model)
 
+    def index_rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(stop - start, 3) int64 index rows (example id, position, label) of tokens [start, stop)."""
+        stop = self.n_tokens if stop is None else stop
+        out, offset = [], 0
+        for i in range(len(self.metadata["shards"])):
+            _, index = self._shard_arrays(i)
+            lo, hi = max(start - offset, 0), min(stop - offset, len(index))
+            if lo < hi:
+                out.append(np.asarray(index[lo:hi]))
+            offset += len(index)
+        return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
+
+    def validation_start(self, n_tokens: int) -> int:
+        """Where a held-out validation slice of about ``n_tokens`` tokens at the end of the cache starts: the
+        first token of the example holding token ``n_tokens_total - n_tokens`` (slices hold whole examples,
+        so no text or image is split between training and validation)."""
+        if n_tokens <= 0:
+            return self.n_tokens
+        cut = max(1, self.n_tokens - n_tokens)
+        ids = self.index_rows(max(0, cut - 4096), cut + 1)[:, 0]
+        j = len(ids) - 1  # the row of token ``cut``
+        while j > 0 and ids[j - 1] == ids[j]:
+            j -= 1
+        return max(1, cut - (len(ids) - 1 - j))
+
     def batches(self, batch_size: int, seed: int = 0, *, shuffle: bool = True, block_tokens: int = 4096,
-                buffer_blocks: int = 64, epochs: int | None = None) -> Iterator[Tensor]:
-        """float32 batches (batch_size, d_model), seeded and deterministic (the same sequence on every
-        call), repeating epochs (each reshuffled with seed + epoch) until ``epochs`` (None: endless).
+                buffer_blocks: int = 64, epochs: int | None = None, stop: int | None = None) -> Iterator[Tensor]:
+        """float32 batches (batch_size, d_model) of tokens [0, stop) (default: all), seeded and deterministic
+        (the same sequence on every call), repeating epochs (each reshuffled with seed + epoch) until
+        ``epochs`` (None: endless).
 
         Shuffling without loading everything: the tokens are cut into blocks of ``block_tokens``
         contiguous rows; each epoch visits the blocks in a random order, ``buffer_blocks`` at a time,
@@ -377,10 +428,14 @@ class ActivationCache:
         rows). Batches never straddle epochs; the last partial batch of an epoch is dropped."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be positive")
-        if self.n_tokens < batch_size:
-            raise CacheError(f"cache {self.path} holds {self.n_tokens} tokens, fewer than one batch ({batch_size})")
-        blocks = [(i, lo, min(lo + block_tokens, s["n_tokens"]))
-                  for i, s in enumerate(self.metadata["shards"]) for lo in range(0, s["n_tokens"], block_tokens)]
+        stop = self.n_tokens if stop is None else min(stop, self.n_tokens)
+        if stop < batch_size:
+            raise CacheError(f"cache {self.path} holds {stop} training tokens, fewer than one batch ({batch_size})")
+        blocks, offset = [], 0
+        for i, s in enumerate(self.metadata["shards"]):
+            end = min(s["n_tokens"], stop - offset)
+            blocks += [(i, lo, min(lo + block_tokens, end)) for lo in range(0, max(end, 0), block_tokens)]
+            offset += s["n_tokens"]
         epoch = 0
         while epochs is None or epoch < epochs:
             rng = np.random.default_rng([seed, epoch])

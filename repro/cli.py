@@ -80,7 +80,10 @@ def _extract(args: argparse.Namespace) -> int:
     from repro.cache import extract
     from repro.data import load as load_data
 
+    from repro.backbones.token_filter import TokenFilter
+
     backbone = load_backbone(args.backbone, device=args.device)
+    backbone.token_filter = TokenFilter(max_norm_ratio=args.max_norm_ratio)
     hook = resolve_hook(backbone.hook_points, args.layer)
     data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed,
                      **({"root": args.data_root} if args.data_root else {}))
@@ -92,6 +95,11 @@ def _extract(args: argparse.Namespace) -> int:
         record = json.dumps({"cache": str(Path(path).resolve()), "spec_hash": Path(path).name})
         Path(args.pointer).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(args.pointer), lambda p: Path(p).write_text(record))
+    selection = json.loads((Path(path) / "metadata.json").read_text()).get("token_selection") or {}
+    if selection.get("rule"):
+        print(f"token filter {selection['rule']}: dropped {selection['dropped_tokens']} of {selection['counted_tokens']} "
+              f"tokens ({100 * selection['dropped_share']:.3f} %), {100 * selection['dropped_energy_share']:.2f} % "
+              "of sum ||x||^2", file=sys.stderr)
     print(path)
     return 0
 
@@ -124,17 +132,27 @@ def _train(args: argparse.Namespace) -> int:
     hparams = _parse_hparams(args.set) | (_guided(args.kind, args.guide) if args.guide else {})
     d_sae = args.d_sae if args.d_sae is not None else args.expansion * cache.d_model
     sae = create(args.kind, cache.d_model, d_sae, seed=args.seed, **hparams).to(args.device)
-    cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed,
+    cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, decay=args.decay,
+                      decay_start=args.decay_start, grad_clip=args.grad_clip, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    val_tokens = args.val_tokens if args.val_tokens is not None else min(16_384, cache.n_tokens // 10)
+    val_start = cache.validation_start(val_tokens)
+    validation = cache.tokens(val_start) if val_start < cache.n_tokens else None
     data = {"cache": str(Path(cache_path).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
-            "batch_size": args.batch_size, "labels": _parse_labels(args.label)}
+            "batch_size": args.batch_size, "labels": _parse_labels(args.label),
+            "train_tokens": val_start, "validation": {"start": val_start, "n_tokens": cache.n_tokens - val_start}}
     try:
-        result = train(sae, cache.batches(args.batch_size, seed=args.seed), cfg, args.out, resume=args.resume,
-                       data=data)
+        result = train(sae, cache.batches(args.batch_size, seed=args.seed, stop=val_start), cfg, args.out,
+                       resume=args.resume, data=data, validation=validation)
     except TrainingInterrupted as e:
         print(f"repro train: {e}", file=sys.stderr)
         return 128 + signal.SIGTERM  # the exit status of a process ended by SIGTERM
-    print(json.dumps({"sae": str(result.sae_dir), "steps": result.steps, "last_step": result.last_parts}, indent=1))
+    rec = result.record
+    summary = {"sae": str(result.sae_dir), "steps": result.steps, "tokens_seen": rec.get("tokens_seen"),
+               "held_out": rec.get("final_validation"), "converged": rec.get("converged"),
+               "last_quarter_improvement": rec.get("last_quarter_improvement"),
+               "penalty_share": rec.get("penalty_share"), "warnings": rec.get("warnings", [])}
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -318,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     ext.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
     ext.add_argument("--pointer", help="also write a JSON naming the cache folder here (for workflows)")
+    ext.add_argument("--max-norm-ratio", type=float,
+                     help="drop tokens whose norm exceeds this multiple of the batch's median token norm "
+                     "(attention-sink outliers; default: keep all); recorded in the cache's spec")
     ext.add_argument("--device", default="cpu", help="where the backbone runs (cpu, cuda, cuda:1, ...)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)
@@ -335,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=4096)
     tr.add_argument("--lr", type=float, default=4e-4)
     tr.add_argument("--warmup", type=int, default=500)
+    tr.add_argument("--decay", choices=("none", "linear", "cosine"), default="linear",
+                    help="lr decay to zero from --decay-start (default: linear over the last 20 %%)")
+    tr.add_argument("--decay-start", type=float, default=0.8, help="fraction of the steps where the decay starts")
+    tr.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm at this value (0 = off)")
+    tr.add_argument("--val-tokens", type=int,
+                    help="tokens at the end of the cache held out for the convergence record (whole examples; "
+                    "default min(16384, 10 %% of the cache); 0 = none)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--checkpoint-every", type=int, default=0)
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, sae/)")

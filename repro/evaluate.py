@@ -152,7 +152,11 @@ class RunData:
     @property
     def backbone(self):
         if self._backbone is None:
+            from repro.backbones.token_filter import TokenFilter
+
             self._backbone = backbone_from_spec(self.cache_spec["backbone"], self.settings.device)
+            # the tokens the SAE was trained on: evaluation caches and splicing select the same ones
+            self._backbone.token_filter = TokenFilter.from_spec(self.cache_spec.get("token_filter"))
         return self._backbone
 
     def dataset(self, split: str):

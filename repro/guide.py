@@ -7,7 +7,8 @@ reported beside it):
 
 - TopK and BatchTopK: k = max(1, round(L0));
 - ReLU: the L1 coefficient λ whose trained SAE lands at the same L0, found by :func:`bisect_penalty`:
-  bisection on log10 λ in [lo, hi] (default [-5, 1]), ``steps`` probes (default 6); each probe trains a
+  bisection on log10 λ in [lo, hi] (default [-2, 2]: the penalties act on normalised inputs, E||x_n||^2 = d,
+  where useful ReLU coefficients lie around 1-10), ``steps`` probes (default 6); each probe trains a
   ReLU SAE of the same width on the same cache with the same training settings (optionally fewer
   steps) and measures its L0 on the same held-out tokens; L0 falls as λ grows, so a probe above the
   target moves the lower end up. The chosen λ is the probe whose L0 is closest to the target in log
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def bisect_penalty(measure: Callable[[float], float], target: float, *, lo: float = -5.0, hi: float = 1.0,
+def bisect_penalty(measure: Callable[[float], float], target: float, *, lo: float = -2.0, hi: float = 2.0,
                    steps: int = 6) -> tuple[float, list[dict]]:
     """The penalty p = 10**e, e in [lo, hi], whose ``measure(p)`` (an L0, decreasing in p) is closest to
     ``target`` after ``steps`` bisection probes (see the module docstring); returns (p, probes)."""
@@ -67,9 +68,11 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     tc = dict(run.summary["train_config"])
     tc.update(progress=False, checkpoint_every=0, **({"steps": train_steps} if train_steps else {}))
     tc["betas"] = tuple(tc["betas"])
+    tc["validate_at"] = tuple(tc.get("validate_at", (1.0,)))
     cfg = TrainConfig(**tc)
     cache = ActivationCache.open(run.summary["data"]["cache"])
     batch_size = int(run.summary["data"].get("batch_size", 4096))
+    train_tokens = run.summary["data"].get("train_tokens")  # the source run's validation slice stays out
     test_cache = ActivationCache.open(run.cache("test"))
 
     def measure(penalty: float) -> float:
@@ -77,7 +80,7 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
 
         sae = create("relu", cache.d_model, run.sae.cfg.d_sae, seed=cfg.seed, l1_coefficient=penalty)
         with tempfile.TemporaryDirectory() as tmp:
-            train(sae, cache.batches(batch_size, seed=cfg.seed), cfg, tmp)
+            train(sae, cache.batches(batch_size, seed=cfg.seed, stop=train_tokens), cfg, tmp)
         l0_probe = encode_cache(sae, test_cache, pooled=False, top_k=1).reconstruction["l0"]
         if progress:
             print(f"  relu l1_coefficient={penalty:.3g}: L0 {l0_probe:.1f} (target {l0:.1f})")
@@ -85,5 +88,5 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
 
     penalty, probes = bisect_penalty(measure, max(l0, 1e-3), steps=search_steps)
     out["relu"] = {"l1_coefficient": penalty, "probes": probes, "train_steps": cfg.steps,
-                   "search": f"bisection on log10 l1_coefficient in [-5, 1], {search_steps} probes"}
+                   "search": f"bisection on log10 l1_coefficient in [-2, 2], {search_steps} probes"}
     return out

@@ -37,7 +37,7 @@ class FakeBackbone:
     def preprocess(self, examples) -> dict:
         return {"x": torch.as_tensor(np.asarray(examples), dtype=torch.float32)}
 
-    def activations(self, inputs: dict, hook: str):
+    def activations(self, inputs: dict, hook: str, filtered: bool = True):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt("simulated kill")
@@ -246,9 +246,9 @@ def test_concurrent_extractions_of_one_spec_do_the_work_once(tmp_path):
     data = fake_data()
 
     class Slow(FakeBackbone):
-        def activations(self, inputs, hook):
+        def activations(self, inputs, hook, filtered=True):
             time.sleep(0.01)
-            return super().activations(inputs, hook)
+            return super().activations(inputs, hook, filtered)
 
     backbones, paths = [Slow(), Slow()], []
 
@@ -262,3 +262,54 @@ def test_concurrent_extractions_of_one_spec_do_the_work_once(tmp_path):
         t.join(timeout=60)
     assert len(paths) == 2 and paths[0] == paths[1] and verify(paths[0]) == []
     assert sorted(bb.calls for bb in backbones) == [0, -(-len(data) // 7)]  # one did it all, the other waited
+
+
+def test_only_a_cache_folder_gets_the_delete_and_extract_again_hint(tmp_path):
+    with pytest.raises(CacheError) as err:
+        ActivationCache.open(tmp_path)  # e.g. /tmp by mistake
+    assert "not an activation cache" in str(err.value) and "Delete" not in str(err.value)
+    path, _ = make(tmp_path)
+    (path / "metadata.json").write_text("{")
+    with pytest.raises(CacheError, match="Delete the folder"):
+        ActivationCache.open(path)
+
+
+def test_token_filter_drops_norm_outliers_and_records_them(tmp_path):
+    """A 50x token in each batch is dropped (ratio 3 to the batch median); the filter enters the spec (so the
+    hash) and the metadata counts what it dropped; without it the spec is unchanged."""
+    from repro.backbones.token_filter import TokenFilter
+
+    data = fake_data(40)
+    data.examples[::7, 0] *= 50  # one outlier token in every batch of 7
+    plain = extract(FakeBackbone(), data, "h1", tmp_path, batch_size=7, shard_tokens=20, progress=False)
+    bb = FakeBackbone()
+    bb.token_filter = TokenFilter(max_norm_ratio=3.0)
+    filtered = extract(bb, data, "h1", tmp_path, batch_size=7, shard_tokens=20, progress=False)
+    assert filtered != plain
+    meta = ActivationCache.open(filtered).metadata
+    assert meta["spec"]["token_filter"] == {"rule": "norm_ratio_to_batch_median", "max_norm_ratio": 3.0}
+    assert "token_filter" not in ActivationCache.open(plain).metadata["spec"]
+    expected_drop, expected_energy, total_energy = 0, 0.0, 0.0  # the rule, batch by batch, written out
+    for lo in range(0, 40, 7):
+        acts, mask = FakeBackbone().activations(FakeBackbone().preprocess(data.examples[lo:lo + 7]), "h1")
+        norms = acts.norm(dim=-1)[mask].double()
+        out = norms > 3.0 * norms.median()
+        expected_drop += int(out.sum())
+        expected_energy += float(norms[out].pow(2).sum())
+        total_energy += float(norms.pow(2).sum())
+    sel = meta["token_selection"]
+    assert expected_drop >= 6 and sel["dropped_tokens"] == expected_drop
+    assert sel["counted_tokens"] == ActivationCache.open(plain).n_tokens == meta["n_tokens"] + expected_drop
+    assert sel["dropped_energy_share"] == pytest.approx(expected_energy / total_energy, rel=1e-6)
+
+
+def test_validation_slice_holds_whole_examples_and_batches_stay_before_it(tmp_path):
+    path, _ = make(tmp_path, data=fake_data(200))
+    cache = ActivationCache.open(path)
+    start = cache.validation_start(60)
+    ids = cache.index()[:, 0]
+    assert ids[start] != ids[start - 1] and abs((cache.n_tokens - start) - 60) <= 5
+    seen = Counter(tuple(r) for r in torch.cat(list(cache.batches(16, seed=0, stop=start, epochs=1))).tolist())
+    training = Counter(tuple(r) for r in cache.tokens(0, start).tolist())
+    assert sum(seen.values()) == start // 16 * 16 and all(training[row] >= c for row, c in seen.items())
+

@@ -101,6 +101,21 @@ def test_load_rejects_corrupt_checkpoints(tmp_path):
         load(tmp_path / "d")
 
 
+def test_load_detects_zeroed_bytes_in_the_weights(tmp_path):
+    """8 zeroed bytes in the middle of the tensor data keep the file a valid safetensors file of the right
+    size: only the recorded sha256 catches them, and the error names the file."""
+    sae = create("topk", D_IN, D_SAE, k=4)
+    path = sae.save(tmp_path / "c")
+    weights = path / "sae.safetensors"
+    raw = bytearray(weights.read_bytes())
+    middle = len(raw) - 4096
+    assert raw[middle:middle + 8] != bytes(8)
+    raw[middle:middle + 8] = bytes(8)
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"corrupt SAE weights .*sae\.safetensors.*sha256"):
+        load(path)
+
+
 @pytest.mark.parametrize(
     ("kind", "hparams", "name"),
     [
@@ -139,11 +154,15 @@ def test_input_width_mismatch_names_d_in(kind):
         sae.loss(torch.randn(5, D_IN - 1))
 
 
-@pytest.mark.parametrize("kind", ["sparsemax_attention", "mlp_sparsemax", "attention_relu"])
-def test_normalised_kinds_need_the_input_norm(kind):
-    sae = create(kind, D_IN, D_SAE)
-    with pytest.raises(ValueError, match="x_norm"):
+@pytest.mark.parametrize("kind, hp", [("sparsemax_attention", {}), ("mlp_sparsemax", {}), ("attention_relu", {}),
+                                      ("topk", {"k": 4, "input_norm": "token"}), ("relu", {"input_norm": "token"})])
+def test_per_token_normalised_kinds_need_the_input_context(kind, hp):
+    sae = create(kind, D_IN, D_SAE, **hp)
+    assert sae.needs_context
+    with pytest.raises(ValueError, match="input_context"):
         sae.decode(sae.encode(data()))
+    x = data()
+    assert torch.allclose(sae.decode(sae.encode(x), sae.input_context(x)), sae(x)[0])
 
 
 # ----- training on planted features -------------------------------------------------------------
@@ -260,24 +279,46 @@ def test_official_init_and_frequency_mask_dynamics():
     assert torch.count_nonzero(off.encode(data(50))[:, :10]) > 0
 
 
-@pytest.mark.parametrize("kind", ["topk", "batchtopk", "sparsemax_attention", "mlp_sparsemax",
-                                  "sparsemax_attention_paper"])
-def test_sparse_and_dense_paths_agree(kind):
-    x = data(80, seed=6)
+SPARSE_CASES = {
+    "topk": {"k": 4}, "batchtopk": {"k": 4}, "sparsemax_attention": {}, "mlp_sparsemax": {},
+    "sparsemax_attention_paper": {},
+    # the ReLU family's sparse training path; JumpReLU with a wide window so that the straight-through
+    # estimator's entries below the threshold (no value, a threshold gradient) are exercised too
+    "relu": {"l1_coefficient": 0.3}, "jumprelu": {"l0_coefficient": 0.1, "bandwidth": 0.3, "init_threshold": 0.4},
+    "gated": {"l1_coefficient": 0.3}, "attention_relu": {"l1_coefficient": 0.3},
+    "relu-token": {"input_norm": "token"}, "jumprelu-none": {"input_norm": "none", "bandwidth": 0.5},
+}
+
+
+@pytest.mark.parametrize("case", list(SPARSE_CASES))
+def test_sparse_and_dense_paths_agree(case):
+    """Loss, every logged part and every gradient within 1e-5 (relative) between the sparse training path
+    (sparse backward, embedding_bag decode) and the dense one."""
+    kind = case.split("-")[0]
+    x = data(80, seed=6) * 3
     results = {}
     for decode in ("sparse", "dense"):
-        sae = create(kind, D_IN, 256, seed=4, decode=decode, **small_hparams(kind))
+        sae = create(kind, D_IN, 256, seed=4, decode=decode, **SPARSE_CASES[case])
+        sae.fit_to_data(x)
         with torch.no_grad():
             for name in ("W_k", "W_q"):
                 if hasattr(sae, name):
                     getattr(sae, name).mul_(8)
+            if hasattr(sae, "b_enc") and kind in ("relu", "gated"):
+                sae.b_enc.sub_(0.5)  # fewer active latents, as after training
         loss, parts = sae.loss(x)
         loss.backward()
-        results[decode] = (loss.detach(), parts["l0"], [p.grad for p in sae.parameters()])
-    (ls, l0s, gs), (ld, l0d, gd) = results["sparse"], results["dense"]
-    assert torch.allclose(ls, ld, rtol=1e-5) and l0s == l0d
-    for a, b in zip(gs, gd, strict=True):
-        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+        results[decode] = (loss.detach(), parts, {n: p.grad for n, p in sae.named_parameters()})
+    (ls, ps, gs), (ld, pd, gd) = results["sparse"], results["dense"]
+    assert torch.allclose(ls, ld, rtol=1e-5), (ls, ld)
+    assert ps.keys() == pd.keys() and ps["l0"] == pd["l0"]
+    for key in ps:
+        assert ps[key] == pytest.approx(pd[key], rel=1e-5, abs=1e-6), key
+    if kind == "jumprelu":
+        assert ps["window_fraction"] > 0 and gs["threshold"].abs().sum() > 0
+    for name in gs:
+        a, b = gs[name], gd[name]
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5 * float(b.abs().max()) + 1e-7, rtol=1e-5), name
 
 
 def test_paper_variant_decodes_with_sparsemax_weights():

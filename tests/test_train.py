@@ -511,7 +511,7 @@ def test_non_finite_loss_names_step_and_part(tmp_path):
 def test_nan_loss_from_nan_weights(tmp_path):
     sae = make_sae("topk")
     with torch.no_grad():
-        sae.b_dec[0] = float("nan")
+        sae.W_enc[0] = float("nan")  # (b_dec would be reset from the data before the first step)
     with pytest.raises(NonFiniteError, match=r"step 1\b.*loss"):
         train(sae, batches(), config(), tmp_path)
     assert_no_partial_output(tmp_path)
@@ -571,7 +571,7 @@ def test_lr_column_follows_warmup_then_constant(tmp_path):
 
 
 def test_lr_factor_warmup_and_none():
-    cfg = TrainConfig(steps=10, warmup_steps=4)
+    cfg = TrainConfig(steps=10, warmup_steps=4, decay="none")
     assert [lr_factor(s, cfg) for s in range(10)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert [lr_factor(s, TrainConfig(steps=3, warmup_steps=0)) for s in range(3)] == [1.0, 1.0, 1.0]
 
@@ -775,3 +775,27 @@ def test_two_threads_are_deterministic_too(tmp_path):
         assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("name", ["sae.safetensors", "trainer.safetensors"])
+def test_resume_refuses_a_checkpoint_with_zeroed_bytes_naming_the_file(tmp_path, name):
+    """Before, 8 zeroed bytes in the checkpoint's weights resumed silently from the damaged values."""
+    with pytest.raises(Stop):
+        train(make_sae("topk"), batches(), config(), tmp_path, on_step=stop_after(N))
+    target = tmp_path / "checkpoint" / name
+    raw = bytearray(target.read_bytes())
+    at = len(raw) - 64
+    raw[at:at + 8] = bytes(8)
+    target.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=rf"corrupt .*checkpoint.*{re.escape(name)}"):
+        train(make_sae("topk"), batches(), config(), tmp_path, resume=True)
+    assert not (tmp_path / "sae").exists() and not (tmp_path / "train.json").exists()
+
+
+def test_resume_refuses_an_unreadable_trainer_record(tmp_path):
+    with pytest.raises(Stop):
+        train(make_sae("relu"), batches(), config(), tmp_path, on_step=stop_after(N))
+    (tmp_path / "checkpoint" / "trainer.json").write_text('{"step": 6, "adam')
+    with pytest.raises(ValueError, match=r"corrupt checkpoint file .*trainer\.json"):
+        train(make_sae("relu"), batches(), config(), tmp_path, resume=True)
+

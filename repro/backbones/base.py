@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from repro.backbones.token_filter import TokenFilter
+
 # Keys of a text ``inputs`` dict that are passed to a Hugging Face model; the others (``token_mask``)
 # are ours.
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -49,6 +51,9 @@ class Backbone(abc.ABC):
     default_hook: str
     model: nn.Module
     device: torch.device
+    #: which counted tokens :meth:`activations` passes on (repro.backbones.token_filter); set by whoever
+    #: extracts or evaluates, from the cache's spec
+    token_filter: TokenFilter = TokenFilter()
 
     # ----------------------------------------------------------------------------- to implement
     @abc.abstractmethod
@@ -96,13 +101,17 @@ class Backbone(abc.ABC):
                              + ", ".join(self.hook_points))
         return hook
 
-    def activations(self, inputs: dict[str, Tensor], hook: str | None = None) -> tuple[Tensor, Tensor]:
+    def activations(self, inputs: dict[str, Tensor], hook: str | None = None, *,
+                    filtered: bool = True) -> tuple[Tensor, Tensor]:
         """Activations at ``hook`` (default :attr:`default_hook`): float32 ``(B, T, d)`` and the bool
-        token mask ``(B, T)``, both on :attr:`device`. Layers after the hook are not computed."""
+        token mask ``(B, T)`` of the tokens an SAE sees, both on :attr:`device`: the backbone's counted
+        tokens (no special tokens or padding) minus those :attr:`token_filter` drops (``filtered=False``:
+        the counted tokens only). Layers after the hook are not computed."""
         hook = self.check_hook(hook)
         with torch.inference_mode():
             acts, mask = self._activations(inputs, hook)
-        return acts.float(), mask.bool()
+        acts, mask = acts.float(), mask.bool()
+        return acts, (self.token_filter.apply(acts, mask) if filtered else mask)
 
     def forward_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         """The model's output computed from activations ``acts`` ``(B, T, d)`` at ``hook``; ``inputs`` are

@@ -9,7 +9,9 @@ reconstruction at the counted tokens (CE_sae) and with those activations zeroed 
   ``kl_zero`` likewise; ``kl_div_score`` = (kl_zero − kl_sae) / kl_zero.
 
 A prediction counts when both the predicting position and the predicted token are real tokens (the
-backbone's mask: BOS and padding excluded). Sums are accumulated in float64; the batch size changes
+backbone's mask: BOS and padding excluded). The SAE replaces the tokens it was trained on (the backbone's
+``token_filter`` may leave attention-sink outliers out: they keep their clean activations, and their
+predictions still count). Sums are accumulated in float64; the batch size changes
 the results only by the fp32 rounding of differently padded forward passes (~1e-8 relative).
 """
 
@@ -31,9 +33,10 @@ def lm_loss(backbone, sae, texts: Sequence[str], hook: str, batch_size: int = 8)
     n = 0
     for lo in range(0, len(texts), batch_size):
         inputs = backbone.preprocess(list(texts[lo:lo + batch_size]))
-        acts, mask = backbone.activations(inputs, hook)
+        acts, real = backbone.activations(inputs, hook, filtered=False)
+        mask = backbone.token_filter.apply(acts, real)  # the tokens the SAE replaces
         ids = inputs["input_ids"].to(acts.device)
-        counted = (mask[:, :-1] & mask[:, 1:]).reshape(-1)
+        counted = (real[:, :-1] & real[:, 1:]).reshape(-1)
         targets = ids[:, 1:].reshape(-1)[counted]
         logp = {}
         for name, model in (("clean", "clean"), ("sae", sae), ("zero", None)):

@@ -156,28 +156,30 @@ def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path
 
 
 def decoder_rows(sae, latents: Tensor) -> dict[int, Tensor]:
-    """Row r_i = decode(e_i) − decode(0) of every latent i in ``latents`` (with ‖x‖ = 1 for the kinds that
-    rescale by the input norm). Every kind decodes affinely, decode(a) = decode(0) + ‖x‖·Σ_i a_i r_i, so a
-    reconstruction from a few latents costs a few rows instead of a full decode."""
+    """Row r_i = decode(e_i, u) − decode(0, u) of every latent i in ``latents``, u the unit context (no
+    per-token scale or shift: ``sae.unit_context``). Every kind decodes affinely,
+    decode(a, ctx) = decode(0, ctx) + s·Σ_i a_i r_i with s = ``sae.context_scale(ctx)`` (‖x‖ for the kinds
+    that rescale by the input norm, the token's standard deviation for per-token standardisation, else 1),
+    so a reconstruction from a few latents costs a few rows instead of a full decode."""
     device = next(sae.parameters()).device
     eye = torch.zeros(len(latents), sae.cfg.d_sae, device=device)
     eye[torch.arange(len(latents)), latents.to(device)] = 1.0
-    ones = torch.ones(len(latents), 1, device=device) if sae.normalizes_input else None
-    r = sae.decode(eye, ones) - sae.decode(torch.zeros_like(eye[:1]), None if ones is None else ones[:1])
+    unit = sae.unit_context(len(latents), device)
+    r = sae.decode(eye, unit) - sae.decode(torch.zeros_like(eye[:1]), None if unit is None else unit[:1])
     return {int(i): r[j] for j, i in enumerate(latents.tolist())}
 
 
 def kept_decode(code: Tensor, tok_class: Tensor, idx: Tensor, rows: dict[int, Tensor], base: Tensor,
-                x_norm: Tensor | None) -> Tensor:
+                scale: Tensor | None) -> Tensor:
     """decode(code ⊙ keep) where each token keeps only its class's latents ``idx[class]`` (C, n):
-    base + ‖x‖·Σ_{i ∈ idx[c]} a_i r_i, computed class by class from the decoder rows."""
+    base + s·Σ_{i ∈ idx[c]} a_i r_i (``scale`` s per token, None = 1), class by class from the decoder rows."""
     out = torch.zeros_like(base)
     for c in torch.unique(tok_class).tolist():
         tok = tok_class == c
         lat = idx[c].tolist()
         out[tok] = code[tok][:, lat] @ torch.stack([rows[i] for i in lat])
-    if x_norm is not None:
-        out = out * x_norm
+    if scale is not None:
+        out = out * scale
     return base + out
 
 
@@ -220,14 +222,15 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
             acts, mask = backbone.activations(inputs, hook)
             x = acts[mask]
             code = sae.encode(x)
-            x_norm = x.norm(dim=-1, keepdim=True) if sae.normalizes_input else None
+            ctx = sae.input_context(x)
+            scale = sae.context_scale(ctx)
             tok_class = torch.as_tensor(labels, device=acts.device)[:, None].expand_as(mask)[mask]
 
-            full, base = sae.decode(code, x_norm), sae.decode(torch.zeros_like(code), x_norm)
+            full, base = sae.decode(code, ctx), sae.decode(torch.zeros_like(code), ctx)
             recon = {"sae": full, "off_all": base, "zero": torch.zeros_like(x)}
             active = (code != 0).sum(1)
             for (p, n), idx in selected.items():
-                on = kept_decode(code, tok_class, idx, rows, base, x_norm)
+                on = kept_decode(code, tok_class, idx, rows, base, scale)
                 recon[f"{p}/on_{n}"] = on
                 # off = decode(a ⊙ (1 − keep)) = full − (on − base); exactly base where nothing is left
                 nothing_left = active == (code.gather(1, idx.to(code.device)[tok_class]) != 0).sum(1)

@@ -18,7 +18,7 @@ from repro.ops import sparsemax, sparsemax_sort, sparsemax_threshold
 from repro.ops.sparsemax import sparsemax_support_topk
 from repro.sae.base import SAE, SAEConfig, register, require, require_nonnegative, require_unit_interval
 from repro.sae.linear import mse_per_token
-from repro.sae.sparse import embedding_bag_decode, gathered_scores
+from repro.sae.sparse import Ragged, embedding_bag_decode, gathered_scores, ragged_decode, ragged_scores
 
 
 def official_init(cfg: SAEConfig, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,11 +73,12 @@ class NormalisedSAE(SAE):
     def decode_post(self) -> Tensor | None:
         return None
 
-    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
-        """x_hat = ||x|| * ((acts D) P); ``x_norm`` (the input norms, (..., 1)) is required."""
-        if x_norm is None:
-            raise ValueError(f"{self.kind} decodes in unit-norm space: pass x_norm=||x|| (shape (..., 1)), "
-                             "or call forward(x)")
+    def decode(self, acts: Tensor, ctx: Tensor | None = None) -> Tensor:
+        """x_hat = ||x|| * ((acts D) P); ``ctx`` = the input norms ||x|| (..., 1), :meth:`input_context`."""
+        if ctx is None:
+            raise ValueError(f"{self.kind} decodes in unit-norm space: pass ctx=||x|| (shape (..., 1), "
+                             "sae.input_context(x)), or call forward(x)")
+        x_norm = ctx
         out = acts @ self.decode_rows()
         post = self.decode_post()
         return x_norm * (out if post is None else out @ post)
@@ -249,10 +250,10 @@ class SparsemaxAttentionSAE(ConceptAttention, NormalisedSparsemaxSAE):
         """x_hat with the value rows formed first, as the official code does: ||x|| * acts (C W_v)."""
         return x_norm * (acts @ (self.concepts @ self.W_v))
 
-    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
-        if self.cfg.impl == "official" and x_norm is not None:
-            return self.official_decode(acts, x_norm)
-        return super().decode(acts, x_norm)
+    def decode(self, acts: Tensor, ctx: Tensor | None = None) -> Tensor:
+        if self.cfg.impl == "official" and ctx is not None:
+            return self.official_decode(acts, ctx)
+        return super().decode(acts, ctx)
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,8 @@ class AttentionReLUConfig(SAEConfig):
 class AttentionReLUSAE(ConceptAttention, NormalisedSAE):
     """Ablation "attention + ReLU": the official parametrisation (x_n, C, W_k, W_v, ||x|| rescaling,
     official objective) with acts = ReLU(z) instead of the sparsemax support, plus
-    l1_coefficient * mean_t sum_i a_ti. No frequency mask."""
+    l1_coefficient * mean_t sum_i a_ti. No frequency mask. Sparse training path as the ReLU SAE's (the
+    active scores re-attached with a sparse backward, embedding_bag decoding) when few latents are active."""
 
     kind = "attention_relu"
     config_cls = AttentionReLUConfig
@@ -322,16 +324,32 @@ class AttentionReLUSAE(ConceptAttention, NormalisedSAE):
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = self.check_input(x).reshape(-1, self.cfg.d_in)
-        _, x_norm = unit_rows(x)
-        acts = self.encode(x)
-        x_hat = self.decode(acts, x_norm)
+        x_n, x_norm = unit_rows(x)
+        q = self.query(x_n)
+        with torch.no_grad():
+            z = q @ self.concepts.t()
+            active = z > 0
+            mean_l0 = -(-int(active.sum()) // max(len(x), 1))
+        if self.cfg.decode == "sparse" or (self.cfg.decode == "auto" and self.use_sparse_decode(mean_l0)):
+            code = Ragged.from_mask(active)
+            acts = ragged_scores(q, self.concepts, code, z[code.rows, code.cols])
+            x_hat = x_norm * (ragged_decode(acts, code, self.concepts) @ self.W_v)
+            l1 = acts.sum() / len(x)
+            l0 = code.counts
+            if self.training:
+                self.track_fired_latents(code.cols, len(x))
+        else:
+            acts = torch.relu(q @ self.concepts.t())
+            x_hat = self.decode(acts, x_norm)
+            l1 = acts.sum(dim=-1).mean()
+            l0 = (acts != 0).sum(dim=-1)
+            if self.training:
+                self.track_firing(acts)
         recon = self.objective(x, x_hat, x_norm)
-        l1 = acts.sum(dim=-1).mean()
-        loss = recon + self.cfg.l1_coefficient * l1
-        if self.training:
-            self.track_firing(acts)
-        return loss, self.log_parts(loss, mse_per_token(x.detach(), x_hat.detach()), (acts != 0).sum(dim=-1),
-                                    l1=l1, recon=recon)
+        penalty = self.cfg.l1_coefficient * l1
+        loss = recon + penalty
+        return loss, self.log_parts(loss, mse_per_token(x.detach(), x_hat.detach()), l0, l1=l1, recon=recon,
+                                    sparsity_loss=penalty)
 
 
 @dataclass(frozen=True)
@@ -370,7 +388,7 @@ class SparsemaxAttentionPaperSAE(SAE):
     def encode(self, x: Tensor) -> Tensor:
         return sparsemax(self.query(self.check_input(x)) @ self.concepts.t(), dim=-1)
 
-    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
+    def decode(self, acts: Tensor, ctx: Tensor | None = None) -> Tensor:
         return (acts @ self.concepts) @ self.W_v
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:

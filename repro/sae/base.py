@@ -3,14 +3,21 @@
 Every architecture is a subclass of :class:`SAE` with a frozen config dataclass (a subclass of
 :class:`SAEConfig`) and registers itself with :func:`register`. A checkpoint is a folder holding
 ``sae.safetensors`` (parameters and persistent buffers, i.e. the kind's state) and ``cfg.json``
-(kind, config, schema version, library version); never a pickle.
+(kind, config, schema version, library version, sha256 of the weights file); never a pickle.
+:func:`load` checks the digest, so a corrupted or truncated weights file is refused, naming the file.
 
 Shapes: ``x`` is ``(..., d_in)``; all leading dimensions are tokens. ``acts`` is ``(..., d_sae)``.
+A saved SAE maps raw activations to raw reconstructions: any input normalisation it trained with
+(a scalar factor, per-token standardisation, the sparsemax family's division by ||x||) is applied inside
+``encode`` and undone inside ``decode``. Kinds whose normalisation is per token need that token's
+statistics to decode: :meth:`SAE.input_context` returns them (None when not needed) and ``decode``
+takes them as its second argument; ``forward`` does both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -24,7 +31,8 @@ from torch import Tensor, nn
 
 from repro.files import atomic_write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DEFAULT_DEAD_WINDOW = 10_000_000  # tokens (Gao et al. 2024)
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
 
@@ -37,7 +45,9 @@ class SAEConfig:
 
     d_in: width of the input activations. d_sae: number of latents. seed: seed of the initialisation
     (a private generator; the global RNG is not touched). dead_window: a latent counts as dead in
-    training once it has not fired for this many tokens (AuxK and the logged dead fraction use it).
+    training once it has not fired for this many tokens (AuxK and the logged dead fraction use it);
+    None (the default) lets the trainer scale it to the run (:func:`repro.train.dead_window_for`;
+    10M tokens outside training).
     decode: ``"auto"`` chooses sparse (``embedding_bag``) or dense decoding per step from the batch's
     largest L0, ``"dense"``/``"sparse"`` force one; all give the same result within fp32 tolerance.
     """
@@ -45,7 +55,7 @@ class SAEConfig:
     d_in: int
     d_sae: int
     seed: int = 0
-    dead_window: int = 10_000_000
+    dead_window: int | None = None
     decode: str = "auto"
 
     def validate(self) -> None:
@@ -53,8 +63,8 @@ class SAEConfig:
         require(isinstance(self.d_in, int) and self.d_in > 0, "d_in", self.d_in, "a positive integer")
         require(isinstance(self.d_sae, int) and self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
         require(isinstance(self.seed, int), "seed", self.seed, "an integer")
-        require(isinstance(self.dead_window, int) and self.dead_window > 0, "dead_window", self.dead_window,
-                 "a positive integer (tokens)")
+        require(self.dead_window is None or (isinstance(self.dead_window, int) and self.dead_window > 0),
+                "dead_window", self.dead_window, "None or a positive integer (tokens)")
         require(self.decode in ("auto", "dense", "sparse"), "decode", self.decode, "'auto', 'dense' or 'sparse'")
 
 
@@ -86,11 +96,14 @@ class SAE(nn.Module):
     """Base class: ``encode``, ``decode``, ``forward``, ``loss``, ``save``.
 
     Subclasses set ``kind`` and ``config_cls`` and implement ``encode``, ``decode`` and ``loss``.
-    ``normalizes_input`` marks kinds that encode ``x / ||x||`` and rescale the reconstruction by
-    ``||x||``: their ``decode`` needs ``x_norm``.
+    Kinds whose ``decode`` needs per-token statistics of the input (``needs_context``) return them from
+    :meth:`input_context`; ``normalizes_input`` marks the sparsemax family, which encodes ``x / ||x||``
+    and rescales the reconstruction by ``||x||`` (its context is ``||x||``, shape ``(..., 1)``).
 
-    State that is not a parameter (firing counters, frequency masks, thresholds) lives in persistent
-    buffers, so it is saved with the weights and restored by :func:`load` and by the trainer's resume.
+    State that is not a parameter (firing counters, frequency masks, thresholds, the input scale) lives in
+    persistent buffers, so it is saved with the weights and restored by :func:`load` and by the trainer's
+    resume. Training hooks called by the trainer: :meth:`fit_to_data` (before the first step, on a sample
+    of training tokens), :meth:`finish_training` (after the last step, on the same sample).
     """
 
     kind: ClassVar[str]
@@ -103,16 +116,36 @@ class SAE(nn.Module):
         self.cfg = cfg
         # Tokens since each latent last fired (training only); float64 counts are exact to 2**53.
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.d_sae, dtype=torch.float64))
+        self.dead_window_tokens = cfg.dead_window or DEFAULT_DEAD_WINDOW
 
     # ----- interface -----------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
         """Latent activations ``(..., d_sae)`` of inputs ``(..., d_in)``."""
         raise NotImplementedError
 
-    def decode(self, acts: Tensor, x_norm: Tensor | None = None) -> Tensor:
-        """Reconstruction ``(..., d_in)`` from activations. ``x_norm`` (``(..., 1)``, the input norms)
-        is required by kinds with ``normalizes_input`` and ignored by the others."""
+    def decode(self, acts: Tensor, ctx: Tensor | None = None) -> Tensor:
+        """Reconstruction ``(..., d_in)`` in raw units from activations. ``ctx`` is
+        :meth:`input_context` of the inputs: required when ``needs_context``, ignored otherwise."""
         raise NotImplementedError
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether ``decode`` needs :meth:`input_context` (a per-token normalisation)."""
+        return self.normalizes_input
+
+    def input_context(self, x: Tensor) -> Tensor | None:
+        """What ``decode`` needs to know of each input token (``(..., c)``), or None. Default: ``||x||``
+        for kinds with ``normalizes_input``, else None."""
+        return x.norm(dim=-1, keepdim=True) if self.normalizes_input else None
+
+    def context_scale(self, ctx: Tensor | None) -> Tensor | None:
+        """The per-token factor ``s`` (``(..., 1)``) with decode(a, ctx) = decode(0, ctx) + s * (decode(a, u)
+        - decode(0, u)) for the unit context u (:meth:`unit_context`); None means 1."""
+        return ctx if self.normalizes_input else None
+
+    def unit_context(self, n: int, device: str | torch.device = "cpu") -> Tensor | None:
+        """The context of ``n`` tokens whose per-token normalisation is the identity (scale 1, shift 0)."""
+        return torch.ones(n, 1, device=device) if self.normalizes_input else None
 
     def forward(self, x: Tensor, latent_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(x_hat, acts)``; ``latent_scale`` (``(d_sae,)`` or broadcastable to acts) multiplies the
@@ -121,14 +154,30 @@ class SAE(nn.Module):
         acts = self.encode(x)
         if latent_scale is not None:
             acts = acts * latent_scale.to(acts.dtype)
-        x_norm = x.norm(dim=-1, keepdim=True) if self.normalizes_input else None
-        return self.decode(acts, x_norm), acts
+        return self.decode(acts, self.input_context(x)), acts
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Training objective on a batch: ``(scalar, parts)``; parts are detached floats for logging
-        (always ``loss``, ``mse`` = mean over tokens of ||x - x_hat||^2, and ``l0``). In training mode
-        it also updates the kind's state (firing counters etc.)."""
+        (always ``loss``, ``mse`` = mean over tokens of ||x - x_hat||^2 in raw units, and ``l0``; kinds with a
+        sparsity penalty also ``sparsity_loss``, its weighted term in the loss). In training mode it also
+        updates the kind's state (firing counters etc.)."""
         raise NotImplementedError
+
+    # ----- training hooks --------------------------------------------------------------------------
+    def fit_to_data(self, sample: Tensor) -> dict[str, float]:
+        """Data-dependent initialisation from a sample of training tokens ``(n, d_in)`` (input scale,
+        decoder bias, ...), called once before the first training step; returns what it set, for the
+        record. Default: nothing."""
+        return {}
+
+    def finish_training(self, sample: Tensor) -> dict[str, float]:
+        """Called once after the last training step with the same sample (e.g. to calibrate an inference
+        threshold); returns what it set, for the record. Default: nothing."""
+        return {}
+
+    def thresholds(self) -> Tensor | None:
+        """The kind's trained activation thresholds (for the training record), or None."""
+        return None
 
     def constrain_grads(self) -> None:
         """Called by the trainer between backward and the optimiser step (e.g. remove the gradient
@@ -166,7 +215,7 @@ class SAE(nn.Module):
     def log_parts(self, loss: Tensor, mse: Tensor, l0: Tensor, **extra: Tensor) -> dict[str, float]:
         """The ``parts`` dict of :meth:`loss`: detached floats ``loss``, ``mse``, ``l0`` (mean count of
         nonzero acts per token, from the per-token counts ``l0``), ``l0_max``, ``dead_fraction`` (share
-        of latents silent for ``dead_window`` training tokens) and any extra named terms."""
+        of latents silent for ``dead_window_tokens`` training tokens) and any extra named terms."""
         parts = {"loss": float(loss.detach()), "mse": float(mse.detach()), "l0": float(l0.double().mean()),
                  "l0_max": float(l0.max()) if l0.numel() else 0.0,
                  "dead_fraction": float(self.dead_mask().double().mean())}
@@ -174,8 +223,8 @@ class SAE(nn.Module):
         return parts
 
     def dead_mask(self) -> Tensor:
-        """Latents that have not fired for ``cfg.dead_window`` training tokens."""
-        return self.tokens_since_fired >= self.cfg.dead_window
+        """Latents that have not fired for ``dead_window_tokens`` training tokens."""
+        return self.tokens_since_fired >= self.dead_window_tokens
 
     def use_sparse_decode(self, max_l0: int) -> bool:
         """Decide the decoding path for this step (``cfg.decode``; ``auto`` = sparse when the batch's
@@ -190,10 +239,25 @@ class SAE(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        meta = config_record(self)
-        atomic_write(path / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"kind": self.kind}))
+        digest: list[str] = []
+
+        def write_weights(tmp: str) -> None:
+            save_file(tensors, tmp, metadata={"kind": self.kind})
+            digest.append(file_sha256(tmp))
+
+        atomic_write(path / WEIGHTS_FILE, write_weights)
+        meta = {**config_record(self), "weights_sha256": digest[0]}
         atomic_write(path / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2, sort_keys=True)))
         return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def config_record(sae: SAE) -> dict[str, Any]:
@@ -259,6 +323,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> S
     if record.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{cfg_file}: schema_version {record.get('schema_version')!r} is not supported "
                          f"(this version reads {SCHEMA_VERSION})")
+    if file_sha256(weights_file) != record.get("weights_sha256"):
+        raise ValueError(f"corrupt SAE weights {weights_file}: its sha256 differs from the one recorded in "
+                         f"{cfg_file} (the file was changed or damaged after it was written)")
     config = dict(record["config"])
     sae = create(record["kind"], config.pop("d_in"), config.pop("d_sae"), **config)
     try:

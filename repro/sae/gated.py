@@ -7,15 +7,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from repro.sae.base import SAEConfig, register, require_nonnegative
-from repro.sae.linear import LinearSAE, mse_per_token
+from repro.sae.base import register, require_nonnegative
+from repro.sae.linear import LinearConfig, LinearSAE, mse_per_token
+from repro.sae.sparse import ragged_decode
 
 
 @dataclass(frozen=True)
-class GatedConfig(SAEConfig):
-    """l1_coefficient: lambda of the L1 penalty on ReLU(pi_gate)."""
+class GatedConfig(LinearConfig):
+    """l1_coefficient: lambda of the L1 penalty on ReLU(pi_gate), on normalised inputs."""
 
-    l1_coefficient: float = 1e-3
+    l1_coefficient: float = 5.0
 
     def validate(self) -> None:
         super().validate()
@@ -24,13 +25,19 @@ class GatedConfig(SAEConfig):
 
 @register
 class GatedSAE(LinearSAE):
-    """pi_gate = (x - b_dec) W_gate + b_gate; f_gate = 1[pi_gate > 0];
-    pi_mag = (x - b_dec)(W_gate * exp(r_mag)) + b_mag; acts = f_gate * ReLU(pi_mag);
-    x_hat = acts W_dec + b_dec; unit-norm decoder rows. ``W_enc`` plays the role of W_gate.
+    """h = (x_n - b_dec) W_gate; pi_gate = h + b_gate; f_gate = 1[pi_gate > 0];
+    pi_mag = h * exp(r_mag) + b_mag; acts = f_gate * ReLU(pi_mag);
+    x_hat_n = acts W_dec + b_dec; unit-norm decoder rows. ``W_enc`` plays the role of W_gate, ``b_enc`` of
+    b_gate (x_n: the normalised input).
 
-    loss = mean_t ||x - x_hat||^2 + l1_coefficient * mean_t ||ReLU(pi_gate)||_1
-           + mean_t ||x - (ReLU(pi_gate) sg(W_dec) + sg(b_dec))||^2   (sg = stop-gradient; the
-    auxiliary term trains the gate to reconstruct).
+    loss = mean_t ||x_n - x_hat_n||^2 + l1_coefficient * mean_t ||ReLU(pi_gate)||_1
+           + mean_t ||x_n - (ReLU(pi_gate) sg(W_dec) + sg(b_dec))||^2   (sg = stop-gradient; the
+    auxiliary term trains the gate to reconstruct, which the step function 1[pi_gate > 0] cannot).
+    This gate, penalised and trained through its own reconstruction, is what distinguishes it from
+    JumpReLU (whose threshold is trained through a straight-through estimator of the L0).
+
+    Sparse training path (``cfg.decode``): only the open gates (pi_gate > 0) carry values and gradients
+    of all three terms, so only those are gathered with gradient and decoded with embedding_bag.
     """
 
     kind = "gated"
@@ -43,25 +50,42 @@ class GatedSAE(LinearSAE):
         self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
 
-    def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(pi_gate, pi_mag) for inputs x."""
-        h = x @ self.W_enc - self.b_dec @ self.W_enc  # = (x - b_dec) W_enc, with no (tokens x d_in) input gradient
+    def gate_and_magnitude(self, x_n: Tensor) -> tuple[Tensor, Tensor]:
+        """(pi_gate, pi_mag) for normalised inputs x_n."""
+        h = x_n @ self.W_enc - self.b_dec @ self.W_enc  # = (x_n - b_dec) W_enc, no (tokens x d_in) input gradient
         return h + self.b_enc, h * self.r_mag.exp() + self.b_mag
 
-    def encode(self, x: Tensor) -> Tensor:
-        pi_gate, pi_mag = self.gate_and_magnitude(self.check_input(x))
+    def encode_normalised(self, x_n: Tensor) -> Tensor:
+        pi_gate, pi_mag = self.gate_and_magnitude(x_n)
         return (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
 
-    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
-        x = self.check_input(x).reshape(-1, self.cfg.d_in)
-        pi_gate, pi_mag = self.gate_and_magnitude(x)
-        acts = (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
-        x_hat = self.decode(acts)
-        mse = mse_per_token(x, x_hat)
-        gate_acts = torch.relu(pi_gate)
-        l1 = gate_acts.sum(dim=-1).mean()
-        aux = mse_per_token(x, gate_acts @ self.W_dec.detach() + self.b_dec.detach())
-        loss = mse + self.cfg.l1_coefficient * l1 + aux
-        if self.training:
-            self.track_firing(acts)
-        return loss, self.log_parts(loss, mse, (acts != 0).sum(dim=-1), l1=l1, aux_mse=aux)
+    def normalised_loss(self, x_n: Tensor, ctx: Tensor | None) -> tuple[Tensor, dict[str, float]]:
+        sparse = self.sparse_pre_activations(x_n, lambda pre: pre > 0)  # pre = pi_gate: the open gates
+        if sparse is not None:
+            code, pi_gate, _ = sparse
+            h = pi_gate - self.b_enc[code.cols]
+            acts = torch.relu(h * self.r_mag.exp()[code.cols] + self.b_mag[code.cols])
+            x_hat = self.sparse_decode(acts, code)
+            gate_acts = torch.relu(pi_gate)
+            l1 = gate_acts.sum() / len(x_n)
+            gate_recon = ragged_decode(gate_acts, code, self.W_dec.detach()) + self.b_dec.detach()
+            fired = acts.detach() != 0
+            l0 = torch.bincount(code.rows[fired], minlength=len(x_n))
+            if self.training:
+                self.track_fired_latents(code.cols[fired], len(x_n))
+        else:
+            pi_gate, pi_mag = self.gate_and_magnitude(x_n)
+            acts = (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
+            x_hat = self.decode_normalised(acts)
+            gate_acts = torch.relu(pi_gate)
+            l1 = gate_acts.sum(dim=-1).mean()
+            gate_recon = gate_acts @ self.W_dec.detach() + self.b_dec.detach()
+            l0 = (acts != 0).sum(dim=-1)
+            if self.training:
+                self.track_firing(acts)
+        recon = mse_per_token(x_n, x_hat)
+        aux = mse_per_token(x_n, gate_recon)
+        penalty = self.cfg.l1_coefficient * l1
+        loss = recon + penalty + aux
+        return loss, self.log_parts(loss, self.raw_mse(x_n, x_hat, ctx), l0, recon=recon, l1=l1, aux_mse=aux,
+                                    sparsity_loss=penalty)

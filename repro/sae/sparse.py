@@ -32,6 +32,18 @@ class Ragged:
         self.rows, self.cols, self.offsets, self.flat = rows, cols, offsets, flat
 
     @staticmethod
+    def from_mask(mask: Tensor) -> Ragged:
+        """The entries of a dense (N, M) boolean ``mask``, token by token (``cols`` = latent of each entry)."""
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major: grouped by token
+        counts = torch.bincount(rows, minlength=mask.shape[0])
+        return Ragged(rows, cols, torch.cumsum(counts, 0) - counts, None)
+
+    @property
+    def counts(self) -> Tensor:
+        """Entries per token (the per-token L0 of a code whose values are all nonzero)."""
+        return torch.bincount(self.rows, minlength=len(self.offsets))
+
+    @staticmethod
     def from_padded(indices: Tensor, mask: Tensor | None) -> Ragged:
         n, w = indices.shape
         device = indices.device
@@ -97,14 +109,51 @@ class _GatheredScores(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         q, weight, indices, mask = ctx.saved_tensors
         code = Ragged.from_padded(indices, mask)
-        g = code.take(grad.contiguous())
-        grad_q = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_q = F.embedding_bag(code.cols, weight, code.offsets, per_sample_weights=g, mode="sum")
-        if ctx.needs_input_grad[1]:
-            order, offsets = code.by_latent(weight.shape[0])
-            grad_w = F.embedding_bag(code.rows[order], q, offsets, per_sample_weights=g[order], mode="sum")
+        grad_q, grad_w = _sparse_score_grads(q, weight, code, code.take(grad.contiguous()), ctx.needs_input_grad)
         return grad_q, grad_w, None, None, None
+
+
+def _sparse_score_grads(q: Tensor, weight: Tensor, code: Ragged, g: Tensor,
+                        needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of the scores ``<q[row], weight[col]>`` of the entries of ``code`` given their output
+    gradients ``g``: ``dq[t] = sum_e g_e W[col_e]`` and ``dW[i] = sum_e g_e q[row_e]``, as embedding_bag sums."""
+    grad_q = grad_w = None
+    if needs[0]:
+        grad_q = F.embedding_bag(code.cols, weight, code.offsets, per_sample_weights=g, mode="sum")
+    if needs[1]:
+        order, offsets = code.by_latent(weight.shape[0])
+        grad_w = F.embedding_bag(code.rows[order], q, offsets, per_sample_weights=g[order], mode="sum")
+    return grad_q, grad_w
+
+
+class _RaggedScores(torch.autograd.Function):
+    """:class:`_GatheredScores` for a ragged code: the scores of the entries ``(rows, cols)`` of ``code``,
+    shape (E,), already computed by a dense no-grad product, with a backward touching only those entries."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, weight: Tensor, values: Tensor, code: Ragged) -> Tensor:
+        ctx.save_for_backward(q, weight)
+        ctx.code = code
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, weight = ctx.saved_tensors
+        grad_q, grad_w = _sparse_score_grads(q, weight, ctx.code, grad.contiguous(), ctx.needs_input_grad)
+        return grad_q, grad_w, None, None
+
+
+def ragged_scores(q: Tensor, weight: Tensor, code: Ragged, values: Tensor) -> Tensor:
+    """Differentiable ``<q[rows_e], weight[cols_e]>`` (E,) for the entries of ``code``; ``values`` are those
+    scores, already computed (e.g. gathered from a dense no-grad product)."""
+    return _RaggedScores.apply(q, weight, values.detach(), code)
+
+
+def ragged_decode(values: Tensor, code: Ragged, weight: Tensor) -> Tensor:
+    """``out[t] = sum over the entries e of token t of values[e] * weight[cols_e]`` (N, d), with embedding_bag."""
+    if code.cols.numel() == 0:
+        return values.new_zeros(len(code.offsets), weight.shape[1]) + 0 * values.sum()
+    return F.embedding_bag(code.cols, weight, code.offsets, per_sample_weights=values, mode="sum")
 
 
 def gathered_scores(q: Tensor, weight: Tensor, indices: Tensor, values: Tensor | None = None,

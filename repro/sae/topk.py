@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from repro.sae.base import SAEConfig, register, require, require_nonnegative, require_unit_interval
-from repro.sae.linear import LinearSAE, mse_per_token
+from repro.sae.base import register, require, require_nonnegative, require_unit_interval
+from repro.sae.linear import LinearConfig, LinearSAE, mse_per_token
 from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense
 
 
 @dataclass(frozen=True)
-class TopKConfig(SAEConfig):
+class TopKConfig(LinearConfig):
     """k: active latents per token (paper: 32). aux_k: latents used by AuxK (default d_in // 2, capped
     at the number of dead latents). auxk_coefficient: weight of AuxK (Gao et al.: 1/32; 0 = off)."""
 
@@ -32,23 +32,32 @@ class TopKConfig(SAEConfig):
 
 @dataclass(frozen=True)
 class BatchTopKConfig(TopKConfig):
-    """threshold_momentum: the inference threshold is an exponential moving average (this momentum) of
-    the smallest activation kept in each training batch."""
+    """threshold_momentum: during training, the inference threshold is an exponential moving average (this
+    momentum) of the smallest activation kept in each batch (Bussmann et al.). calibrate: at the end of
+    training, replace it by the threshold that gives a mean L0 of exactly k on the trainer's sample of
+    training tokens (the (k n)-th largest positive pre-activation of its n tokens), so that held-out L0
+    matches k; the moving average is kept in ``threshold_ema`` for the record."""
 
     threshold_momentum: float = 0.99
+    calibrate: bool = True
 
     def validate(self) -> None:
         super().validate()
         require_unit_interval("threshold_momentum", self.threshold_momentum)
+        require(isinstance(self.calibrate, bool), "calibrate", self.calibrate, "true or false")
 
 
 @register
 class TopKSAE(LinearSAE):
-    """acts = ReLU(TopK_k((x - b_dec) W_enc + b_enc)); x_hat = acts W_dec + b_dec; unit-norm decoder rows.
+    """acts = ReLU(TopK_k((x_n - b_dec) W_enc + b_enc)); x_hat_n = acts W_dec + b_dec; unit-norm decoder rows
+    (x_n: the normalised input, see :mod:`repro.sae.linear`).
 
-    loss = mean_t ||x_t - x_hat_t||^2 + auxk_coefficient * AuxK, where
-    AuxK = mean_t ||e_t - e_hat_t||^2 / mean_t ||e_t - mean(e)||^2, e = x - x_hat (detached) and e_hat
-    the decoding (without b_dec) of the top aux_k pre-activations among dead latents.
+    loss = mean_t ||x_n,t - x_hat_n,t||^2 + auxk_coefficient * V_x * AuxK, where
+    AuxK = mean_t ||e_t - e_hat_t||^2 / V_e, e = x_n - x_hat_n (detached), e_hat the decoding (without b_dec)
+    of the top aux_k pre-activations among dead latents (those silent for ``dead_window_tokens``, which the
+    trainer scales to the run), and V_x, V_e the batch variances (summed over dimensions) of x_n and e.
+    Gao et al. add auxk_coefficient * AuxK (1/32) to a main loss normalised by V_x; multiplying both by V_x
+    keeps their relative weight while the main term stays the plain MSE of the other kinds.
 
     Sparse path (``cfg.decode``): the pre-activations are computed without gradient, the k selected
     ones are re-attached to the graph with a sparse backward (:func:`gathered_scores`) and decoded
@@ -60,14 +69,10 @@ class TopKSAE(LinearSAE):
     init_decoder_norm = 1.0
     unit_norm_decoder = True
 
-    def encode(self, x: Tensor) -> Tensor:
-        pre = self.pre_activation(self.check_input(x))
+    def encode_normalised(self, x: Tensor) -> Tensor:
+        pre = self.pre_activation(x)
         vals, idx = pre.topk(self.cfg.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
-
-    def encoder_bias(self) -> Tensor:
-        """b_enc - b_dec @ W_enc: the bias of the pre-activation x @ W_enc + bias."""
-        return self.b_enc - self.b_dec @ self.W_enc
 
     def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """Training-time selection on a (N, d_in) batch: ``(values, indices, mask, pre)``: the selected,
@@ -94,17 +99,17 @@ class TopKSAE(LinearSAE):
             return embedding_bag_decode(vals, idx, self.W_dec, mask) + self.b_dec
         return sparse_to_dense(vals, idx, self.cfg.d_sae) @ self.W_dec + self.b_dec
 
-    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
-        x = self.check_input(x).reshape(-1, self.cfg.d_in)
+    def normalised_loss(self, x: Tensor, ctx: Tensor | None) -> tuple[Tensor, dict[str, float]]:
         vals, idx, mask, pre = self.select(x)
         x_hat = self.reconstruct(vals, idx, mask)
-        mse = mse_per_token(x, x_hat)
+        recon = mse_per_token(x, x_hat)
         aux = self.auxk_loss(x, x_hat, pre)
-        loss = mse + self.cfg.auxk_coefficient * aux
+        variance = (x - x.mean(dim=0)).pow(2).sum(dim=-1).mean().detach()
+        loss = recon + self.cfg.auxk_coefficient * variance * aux
         active = vals.detach() != 0
         if self.training:
             self.track_fired_latents(idx[active], x.shape[0])
-        return loss, self.log_parts(loss, mse, active.sum(dim=-1), auxk=aux)
+        return loss, self.log_parts(loss, self.raw_mse(x, x_hat, ctx), active.sum(dim=-1), recon=recon, auxk=aux)
 
     def auxk_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
         """AuxK of Gao et al. (see the class docstring); 0 when no latent is dead."""
@@ -128,9 +133,10 @@ class TopKSAE(LinearSAE):
 @register
 class BatchTopKSAE(TopKSAE):
     """Training: keep the k * N largest ReLU'd pre-activations of the whole batch of N tokens (the
-    per-token L0 varies, its mean is k). Inference (eval mode): acts = pre * 1[pre > theta] with theta
-    the moving average of the smallest kept activation per training batch (a JumpReLU with one
-    global threshold). Loss, AuxK and decoder constraint as TopK."""
+    per-token L0 varies, its mean is k). Inference (eval mode): acts = pre * 1[pre > theta] (a JumpReLU with
+    one global threshold), theta the moving average of the smallest kept activation per training batch,
+    calibrated at the end of training so that the mean L0 on training tokens is k (``cfg.calibrate``).
+    Loss, AuxK and decoder constraint as TopK."""
 
     kind = "batchtopk"
     config_cls = BatchTopKConfig
@@ -138,10 +144,11 @@ class BatchTopKSAE(TopKSAE):
     def __init__(self, cfg: BatchTopKConfig):
         super().__init__(cfg)
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("threshold_ema", torch.zeros((), dtype=torch.float64))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64))
 
-    def encode(self, x: Tensor) -> Tensor:
-        pre = self.pre_activation(self.check_input(x))
+    def encode_normalised(self, x: Tensor) -> Tensor:
+        pre = self.pre_activation(x)
         if not self.training:
             return pre * (pre > self.threshold.to(pre.dtype))
         flat = pre.reshape(-1, self.cfg.d_sae)
@@ -169,8 +176,36 @@ class BatchTopKSAE(TopKSAE):
     def update_threshold(self, smallest_kept: Tensor) -> None:
         """theta <- m * theta + (1 - m) * smallest_kept (theta = smallest_kept on the first batch)."""
         m = self.cfg.threshold_momentum if int(self.threshold_updates) > 0 else 0.0
-        self.threshold.mul_(m).add_((1 - m) * smallest_kept.double())
+        self.threshold_ema.mul_(m).add_((1 - m) * smallest_kept.double())
+        self.threshold.copy_(self.threshold_ema)
         self.threshold_updates.add_(1)
+
+    @torch.no_grad()
+    def calibrated_threshold(self, sample: Tensor, batch_size: int = 8192) -> float:
+        """The threshold theta at which pre * 1[pre > theta] keeps k entries per token on average over the
+        (raw) ``sample`` of n tokens: the (k n + 1)-th largest pre-activation, or 0 if fewer than k n are
+        positive (then every positive entry is kept)."""
+        x = sample.reshape(-1, self.cfg.d_in).to(self.b_dec.device, torch.float32)
+        n_keep = self.cfg.k * len(x)
+        kept = []  # each chunk's n_keep + 1 largest entries hold the global ones
+        for lo in range(0, len(x), batch_size):
+            pre = self.pre_activation(self.normalise(x[lo:lo + batch_size])[0]).flatten()
+            kept.append(pre.topk(min(n_keep + 1, pre.numel())).values)
+        pool = torch.cat(kept)
+        if len(pool) <= n_keep:
+            return 0.0
+        return max(float(pool.topk(n_keep + 1).values[-1]), 0.0)
+
+    def finish_training(self, sample: Tensor) -> dict[str, float]:
+        """Calibrate the inference threshold on the sample (``cfg.calibrate``); returns both thresholds."""
+        record = {"threshold_ema": float(self.threshold_ema)}
+        if self.cfg.calibrate:
+            self.threshold.fill_(self.calibrated_threshold(sample))
+        record["threshold"] = float(self.threshold)
+        return record
+
+    def thresholds(self) -> Tensor | None:
+        return self.threshold.reshape(1)
 
 
 @torch.no_grad()

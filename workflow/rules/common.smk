@@ -37,7 +37,12 @@ wildcard_constraints:
 def backbone(role):
     """The role's backbone entry with the schema's defaults filled in."""
     return {"seed": 0, "train_limit": None, "test_limit": None, "dtype": "float32", "data_root": None,
-            **config["backbones"][role]}
+            "max_norm_ratio": None, **config["backbones"][role]}
+
+
+def token_filter_option(role):
+    ratio = backbone(role)["max_norm_ratio"]
+    return "" if ratio is None else f"--max-norm-ratio {ratio}"
 
 
 def data_root_option(role):
