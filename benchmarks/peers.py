@@ -16,7 +16,8 @@ ours (sae-repro)      ``repro.train.train`` on ``repro.sae.create(kind, ...)`` w
                       (geometric median); W_enc = W_dec^T, b_enc = 0; TopK: unit-norm decoder with the
                       parallel gradient removed, AuxK 1/32 with a dead window scaled to the run; ReLU:
                       decoder-norm-weighted L1 on normalised inputs, free decoder norms; gradient norm
-                      clipped at 1.0; lr warm-up 500 steps, linear decay to 0 over the last 20 %.
+                      clipped at 1.0; lr warm-up over the first 10 % of the steps (500 at most), linear
+                      decay to 0 over the last 20 %.
 sae_lens (SAELens)    ``SAETrainer.step(batch)`` (its public step seam, as ``fit`` calls it, with
                       ``maybe_reset_sparsity`` and ``n_training_steps`` as in ``fit``) on ``TopKTrainingSAE`` /
                       ``StandardTrainingSAE``. Init kaiming-uniform decoder rescaled to norm 0.1
@@ -244,8 +245,10 @@ def train_ours(kind: str, batches, heldout: torch.Tensor, args, on_step=None) ->
 
     hparams = {"k": args.k} if kind == "topk" else {"l1_coefficient": args.l1_coefficient}
     sae = create(kind, args.d_in, args.d_sae, seed=args.seed, **hparams).to(args.device)
-    cfg = TrainConfig(steps=args.steps, lr=args.lr, seed=args.seed, progress=False,
-                      **({"warmup_steps": 0, "decay": "none"} if args.schedule == "constant" else {}))
+    # our recipe, with the warm-up scaled to the run (TrainConfig's 500 steps would span a 500-step run)
+    schedule = ({"warmup_steps": 0, "decay": "none"} if args.schedule == "constant"
+                else {"warmup_steps": max(1, min(500, args.steps // 10))})
+    cfg = TrainConfig(steps=args.steps, lr=args.lr, seed=args.seed, progress=False, **schedule)
 
     @torch.no_grad()
     def codec(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

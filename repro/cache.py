@@ -58,7 +58,8 @@ class BackboneLike(Protocol):
     def spec(self) -> dict: ...
     def d_model(self, hook: str) -> int: ...
     def preprocess(self, examples: Any) -> dict[str, Tensor]: ...
-    def activations(self, inputs: dict[str, Tensor], hook: str, *, filtered: bool = True) -> tuple[Tensor, Tensor]: ...
+    def activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]: ...  # + filtered=False
+    # when the backbone carries an active ``token_filter`` (repro.backbones.base.Backbone does)
 
 
 class DatasetLike(Protocol):
@@ -209,8 +210,12 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
         for lo in range(start, n, batch_size):
             hi = min(n, lo + batch_size)
             inputs = backbone.preprocess(dataset.examples[lo:hi])
-            acts, counted = backbone.activations(inputs, hook, filtered=False)
-            mask = token_filter.apply(acts, counted)
+            if token_filter.active:
+                acts, counted = backbone.activations(inputs, hook, filtered=False)
+                mask = token_filter.apply(acts, counted)
+            else:  # any object with activations(inputs, hook) will do
+                acts, counted = backbone.activations(inputs, hook)
+                mask = counted
             for key, value in exclusion_stats(acts, counted, mask).items():
                 state["tokens"][key] = state["tokens"].get(key, 0) + value
             if acts.shape[-1] != d_model:

@@ -92,7 +92,7 @@ def test_guide_follows_the_measured_l0(run):
 
 
 def test_bisection_finds_a_monotone_target():
-    penalty, probes = bisect_penalty(lambda p: 100 / (1 + 1000 * p), 10.0, steps=12)
+    penalty, probes = bisect_penalty(lambda p: 100 / (1 + 1000 * p), 10.0, lo=-5.0, hi=1.0, steps=12)
     assert abs(100 / (1 + 1000 * penalty) - 10) < 0.2 and len(probes) == 12
     assert k_from_l0(0.2) == 1 and k_from_l0(31.6) == 32
     with pytest.raises(ValueError):

@@ -70,8 +70,17 @@ class IdentitySAE(nn.Module):
     def encode(self, x):
         return x
 
-    def decode(self, acts, x_norm=None):
+    def decode(self, acts, ctx=None):
         return acts
+
+    def input_context(self, x):
+        return None
+
+    def context_scale(self, ctx):
+        return None
+
+    def unit_context(self, n, device="cpu"):
+        return None
 
     def forward(self, x, latent_scale=None):
         return x, x
@@ -171,28 +180,30 @@ def test_head_features_are_cached_per_backbone_and_split(tmp_path):
     assert cached_features(bb, train, batch_size=8, cache_root=tmp_path).shape == a.shape
 
 
-@pytest.mark.parametrize("kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS))
+@pytest.mark.parametrize("kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS) + ["relu:token", "topk:token", "jumprelu:none"])
 def test_kept_decode_equals_the_dense_decode_of_the_masked_code(kind):
     """Every kind decodes affinely, so the few-latent reconstruction from decoder rows equals decode(a ⊙ keep)."""
     from repro.evals.topn import decoder_rows, kept_decode
 
     torch.manual_seed(0)
-    sae = create(kind, 6, 32, seed=0).eval()
+    kind, _, norm = kind.partition(":")
+    sae = create(kind, 6, 32, seed=0, **({"input_norm": norm} if norm else {})).eval()
     with torch.no_grad():
+        x = torch.randn(40, 6) * 2 + 0.5
+        sae.fit_to_data(x)
         for p in sae.parameters():
             p.add_(0.1 * torch.randn_like(p))  # away from any special initialisation (e.g. a zero bias)
-        x = torch.randn(40, 6) * 2 + 0.5
         code = sae.encode(x)
-        x_norm = x.norm(dim=-1, keepdim=True) if sae.normalizes_input else None
+        ctx = sae.input_context(x)
         counts = np.random.default_rng(0).random((3, 32))
         idx = torch.from_numpy(select_latents(counts, 4))
         tok_class = torch.arange(40) % 3
-        base = sae.decode(torch.zeros_like(code), x_norm)
+        base = sae.decode(torch.zeros_like(code), ctx)
         rows = decoder_rows(sae, torch.unique(idx))
-        fast = kept_decode(code, tok_class, idx, rows, base, x_norm)
+        fast = kept_decode(code, tok_class, idx, rows, base, sae.context_scale(ctx))
         keep = selection_mask(counts, 4)[tok_class]
-        dense = sae.decode(code * keep, x_norm)
-        full = sae.decode(code, x_norm)
-        off_dense = sae.decode(code * (1 - keep), x_norm)
+        dense = sae.decode(code * keep, ctx)
+        full = sae.decode(code, ctx)
+        off_dense = sae.decode(code * (1 - keep), ctx)
     torch.testing.assert_close(fast, dense, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(full - (fast - base), off_dense, atol=1e-5, rtol=1e-4)

@@ -77,8 +77,9 @@ def test_default_plan_covers_every_experiment():
     assert plan.evals["language/topk/default/x1/s0"] == {"reconstruction", "lm_loss"}
     vision_smx = plan.evals["vision/sparsemax_attention/default/x2/s0"]
     assert vision_smx == {"reconstruction", "topn", "interpretability", "probing"}  # union over experiments
-    assert hyperparameters(config, Run("vision", "topk", "k=24", 2, 0)) == {"k": 24}
-    assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {"l1_coefficient": 1e-3}
+    assert hyperparameters(config, Run("vision", "topk", "k=24", 2, 0)) == {"k": 24, "input_norm": "scalar"}
+    assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {"l1_coefficient": 5.0,
+                                                                                 "input_norm": "scalar"}
 
 
 def test_the_configs_device_reaches_every_torch_job_and_gpu_jobs_ask_for_a_gpu(tmp_path):

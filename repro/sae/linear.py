@@ -90,6 +90,9 @@ class LinearSAE(SAE):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         self.register_buffer("input_scale", torch.ones(()))
+        # steps to stay on the dense path before checking the selection again (a buffer: saved in
+        # checkpoints, so that a resumed run takes the same path at every step and stays bit-identical)
+        self.register_buffer("dense_steps_left", torch.zeros((), dtype=torch.int64))
 
     # ----- normalisation ---------------------------------------------------------------------------
     def normalise(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -183,6 +186,12 @@ class LinearSAE(SAE):
         path to pay (``cfg.decode``: ``auto`` decides from the mean entries per token)."""
         if self.cfg.decode == "dense":
             return None
+        # auto: once a check found the selection too dense, the next 9 steps stay dense without looking, so
+        # that dense training (e.g. from initialisation, where half the latents are active) does not pay an
+        # extra no-grad GEMM every step; both paths compute the same numbers
+        if self.cfg.decode == "auto" and int(self.dense_steps_left) > 0:
+            self.dense_steps_left.sub_(1)
+            return None
         bias = self.encoder_bias()
         with torch.no_grad():
             raw = x_n @ self.W_enc
@@ -190,6 +199,7 @@ class LinearSAE(SAE):
             chosen = select(pre)
             mean_entries = -(-int(chosen.sum()) // max(len(pre), 1))
             if self.cfg.decode == "auto" and not self.use_sparse_decode(mean_entries):
+                self.dense_steps_left.fill_(9)
                 return None
             code = Ragged.from_mask(chosen)
         selected = ragged_scores(x_n, self.W_enc.t(), code, raw[code.rows, code.cols]) + bias[code.cols]
