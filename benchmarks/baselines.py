@@ -98,7 +98,8 @@ def main() -> None:
         records.append(entry)
         print(f"  {group} {hp}: NMSE {entry['nmse']:.4f}, L0 {entry['l0']:.1f}, dead {entry['dead_fraction']:.4f}, "
               f"{entry['seconds']:.0f} s", file=sys.stderr, flush=True)
-    print("| group | setting | held-out NMSE | EV | L0 | dead % | converged (last-quarter gain) | penalty share | note |")
+    print("| group | setting | held-out NMSE | EV | L0 | dead % | converged (last-quarter gain) | penalty share "
+          "| note |")
     print("|---|---|---|---|---|---|---|---|---|")
     for e in records:
         setting = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in e["hparams"].items())

@@ -352,7 +352,8 @@ class ActivationCache:
         problems = verify(path, checksums=checksums)
         if problems:
             hint = ("\nDelete the folder and run `repro extract` again to rebuild it." if looks_like_cache(path)
-                    else "\nIt is not an activation cache: pass a folder printed by `repro extract` (or its --pointer file).")
+                    else "\nIt is not an activation cache: pass a folder printed by `repro extract` "
+                    "(or its --pointer file).")
             raise CacheError(f"activation cache {path} is not usable:\n  - " + "\n  - ".join(problems) + hint)
         return cls(path, json.loads((path / METADATA).read_text()))
 
@@ -384,28 +385,25 @@ class ActivationCache:
         parts = [np.asarray(self._shard_arrays(i)[1]) for i in range(len(self.metadata["shards"]))]
         return np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
 
+    def _row_slices(self, start: int, stop: int | None) -> Iterator[tuple[int, int, int]]:
+        """(shard, lo, hi) for the rows of tokens [start, stop) (storage order), shard by shard."""
+        stop = self.n_tokens if stop is None else stop
+        offset = 0
+        for i, shard in enumerate(self.metadata["shards"]):
+            lo, hi = max(start - offset, 0), min(stop - offset, shard["n_tokens"])
+            if lo < hi:
+                yield i, lo, hi
+            offset += shard["n_tokens"]
+
     def tokens(self, start: int = 0, stop: int | None = None) -> Tensor:
         """float32 activations of tokens [start, stop) in storage order (only those rows are read)."""
-        stop = self.n_tokens if stop is None else stop
-        out, offset = [], 0
-        for i in range(len(self.metadata["shards"])):
-            acts, _ = self._shard_arrays(i)
-            lo, hi = max(start - offset, 0), min(stop - offset, len(acts))
-            if lo < hi:
-                out.append(from_storage(acts[lo:hi], self.metadata["dtype"]))
-            offset += len(acts)
+        out = [from_storage(self._shard_arrays(i)[0][lo:hi], self.metadata["dtype"])
+               for i, lo, hi in self._row_slices(start, stop)]
         return torch.cat(out) if out else torch.zeros(0, self.d_model)
 
     def index_rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(stop - start, 3) int64 index rows (example id, position, label) of tokens [start, stop)."""
-        stop = self.n_tokens if stop is None else stop
-        out, offset = [], 0
-        for i in range(len(self.metadata["shards"])):
-            _, index = self._shard_arrays(i)
-            lo, hi = max(start - offset, 0), min(stop - offset, len(index))
-            if lo < hi:
-                out.append(np.asarray(index[lo:hi]))
-            offset += len(index)
+        out = [np.asarray(self._shard_arrays(i)[1][lo:hi]) for i, lo, hi in self._row_slices(start, stop)]
         return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
 
     def validation_start(self, n_tokens: int) -> int:

@@ -77,10 +77,9 @@ def resolve_hook(hook_points: tuple[str, ...], layer: str) -> str:
 
 def _extract(args: argparse.Namespace) -> int:
     from repro.backbones import load as load_backbone
+    from repro.backbones.token_filter import TokenFilter
     from repro.cache import extract
     from repro.data import load as load_data
-
-    from repro.backbones.token_filter import TokenFilter
 
     backbone = load_backbone(args.backbone, device=args.device)
     backbone.token_filter = TokenFilter(max_norm_ratio=args.max_norm_ratio)
@@ -97,7 +96,8 @@ def _extract(args: argparse.Namespace) -> int:
         atomic_write(Path(args.pointer), lambda p: Path(p).write_text(record))
     selection = json.loads((Path(path) / "metadata.json").read_text()).get("token_selection") or {}
     if selection.get("rule"):
-        print(f"token filter {selection['rule']}: dropped {selection['dropped_tokens']} of {selection['counted_tokens']} "
+        print(f"token filter {selection['rule']}: dropped {selection['dropped_tokens']} of "
+              f"{selection['counted_tokens']} "
               f"tokens ({100 * selection['dropped_share']:.3f} %), {100 * selection['dropped_energy_share']:.2f} % "
               "of sum ||x||^2", file=sys.stderr)
     print(path)

@@ -375,14 +375,17 @@ def _step(sae: SAE, optimizer: torch.optim.Optimizer, names: dict[str, Tensor], 
     if not bool(torch.isfinite(loss)) or bad:
         raise NonFiniteError(f"step {step + 1}: the loss is not finite (non-finite parts: {', '.join(bad) or 'loss'})")
     loss.backward()
-    for name, p in names.items():
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            raise NonFiniteError(f"step {step + 1}: the gradient of parameter {name} contains NaN or inf")
     sae.constrain_grads()
-    params = [p for p in names.values() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else None
+    # one pass over the gradients gives both the finiteness check and the norm for clipping: a parameter's
+    # norm (float64, no overflow) is finite exactly when its gradient holds no NaN or inf
+    with_grad = [(name, p) for name, p in names.items() if p.grad is not None]
+    norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float64) for _, p in with_grad]
+    norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else None
+    if norm is not None and not bool(torch.isfinite(norm)):
+        bad = next(name for (name, _), n in zip(with_grad, norms, strict=True) if not bool(torch.isfinite(n)))
+        raise NonFiniteError(f"step {step + 1}: the gradient of parameter {bad} contains NaN or inf")
     if norm is not None and cfg.grad_clip > 0:
-        torch.nn.utils.clip_grads_with_norm_(params, cfg.grad_clip, norm)
+        torch.nn.utils.clip_grads_with_norm_([p for _, p in with_grad], cfg.grad_clip, norm.float())
     optimizer.step()
     sae.constrain_weights()
     parts["grad_norm"] = float(norm) if norm is not None else 0.0
@@ -445,14 +448,16 @@ def training_record(sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, 
             thresholds["mean_abs_change"] = float((theta.double() - start).abs().mean())
     warnings = []
     if conv["converged"] is False:
-        warnings.append(f"not converged: held-out NMSE still improved by {100 * conv['last_quarter_improvement']:.1f} % "
-                        f"over the last quarter (threshold {100 * CONVERGED_RTOL:g} %)")
+        gain = 100 * conv["last_quarter_improvement"]
+        warnings.append(f"not converged: held-out NMSE still improved by {gain:.1f} % over the last quarter "
+                        f"(threshold {100 * CONVERGED_RTOL:g} %)")
     if share is not None and share < PENALTY_SHARE_MIN:
         l0 = final["l0"] if final else None
         cause = ("the code has collapsed" if l0 is not None and l0 < 1 else
-                 "the coefficient is too small for this input scale") + (f" (held-out L0 {l0:.1f})" if l0 is not None else "")
-        warnings.append(f"sparsity penalty below {PENALTY_SHARE_MIN:g} of the loss over the last quarter ({share:.2e}): "
-                        f"it does not shape the code; {cause}")
+                 "the coefficient is too small for this input scale")
+        cause += f" (held-out L0 {l0:.1f})" if l0 is not None else ""
+        warnings.append(f"sparsity penalty below {PENALTY_SHARE_MIN:g} of the loss over the last quarter "
+                        f"({share:.2e}): it does not shape the code; {cause}")
     if thresholds and thresholds["mean_start"] and thresholds.get("mean_abs_change") is not None:
         if thresholds["mean_abs_change"] < 0.01 * abs(thresholds["mean_start"]):
             warnings.append(f"the thresholds barely moved: mean |change| {thresholds['mean_abs_change']:.3g} from "

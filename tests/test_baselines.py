@@ -98,7 +98,7 @@ def test_auxk_revives_dead_latents(smollm2_cache, tmp_path):
         rows = list(csv.DictReader(open(run / "log.csv")))
         peak[coefficient] = max(float(r["dead_fraction"]) for r in rows)
         # a row logs the dead fraction after its step's firing counts; AuxK of the next step sees it
-        after_dead = [nxt for prev, nxt in zip(rows, rows[1:]) if float(prev["dead_fraction"]) > 0]
+        after_dead = [nxt for prev, nxt in zip(rows, rows[1:], strict=False) if float(prev["dead_fraction"]) > 0]
         assert after_dead, "no latent died: the test setting no longer exercises AuxK"
         if coefficient:
             assert all(float(r["auxk"]) > 0 for r in after_dead)

@@ -318,7 +318,8 @@ def test_sparse_and_dense_paths_agree(case):
         assert ps["window_fraction"] > 0 and gs["threshold"].abs().sum() > 0
     for name in gs:
         a, b = gs[name], gd[name]
-        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5 * float(b.abs().max()) + 1e-7, rtol=1e-5), name
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5 * float(b.abs().max()) + 1e-7,
+                                                           rtol=1e-5), name
 
 
 def test_paper_variant_decodes_with_sparsemax_weights():

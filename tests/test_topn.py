@@ -180,7 +180,8 @@ def test_head_features_are_cached_per_backbone_and_split(tmp_path):
     assert cached_features(bb, train, batch_size=8, cache_root=tmp_path).shape == a.shape
 
 
-@pytest.mark.parametrize("kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS) + ["relu:token", "topk:token", "jumprelu:none"])
+@pytest.mark.parametrize("kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS)
+                         + ["relu:token", "topk:token", "jumprelu:none"])
 def test_kept_decode_equals_the_dense_decode_of_the_masked_code(kind):
     """Every kind decodes affinely, so the few-latent reconstruction from decoder rows equals decode(a ⊙ keep)."""
     from repro.evals.topn import decoder_rows, kept_decode

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 
@@ -41,7 +40,9 @@ class TokenFilter:
 
     def spec(self) -> dict | None:
         """The filter's part of a cache spec (None when inactive, so unfiltered caches keep their hash)."""
-        return {"rule": "norm_ratio_to_batch_median", "max_norm_ratio": float(self.max_norm_ratio)} if self.active else None
+        if not self.active:
+            return None
+        return {"rule": "norm_ratio_to_batch_median", "max_norm_ratio": float(self.max_norm_ratio)}
 
     @classmethod
     def from_spec(cls, spec: dict | None) -> TokenFilter:

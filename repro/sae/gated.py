@@ -83,9 +83,9 @@ class GatedSAE(LinearSAE):
             l0 = (acts != 0).sum(dim=-1)
             if self.training:
                 self.track_firing(acts)
-        recon = mse_per_token(x_n, x_hat)
+        recon, raw_mse = self.reconstruction_terms(x_n, x_hat, ctx)
         aux = mse_per_token(x_n, gate_recon)
         penalty = self.cfg.l1_coefficient * l1
         loss = recon + penalty + aux
-        return loss, self.log_parts(loss, self.raw_mse(x_n, x_hat, ctx), l0, recon=recon, l1=l1, aux_mse=aux,
+        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l1=l1, aux_mse=aux,
                                     sparsity_loss=penalty)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.sae.base import register, require, require_nonnegative, require_positive
-from repro.sae.linear import LinearConfig, LinearSAE, mse_per_token
+from repro.sae.linear import LinearConfig, LinearSAE
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,8 @@ class JumpReLUSAE(LinearSAE):
     def fit_to_data(self, sample: Tensor) -> dict[str, float]:
         record = super().fit_to_data(sample)
         self.rms_norm.fill_(record["normalised_mean_sq_norm"] ** 0.5)
-        return record | {"rms_norm": float(self.rms_norm), "threshold_init": self.cfg.init_threshold * float(self.rms_norm),
-                         "bandwidth": self.bandwidth}
+        return record | {"rms_norm": float(self.rms_norm), "bandwidth": self.bandwidth,
+                         "threshold_init": self.cfg.init_threshold * float(self.rms_norm)}
 
     def thresholds(self) -> Tensor:
         return self.theta().detach()
@@ -169,9 +169,9 @@ class JumpReLUSAE(LinearSAE):
             if self.training:
                 self.track_firing(acts)
             window = float(((z.detach() > lo) & (z.detach() < hi)).sum())
-        recon = mse_per_token(x_n, x_hat)
+        recon, raw_mse = self.reconstruction_terms(x_n, x_hat, ctx)
         penalty = self.cfg.l0_coefficient * l0_penalty
         loss = recon + penalty
-        return loss, self.log_parts(loss, self.raw_mse(x_n, x_hat, ctx), l0, recon=recon, l0_penalty=l0_penalty,
+        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l0_penalty=l0_penalty,
                                     sparsity_loss=penalty, threshold_mean=theta.detach().mean(),
                                     window_fraction=torch.tensor(window / (len(x_n) * self.cfg.d_sae)))

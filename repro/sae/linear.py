@@ -56,7 +56,7 @@ class LinearConfig(SAEConfig):
 
 
 @torch.no_grad()
-def geometric_median(x: Tensor, iters: int = 200, tol: float = 1e-7) -> Tensor:
+def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-5) -> Tensor:
     """argmin_m sum_i ||x_i - m|| of the rows of ``x`` (n, d), by Weiszfeld's iteration in float64 from the
     mean, stopping when the point moves by less than ``tol`` relative to the data's scale."""
     x = x.double()
@@ -133,14 +133,16 @@ class LinearSAE(SAE):
             return None
         return torch.cat([torch.ones(n, 1, device=device), torch.zeros(n, 1, device=device)], dim=1)
 
-    def raw_mse(self, x_n: Tensor, x_hat_n: Tensor, ctx: Tensor | None) -> Tensor:
-        """mean over tokens of ||x - x_hat||^2 in raw units, from normalised inputs and reconstructions."""
-        err = (x_hat_n.detach() - x_n.detach()).pow(2).sum(dim=-1)
+    def reconstruction_terms(self, x_n: Tensor, x_hat_n: Tensor, ctx: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(recon, raw_mse)`` from one pass over the squared errors: the training term
+        mean_t ||x_n - x_hat_n||^2 (normalised units, with gradient) and the same in raw units (detached)."""
+        err = (x_hat_n - x_n).pow(2).sum(dim=-1)
+        raw = err.detach()
         if self.cfg.input_norm == "token":
-            err = err * ctx[..., 0].detach().pow(2)
+            raw = raw * ctx[..., 0].detach().pow(2)
         elif self.cfg.input_norm == "scalar":
-            err = err / self.input_scale.pow(2)
-        return err.mean()
+            raw = raw / self.input_scale.pow(2)
+        return err.mean(), raw.mean()
 
     # ----- interface ---------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:

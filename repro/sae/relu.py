@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from repro.sae.base import register, require_nonnegative
-from repro.sae.linear import LinearConfig, LinearSAE, mse_per_token
+from repro.sae.linear import LinearConfig, LinearSAE
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class ReLUSAE(LinearSAE):
             l0 = (acts != 0).sum(dim=-1)
             if self.training:
                 self.track_firing(acts)
-        recon = mse_per_token(x_n, x_hat)
+        recon, raw_mse = self.reconstruction_terms(x_n, x_hat, ctx)
         penalty = self.cfg.l1_coefficient * l1
         loss = recon + penalty
-        return loss, self.log_parts(loss, self.raw_mse(x_n, x_hat, ctx), l0, recon=recon, l1=l1,
+        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l1=l1,
                                     sparsity_loss=penalty)

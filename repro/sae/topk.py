@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from repro.sae.base import register, require, require_nonnegative, require_unit_interval
-from repro.sae.linear import LinearConfig, LinearSAE, mse_per_token
+from repro.sae.linear import LinearConfig, LinearSAE
 from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense
 
 
@@ -102,14 +102,16 @@ class TopKSAE(LinearSAE):
     def normalised_loss(self, x: Tensor, ctx: Tensor | None) -> tuple[Tensor, dict[str, float]]:
         vals, idx, mask, pre = self.select(x)
         x_hat = self.reconstruct(vals, idx, mask)
-        recon = mse_per_token(x, x_hat)
+        recon, raw_mse = self.reconstruction_terms(x, x_hat, ctx)
         aux = self.auxk_loss(x, x_hat, pre)
-        variance = (x - x.mean(dim=0)).pow(2).sum(dim=-1).mean().detach()
-        loss = recon + self.cfg.auxk_coefficient * variance * aux
+        loss = recon
+        if aux.requires_grad:  # some latents are dead (V_x, the batch variance, only then)
+            variance = (x - x.mean(dim=0)).pow(2).sum(dim=-1).mean().detach()
+            loss = loss + self.cfg.auxk_coefficient * variance * aux
         active = vals.detach() != 0
         if self.training:
             self.track_fired_latents(idx[active], x.shape[0])
-        return loss, self.log_parts(loss, self.raw_mse(x, x_hat, ctx), active.sum(dim=-1), recon=recon, auxk=aux)
+        return loss, self.log_parts(loss, raw_mse, active.sum(dim=-1), recon=recon, auxk=aux)
 
     def auxk_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
         """AuxK of Gao et al. (see the class docstring); 0 when no latent is dead."""
