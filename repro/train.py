@@ -11,8 +11,9 @@ With ``validation`` tokens (a fixed slice of the training cache held out from th
 split) it records held-out NMSE, EV and L0 at 25, 50, 75 and 100 % of the steps and after
 ``finish_training``, and a convergence verdict (:func:`convergence`): ``converged`` when the last quarter
 improves held-out NMSE by less than 2 % relative; the share of the loss taken by the sparsity penalty over
-the last quarter; warnings when that share stays below 1e-3, when a threshold never moves, or when the run
-has not converged.
+the last quarter; warnings when that share stays below 1e-3, when a threshold never moves, when the run
+has not converged, or when held-out L0 still moves by more than 10 % over the last quarter (a penalised
+kind can trade NMSE for sparsity, so NMSE alone does not show convergence).
 
 The run folder holds:
 
@@ -69,6 +70,7 @@ TRAINER_WEIGHTS = "trainer.safetensors"
 TRAINER_META = "trainer.json"
 CONVERGED_RTOL = 0.02  # the last quarter improves held-out NMSE by less than this (relative)
 PENALTY_SHARE_MIN = 1e-3  # a sparsity term below this share of the loss is inert
+L0_DRIFT_MAX = 0.10  # held-out L0 moving more than this (relative) over the last quarter is worth a warning
 
 
 class NonFiniteError(FloatingPointError):
@@ -118,7 +120,12 @@ class TrainConfig:
     data-dependent initialisation and end-of-training calibration. dead_window_fraction,
     dead_window_max: a latent counts as dead once silent for min(dead_window_max, dead_window_fraction x the
     run's tokens) tokens, unless the SAE's own ``dead_window`` is set (:func:`dead_window_for`).
-    validate_at: fractions of ``steps`` at which held-out metrics are recorded. progress: a tqdm bar."""
+    validate_at: fractions of ``steps`` at which held-out metrics are recorded. deterministic: switch on
+    PyTorch's deterministic algorithms during training; not needed on CPU, where every kind's kernels are
+    deterministic with any thread count (the sparse paths gather with ``index_select``, whose backward is a
+    deterministic ``index_add``; ``benchmarks/deterministic.py`` checks each kind), and costly there; on CUDA
+    the index/scatter kernels accumulate with atomics, so bit-identical GPU runs need it (and
+    ``CUBLAS_WORKSPACE_CONFIG``). progress: a tqdm bar."""
 
     steps: int
     lr: float = 4e-4
@@ -135,6 +142,7 @@ class TrainConfig:
     dead_window_fraction: float = 0.05
     dead_window_max: int = DEFAULT_DEAD_WINDOW
     validate_at: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    deterministic: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -164,6 +172,7 @@ class TrainConfig:
             ("dead_window_max", is_int(self.dead_window_max) and self.dead_window_max > 0, "a positive integer"),
             ("validate_at", isinstance(self.validate_at, (tuple, list))
              and all(is_num(f) and 0 < f <= 1 for f in self.validate_at), "fractions in (0, 1]"),
+            ("deterministic", isinstance(self.deterministic, bool), "true or false"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -255,11 +264,10 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
     began = time.perf_counter()
     parts = _last_logged_parts(run_dir / LOG_FILE) if start == cfg.steps else {}
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc=f"train {sae.kind}", unit="step")
-    # Some CPU kernels (scatter/index accumulation) sum in a thread-dependent order unless asked not to:
-    # without this flag, BatchTopK runs with 2 threads diverged after ~10 steps.
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with _SigtermFlag() as sigterm:
             loop = _Loop(sae, optimizer, cfg, run_dir, state, validation, bar, on_step, sigterm)
@@ -418,8 +426,9 @@ def convergence(validation: list[dict], rtol: float = CONVERGED_RTOL) -> dict:
     last = validation[-1]
     ref = min(validation[:-1], key=lambda r: abs(r["fraction"] - 0.75))
     improvement = (ref["nmse"] - last["nmse"]) / ref["nmse"] if ref["nmse"] else 0.0
+    l0_change = (last["l0"] - ref["l0"]) / ref["l0"] if ref["l0"] else 0.0
     return {"converged": bool(improvement < rtol), "last_quarter_improvement": improvement,
-            "from_step": ref["step"], "to_step": last["step"]}
+            "last_quarter_l0_change": l0_change, "from_step": ref["step"], "to_step": last["step"]}
 
 
 def penalty_share(log_path: Path, steps: int) -> float | None:
@@ -451,6 +460,10 @@ def training_record(sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, 
         gain = 100 * conv["last_quarter_improvement"]
         warnings.append(f"not converged: held-out NMSE still improved by {gain:.1f} % over the last quarter "
                         f"(threshold {100 * CONVERGED_RTOL:g} %)")
+    if conv.get("last_quarter_l0_change") is not None and abs(conv["last_quarter_l0_change"]) > L0_DRIFT_MAX:
+        drift = 100 * conv["last_quarter_l0_change"]
+        warnings.append(f"the sparsity is still moving: held-out L0 changed by {drift:+.1f} % over the last quarter "
+                        "(so NMSE alone does not show convergence)")
     if share is not None and share < PENALTY_SHARE_MIN:
         l0 = final["l0"] if final else None
         cause = ("the code has collapsed" if l0 is not None and l0 < 1 else

@@ -759,15 +759,20 @@ def test_invalid_types_are_value_errors(field, value):
         TrainConfig(**{"steps": 10, field: value}).validate()
 
 
-def test_two_threads_are_deterministic_too(tmp_path):
-    """Thread-dependent summation order in CPU scatter kernels once made BatchTopK runs diverge after
-    about ten steps with two threads; the trainer turns on PyTorch's deterministic algorithms."""
+@pytest.mark.parametrize("kind, hp", [("batchtopk", {"k": 4}), ("topk", {"k": 4}), ("relu", {"decode": "sparse"}),
+                                      ("jumprelu", {"decode": "sparse", "bandwidth": 0.5}),
+                                      ("gated", {"decode": "sparse"}), ("sparsemax_attention", {"decode": "sparse"})])
+def test_two_threads_are_deterministic_too(tmp_path, kind, hp):
+    """Thread-dependent summation order in CPU index_put accumulation (the backward of advanced indexing)
+    once made BatchTopK runs diverge after about ten steps with two threads; the sparse paths now gather with
+    index_select, so two runs agree bit for bit without PyTorch's deterministic-algorithms switch."""
     torch.set_num_threads(2)
     try:
         data = PlantedFeatures(d_in=64, n_features=256, mean_active=4, noise=0.01, seed=0)
         states = []
         for run in ("a", "b"):
-            sae = create("batchtopk", 64, 1024, k=4)
+            assert not torch.are_deterministic_algorithms_enabled()
+            sae = create(kind, 64, 1024, **hp)
             cfg = config(steps=20, lr=1e-2, warmup_steps=10, checkpoint_every=0, decay="none")
             train(sae, data.batches(512), cfg, tmp_path / run)
             states.append(sae.state_dict())

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from repro.sae.base import register, require_nonnegative
 from repro.sae.linear import LinearConfig, LinearSAE, mse_per_token
-from repro.sae.sparse import ragged_decode
+from repro.sae.sparse import ragged_decode, take
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class GatedSAE(LinearSAE):
         sparse = self.sparse_pre_activations(x_n, lambda pre: pre > 0)  # pre = pi_gate: the open gates
         if sparse is not None:
             code, pi_gate, _ = sparse
-            h = pi_gate - self.b_enc[code.cols]
-            acts = torch.relu(h * self.r_mag.exp()[code.cols] + self.b_mag[code.cols])
+            h = pi_gate - take(self.b_enc, code.cols)
+            acts = torch.relu(h * take(self.r_mag.exp(), code.cols) + take(self.b_mag, code.cols))
             x_hat = self.sparse_decode(acts, code)
             gate_acts = torch.relu(pi_gate)
             l1 = gate_acts.sum() / len(x_n)

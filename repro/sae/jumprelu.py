@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from repro.sae.base import register, require, require_nonnegative, require_positive
 from repro.sae.linear import LinearConfig, LinearSAE
+from repro.sae.sparse import take
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class JumpReLUSAE(LinearSAE):
         sparse = self.sparse_pre_activations(x_n, lambda pre: pre > lo)  # active (z > theta) or in the window
         if sparse is not None:
             code, z, _ = sparse
-            theta_e = theta[code.cols]
+            theta_e = take(theta, code.cols)
             acts = JumpReLUFunction.apply(z, theta_e, eps, to_input)
             x_hat = self.sparse_decode(acts, code)
             l0_penalty = StepFunction.apply(z, theta_e, eps, to_input).sum() / len(x_n)

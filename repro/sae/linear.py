@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.sae.base import SAE, SAEConfig, require
-from repro.sae.sparse import Ragged, decode_matrix, ragged_decode, ragged_scores
+from repro.sae.sparse import Ragged, decode_matrix, ragged_decode, ragged_scores, take
 
 INPUT_NORMS = ("scalar", "token", "none")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
@@ -204,7 +204,7 @@ class LinearSAE(SAE):
                 self.dense_steps_left.fill_(9)
                 return None
             code = Ragged.from_mask(chosen)
-        selected = ragged_scores(x_n, self.W_enc.t(), code, raw[code.rows, code.cols]) + bias[code.cols]
+        selected = ragged_scores(x_n, self.W_enc.t(), code, raw[code.rows, code.cols]) + take(bias, code.cols)
         return code, selected, pre
 
     def sparse_decode(self, values: Tensor, code: Ragged) -> Tensor:

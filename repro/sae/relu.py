@@ -9,6 +9,7 @@ from torch import Tensor
 
 from repro.sae.base import register, require_nonnegative
 from repro.sae.linear import LinearConfig, LinearSAE
+from repro.sae.sparse import take
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ReLUSAE(LinearSAE):
             code, pre_sel, _ = sparse
             vals = torch.relu(pre_sel)
             x_hat = self.sparse_decode(vals, code)
-            l1 = (vals * self.decoder_norms()[code.cols]).sum() / len(x_n)
+            l1 = (vals * take(self.decoder_norms(), code.cols)).sum() / len(x_n)
             l0 = code.counts
             if self.training:
                 self.track_fired_latents(code.cols, len(x_n))

@@ -61,13 +61,20 @@ class Ragged:
     def take(self, padded: Tensor) -> Tensor:
         """The selected entries of a padded (N, w) tensor, in code order (differentiable)."""
         flat = padded.reshape(-1)
-        return flat if self.flat is None else flat[self.flat]
+        return flat if self.flat is None else flat.index_select(0, self.flat)
 
     def by_latent(self, n_latents: int) -> tuple[Tensor, Tensor]:
         """``(order, offsets)``: entries sorted by latent (stable) and the start of each latent's group."""
         order = torch.argsort(self.cols, stable=True)
         counts = torch.bincount(self.cols, minlength=n_latents)
         return order, torch.cumsum(counts, 0) - counts
+
+
+def take(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a 1-D ``values`` and an index tensor of any shape, as ``index_select``: its backward
+    is an ``index_add`` (deterministic on CPU), where advanced indexing's is an accumulating ``index_put``,
+    whose CPU kernel sums in a thread-dependent order unless deterministic algorithms are switched on."""
+    return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def dense_to_sparse(acts: Tensor) -> tuple[Tensor, Tensor]:

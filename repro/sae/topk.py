@@ -9,7 +9,7 @@ from torch import Tensor
 
 from repro.sae.base import register, require, require_nonnegative, require_unit_interval
 from repro.sae.linear import LinearConfig, LinearSAE
-from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense
+from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense, take
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class TopKSAE(LinearSAE):
             raw = x @ self.W_enc
             pre = raw + bias
         idx = pre.topk(self.cfg.k, dim=-1).indices
-        return torch.relu(self.attach(x, raw, idx) + bias[idx]), idx, None, pre
+        return torch.relu(self.attach(x, raw, idx) + take(bias, idx)), idx, None, pre
 
     def attach(self, x: Tensor, raw: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
         """Selected ``x @ W_enc`` entries with gradient (0 off the mask): sparse backward on the sparse
@@ -124,7 +124,7 @@ class TopKSAE(LinearSAE):
         with torch.no_grad():
             idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1).indices
             raw = (pre - bias).gather(1, idx)
-        vals = torch.relu(gathered_scores(x, self.W_enc.t(), idx, raw) + bias[idx])
+        vals = torch.relu(gathered_scores(x, self.W_enc.t(), idx, raw) + take(bias, idx))
         residual = (x - x_hat).detach()
         e_hat = embedding_bag_decode(vals, idx, self.W_dec)
         variance = (residual - residual.mean(dim=0)).pow(2).sum(dim=-1).mean()
@@ -171,7 +171,7 @@ class BatchTopKSAE(TopKSAE):
                 counts = (pre > self.threshold.to(pre.dtype)).sum(dim=1)
                 idx = pre.topk(int(counts.max()), dim=1).indices
                 valid = torch.arange(idx.shape[1]) < counts[:, None]
-        vals = torch.relu(self.attach(x, raw, idx, valid) + bias[idx]) * valid
+        vals = torch.relu(self.attach(x, raw, idx, valid) + take(bias, idx)) * valid
         return vals, idx, valid, pre
 
     @torch.no_grad()
