@@ -1,8 +1,10 @@
 """Side-by-side of SAE trainers: ours against SAELens, EleutherAI's sparsify and overcomplete.
 
 Same real activations (an activation cache of this project), the same batch tensors in the same order,
-the same number of steps and tokens, Adam with the same learning rate, and ONE held-out metric formula
-computed here in float64 for every library. Each library otherwise keeps its own training recipe
+the same number of steps and tokens, Adam with the same learning rate (or the same grid of rates, ``--lr A B
+...``, with each library then reported at its own best rate: their recipes differ in decoder scale and
+input normalisation, so one shared rate favours some of them), and ONE held-out metric formula computed
+here in float64 for every library. Each library otherwise keeps its own training recipe
 (initialisation, decoder-norm handling, gradient clipping, dead-latent handling, loss normalisation,
 lr schedule), driven through its public training-step API:
 
@@ -582,12 +584,27 @@ def run_group(kind: str, coefs: dict[str, float | None], data: Data, metric: Hel
 
 
 # ----- output ----------------------------------------------------------------------------------------
+def best_of_grid(rows: list[dict], last: int) -> list[dict]:
+    """For each (library, kind, coefficient group), the row whose final held-out NMSE is lowest over the lr
+    grid (the GEMM calibration rows are left out). ReLU groups are keyed by their position among the groups
+    (the i-th coefficient of every library), so each library's i-th setting is tuned on its own."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        if r["library"] == "gemm":
+            continue
+        key = (r["library"], r["kind"], r["coef"])
+        nmse = r["evals"].get(last, {}).get("nmse", math.inf)
+        if key not in best or nmse < best[key]["evals"].get(last, {}).get("nmse", math.inf):
+            best[key] = r
+    return list(best.values())
+
+
 def fmt(v, spec: str) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
 def markdown(rows: list[dict], eval_steps: list[int]) -> str:
-    head = (["library", "version", "kind", "coef (own units)"] + [f"NMSE@{s}" for s in eval_steps]
+    head = (["library", "version", "kind", "coef (own units)", "lr"] + [f"NMSE@{s}" for s in eval_steps]
             + ["EV", "L0", "dead %", "median step s", "× ours"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     last = eval_steps[-1]
@@ -595,7 +612,7 @@ def markdown(rows: list[dict], eval_steps: list[int]) -> str:
         final = r["evals"].get(last, {})
         coef = "–" if r["coef"] is None else f"{r['coef']:.4g}" + (
             f" (= {r['coef_normalised_units']:.4g})" if r["library"] != "ours" else "")
-        cells = [r["library"], r["version"] or "–", r["kind"], coef]
+        cells = [r["library"], r["version"] or "–", r["kind"], coef, fmt(r.get("lr"), "g")]
         cells += [fmt(r["evals"].get(s, {}).get("nmse"), ".4f") for s in eval_steps]
         cells += [fmt(final.get("ev"), ".4f"), fmt(final.get("l0"), ".1f"),
                   fmt(None if "dead" not in final else 100 * final["dead"], ".2f"),
@@ -625,7 +642,9 @@ def parse_args(argv=None):
     p.add_argument("--timing-warmup", type=int,
                    help=f"steps left out of the medians (default {DEFAULTS['timing_warmup']})")
     p.add_argument("--k", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, nargs="+", default=[3e-4],
+                   help="Adam learning rate(s): every group trains once per value; with several, a best-of-grid "
+                        "table (each library at its own best lr) follows the full one")
     p.add_argument("--l1", type=float, nargs="+", default=[5.0],
                    help="ReLU L1 coefficient(s) in normalised units (module docstring), converted per library")
     p.add_argument("--relu-coef", nargs="*", default=[], metavar="LIB=V[,V...]",
@@ -698,14 +717,24 @@ def main(argv=None) -> int:
         for j in range(max((len(v) for v in lists.values()), default=0)):
             groups.append(("relu", {lib: v[j] for lib, v in lists.items() if j < len(v)}))
     rows: list[dict] = []
-    for kind, coefs in groups:
-        log(f"{kind}: " + ", ".join(f"{lib}" + ("" if c is None else f" coef {c:.4g}") for lib, c in coefs.items()))
-        rows += run_group(kind, coefs, data, metric, args)
+    for lr in args.lr:
+        lr_args = copy.copy(args)
+        lr_args.lr = lr
+        for kind, coefs in groups:
+            log(f"{kind} at lr {lr:g}: " + ", ".join(
+                f"{lib}" + ("" if c is None else f" coef {c:.4g}") for lib, c in coefs.items()))
+            for row in run_group(kind, coefs, data, metric, lr_args):
+                rows.append(row | {"lr": lr})
+    lrs = ", ".join(f"{v:g}" for v in args.lr)
     print(f"\nHeld-out metrics ({len(data.heldout)} tokens of {data.cache_path}) after "
-          f"{args.steps} steps x {args.batch_size} tokens; d_sae {args.d_sae}, k {args.k}, Adam lr {args.lr}, "
+          f"{args.steps} steps x {args.batch_size} tokens; d_sae {args.d_sae}, k {args.k}, Adam lr {lrs}, "
           f"schedule {args.schedule}; step times: medians of steps {args.timing_warmup + 1}..{args.steps - 1}, "
           f"{args.threads} threads, interleaved; × ours within each group.\n")
     print(markdown(rows, args.eval_steps))
+    if len(args.lr) > 1:
+        print(f"\nBest of the lr grid ({', '.join(f'{v:g}' for v in args.lr)}): for each library, kind and "
+              f"coefficient, the lr with the lowest final held-out NMSE.\n")
+        print(markdown(best_of_grid(rows, args.eval_steps[-1]), args.eval_steps))
     for lib, why in skipped.items():
         print(f"\nskipped {lib}: {why}")
     if args.out:

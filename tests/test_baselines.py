@@ -82,7 +82,7 @@ def test_the_penalty_moves_held_out_l0_by_10x_over_two_decades(minilm_cache, tmp
         for record, sae, _ in results:
             t = record["thresholds"]
             assert t["mean_abs_change"] > t["mean_start"] > 0, t  # the thresholds left their initialisation
-            assert torch.equal(sae.thresholds(), sae.theta().detach()) and float(sae.threshold.min()) >= 0
+            assert torch.equal(sae.thresholds(), sae.theta().detach()) and float(sae.threshold.detach().min()) >= 0
 
 
 def test_auxk_revives_dead_latents(smollm2_cache, tmp_path):
