@@ -63,8 +63,8 @@ def set_trained_sparsity(sae, x: torch.Tensor, target: float) -> None:
     if kind in ("relu", "gated", "jumprelu"):
         pre = sae.pre_activation(sae.normalise(x)[0])
         shift = float(pre.flatten().kthvalue(int(pre.numel() * (1 - target / sae.cfg.d_sae))).values)
-        if kind == "jumprelu":
-            sae.threshold.fill_(shift)
+        if kind == "jumprelu":  # the parameter is in units of the inputs' RMS norm (sae.theta())
+            sae.threshold.fill_(shift / float(sae.rms_norm))
         else:
             sae.b_enc.sub_(shift)
     elif kind == "attention_relu":

@@ -402,22 +402,25 @@ def test_gated_auxiliary_term_does_not_train_the_decoder():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_batch_top_prefix_equals_the_flat_selection(seed):
-    from repro.sae.topk import batch_top_prefix
+def test_batch_top_entries_equal_the_flat_selection(seed):
+    from repro.sae.topk import batch_top_entries
 
     g = torch.Generator().manual_seed(seed)
     pre = torch.randn(50, 300, generator=g)
-    pre[seed] += 5.0  # one row holds many of the batch's largest entries: forces the doubling
+    pre[seed] += 5.0  # one row holds many of the batch's largest entries: far beyond its candidate width
+    pre[-1] = -1.0  # a row with no positive entry
     n_keep = 3 * 50
-    idx, valid = batch_top_prefix(pre, n_keep)
-    ours = sorted((int(r), int(c)) for r, c in zip(*torch.nonzero(valid, as_tuple=True), strict=True)
-                  for c in [idx[r, c]])
+    code = batch_top_entries(pre, n_keep)
+    ours = list(zip(code.rows.tolist(), code.cols.tolist(), strict=True))
+    assert ours == sorted(ours)  # token-major, as the ragged kernels need
+    assert torch.equal(code.offsets, torch.cumsum(code.counts, 0) - code.counts)
     flat = pre.clamp_min(0).flatten()
     top = flat.topk(n_keep).indices
     top = top[flat[top] > 0]
-    reference = sorted((int(i) // 300, int(i) % 300) for i in top)
-    assert ours == reference
-    assert int(valid[seed].sum()) > 4 * 3  # more than the first candidate width
+    assert ours == sorted((int(i) // 300, int(i) % 300) for i in top)
+    assert int(code.counts[seed]) > 2 * 3  # more than its row's candidate width
+    few = batch_top_entries(torch.tensor([[0.5, -1.0], [-2.0, 0.0]]), 3)  # fewer positives than n_keep
+    assert list(zip(few.rows.tolist(), few.cols.tolist(), strict=True)) == [(0, 0)]
 
 
 @pytest.mark.parametrize("masked", [False, True])

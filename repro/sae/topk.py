@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +10,15 @@ from torch import Tensor
 
 from repro.sae.base import register, require, require_nonnegative, require_unit_interval
 from repro.sae.linear import LinearConfig, LinearSAE
-from repro.sae.sparse import embedding_bag_decode, gathered_scores, sparse_to_dense, take
+from repro.sae.sparse import (
+    Ragged,
+    embedding_bag_decode,
+    gathered_scores,
+    ragged_decode,
+    ragged_scores,
+    sparse_to_dense,
+    take,
+)
 
 
 @dataclass(frozen=True)
@@ -102,16 +111,22 @@ class TopKSAE(LinearSAE):
     def normalised_loss(self, x: Tensor, ctx: Tensor | None) -> tuple[Tensor, dict[str, float]]:
         vals, idx, mask, pre = self.select(x)
         x_hat = self.reconstruct(vals, idx, mask)
+        active = vals.detach() != 0
+        return self.loss_with_auxk(x, x_hat, pre, ctx, idx[active], active.sum(dim=-1))
+
+    def loss_with_auxk(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: Tensor | None, fired: Tensor,
+                       l0: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """MSE + the weighted AuxK term (class docstring) and the log parts, from the reconstruction, the
+        no-grad pre-activations, the latents that fired (one entry per firing) and the per-token L0."""
         recon, raw_mse = self.reconstruction_terms(x, x_hat, ctx)
         aux = self.auxk_loss(x, x_hat, pre)
         loss = recon
         if aux.requires_grad:  # some latents are dead (V_x, the batch variance, only then)
             variance = (x - x.mean(dim=0)).pow(2).sum(dim=-1).mean().detach()
             loss = loss + self.cfg.auxk_coefficient * variance * aux
-        active = vals.detach() != 0
         if self.training:
-            self.track_fired_latents(idx[active], x.shape[0])
-        return loss, self.log_parts(loss, raw_mse, active.sum(dim=-1), recon=recon, auxk=aux)
+            self.track_fired_latents(fired, x.shape[0])
+        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, auxk=aux)
 
     def auxk_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
         """AuxK of Gao et al. (see the class docstring); 0 when no latent is dead."""
@@ -154,25 +169,37 @@ class BatchTopKSAE(TopKSAE):
         if not self.training:
             return pre * (pre > self.threshold.to(pre.dtype))
         flat = pre.reshape(-1, self.cfg.d_sae)
-        idx, valid = batch_top_prefix(flat.detach(), self.cfg.k * flat.shape[0])
-        acts = sparse_to_dense(flat.gather(1, idx) * valid, idx, self.cfg.d_sae)
-        return acts.reshape(pre.shape)
+        code = batch_top_entries(flat.detach(), self.cfg.k * flat.shape[0])
+        return (flat * code_mask(code, flat.shape)).reshape(pre.shape)
 
-    def select(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-        bias = self.encoder_bias()
+    def select_entries(self, x: Tensor) -> tuple[Ragged, Tensor, Tensor]:
+        """The selected entries of a (N, d_in) batch as a ragged code (training: the batch's k N largest
+        positive pre-activations; eval: those above the threshold), with the no-grad ``x @ W_enc`` and
+        pre-activations ``(code, raw, pre)``; training also updates the moving-average threshold."""
         with torch.no_grad():
             raw = x @ self.W_enc
-            pre = raw + bias
+            pre = raw + self.encoder_bias()
             if self.training:
-                idx, valid = batch_top_prefix(pre, self.cfg.k * pre.shape[0])
-                if bool(valid.any()):
-                    self.update_threshold(pre.gather(1, idx)[valid].min())
+                code = batch_top_entries(pre, self.cfg.k * pre.shape[0])
+                if code.cols.numel():
+                    self.update_threshold(pre[code.rows, code.cols].min())
             else:
-                counts = (pre > self.threshold.to(pre.dtype)).sum(dim=1)
-                idx = pre.topk(int(counts.max()), dim=1).indices
-                valid = torch.arange(idx.shape[1]) < counts[:, None]
-        vals = torch.relu(self.attach(x, raw, idx, valid) + take(bias, idx)) * valid
-        return vals, idx, valid, pre
+                code = Ragged.from_mask(pre > self.threshold.to(pre.dtype))
+        return code, raw, pre
+
+    def normalised_loss(self, x: Tensor, ctx: Tensor | None) -> tuple[Tensor, dict[str, float]]:
+        code, raw, pre = self.select_entries(x)
+        bias = self.encoder_bias()
+        if self.use_sparse_decode(-(-code.cols.numel() // max(len(x), 1))):  # ragged: cost ~ the mean L0
+            vals = torch.relu(ragged_scores(x, self.W_enc.t(), code, raw[code.rows, code.cols]) + take(bias, code.cols))
+            x_hat = ragged_decode(vals, code, self.W_dec) + self.b_dec
+        else:
+            acts = torch.relu(x @ self.W_enc + bias) * code_mask(code, pre.shape)
+            x_hat = acts @ self.W_dec + self.b_dec
+            vals = acts[code.rows, code.cols]
+        active = vals.detach() != 0
+        l0 = torch.bincount(code.rows[active], minlength=len(x))
+        return self.loss_with_auxk(x, x_hat, pre, ctx, code.cols[active], l0)
 
     @torch.no_grad()
     def update_threshold(self, smallest_kept: Tensor) -> None:
@@ -211,23 +238,26 @@ class BatchTopKSAE(TopKSAE):
 
 
 @torch.no_grad()
-def batch_top_prefix(pre: Tensor, n_keep: int) -> tuple[Tensor, Tensor]:
-    """The ``n_keep`` largest positive entries of the whole (N, M) matrix, as per-row prefixes:
-    ``(indices (N, w), valid (N, w))`` where row t keeps ``indices[t, :c_t]`` (its c_t largest entries).
+def batch_top_entries(pre: Tensor, n_keep: int) -> Ragged:
+    """The ``n_keep`` largest positive entries of the whole (N, M) matrix, as a ragged code (token-major).
 
-    Exact without sorting all N x M entries: take each row's top K candidates (K = 4 n_keep / N to
-    start), select the global top ``n_keep`` among them; if some row had all K candidates selected,
-    its next entries might qualify too, so K doubles and the selection is redone."""
+    Exact without sorting all N x M entries: the n_keep-th largest of each row's top 2 n_keep / N entries
+    is a lower bound b of the n_keep-th largest entry overall (a subset's k-th largest is never above the
+    whole set's), so the entries >= max(b, 0+) hold the answer; the n_keep largest of those are kept."""
     n, m = pre.shape
-    width = min(m, max(1, 4 * -(-n_keep // max(n, 1))))
-    while True:
-        cand, idx = pre.topk(width, dim=1)
-        flat = cand.flatten()
-        chosen = flat.topk(min(n_keep, flat.numel())).indices
-        chosen = chosen[flat[chosen] > 0]
-        counts = torch.bincount(chosen // width, minlength=n)
-        if width == m or int(counts.max()) < width:
-            break
-        width = min(m, 2 * width)
-    used = int(counts.max()) if chosen.numel() else 0
-    return idx[:, :used], torch.arange(used) < counts[:, None]
+    width = min(m, max(1, 2 * -(-n_keep // max(n, 1))))
+    candidates = pre.topk(width, dim=1).values.flatten()
+    bound = float(candidates.topk(n_keep).values[-1]) if candidates.numel() > n_keep else -math.inf
+    rows, cols = (pre >= bound).nonzero(as_tuple=True) if bound > 0 else (pre > 0).nonzero(as_tuple=True)
+    if rows.numel() > n_keep:
+        keep = pre[rows, cols].topk(n_keep).indices.sort().values  # sorted: stays token-major
+        rows, cols = rows[keep], cols[keep]
+    counts = torch.bincount(rows, minlength=n)
+    return Ragged(rows, cols, torch.cumsum(counts, 0) - counts, None)
+
+
+def code_mask(code: Ragged, shape: tuple[int, int]) -> Tensor:
+    """The (N, M) boolean mask of a ragged code's entries."""
+    mask = torch.zeros(shape, dtype=torch.bool, device=code.cols.device)
+    mask[code.rows, code.cols] = True
+    return mask
