@@ -14,7 +14,6 @@ from repro.sae.sparse import (
     Ragged,
     embedding_bag_decode,
     gathered_scores,
-    ragged_decode,
     ragged_scores,
     sparse_to_dense,
     take,
@@ -172,13 +171,14 @@ class BatchTopKSAE(TopKSAE):
         code = batch_top_entries(flat.detach(), self.cfg.k * flat.shape[0])
         return (flat * code_mask(code, flat.shape)).reshape(pre.shape)
 
-    def select_entries(self, x: Tensor) -> tuple[Ragged, Tensor, Tensor]:
+    def select_entries(self, x: Tensor, bias: Tensor) -> tuple[Ragged, Tensor, Tensor]:
         """The selected entries of a (N, d_in) batch as a ragged code (training: the batch's k N largest
         positive pre-activations; eval: those above the threshold), with the no-grad ``x @ W_enc`` and
-        pre-activations ``(code, raw, pre)``; training also updates the moving-average threshold."""
+        pre-activations ``(code, raw, pre)`` (``bias``: :meth:`encoder_bias`); training also updates the
+        moving-average threshold."""
         with torch.no_grad():
             raw = x @ self.W_enc
-            pre = raw + self.encoder_bias()
+            pre = raw + bias
             if self.training:
                 code = batch_top_entries(pre, self.cfg.k * pre.shape[0])
                 if code.cols.numel():
@@ -188,11 +188,11 @@ class BatchTopKSAE(TopKSAE):
         return code, raw, pre
 
     def normalised_loss(self, x: Tensor, ctx: Tensor | None) -> tuple[Tensor, dict[str, float]]:
-        code, raw, pre = self.select_entries(x)
         bias = self.encoder_bias()
+        code, raw, pre = self.select_entries(x, bias)
         if self.use_sparse_decode(-(-code.cols.numel() // max(len(x), 1))):  # ragged: cost ~ the mean L0
             vals = torch.relu(ragged_scores(x, self.W_enc.t(), code, raw[code.rows, code.cols]) + take(bias, code.cols))
-            x_hat = ragged_decode(vals, code, self.W_dec) + self.b_dec
+            x_hat = self.sparse_decode(vals, code)
         else:
             acts = torch.relu(x @ self.W_enc + bias) * code_mask(code, pre.shape)
             x_hat = acts @ self.W_dec + self.b_dec
