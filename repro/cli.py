@@ -97,8 +97,8 @@ def _extract(args: argparse.Namespace) -> int:
     selection = json.loads((Path(path) / "metadata.json").read_text()).get("token_selection") or {}
     if selection.get("rule"):
         print(f"token filter {selection['rule']}: dropped {selection['dropped_tokens']} of "
-              f"{selection['counted_tokens']} "
-              f"tokens ({100 * selection['dropped_share']:.3f} %), {100 * selection['dropped_energy_share']:.2f} % "
+              f"{selection['counted_tokens']} tokens ({100 * selection['dropped_share']:.3f} %), "
+              f"{100 * selection['dropped_energy_share']:.2f} % "
               "of sum ||x||^2", file=sys.stderr)
     print(path)
     return 0
