@@ -13,12 +13,19 @@ import torch
 from torch import nn
 
 from repro.evals.topn import (
+    CosineHead,
     LinearHead,
+    TopNSelectionError,
     ZeroShotHead,
+    agnostic_latents,
+    fit_cosine_head,
     fit_linear_head,
+    frequency_mask_off,
+    random_latents,
     select_latents,
     selection_mask,
     settings_for,
+    setup_gate,
     topn_classification,
 )
 from repro.sae import create
@@ -125,7 +132,12 @@ def test_identity_sae_known_answers():
         assert m[f"{p}/on_1"] == 100.0  # the class's own dimension alone still classifies
         assert m[f"{p}/off_1"] <= 50  # without it only noise is left (chance = 33 %)
         assert m[f"{p}/on_{C + 1}"] == m["sae"] and m[f"{p}/off_{C + 1}"] == m["off_all"]
+        # the controls: every latent kept is the full reconstruction; one latent that ignores the class
+        # identifies one class, the others only by noise, far below the class-aware on_1
+        assert m[f"{p}/agnostic_{C + 1}"] == m[f"{p}/random_{C + 1}"] == m["on_all"] == m["sae"]
+        assert m[f"{p}/agnostic_1"] < 70 and m[f"{p}/random_1"] < 70
     assert res["selected"]["official"]["1"] == [[0], [1], [2]]
+    assert res["gate"]["usable"] and res["gate"]["reasons"] == []
     assert set(res["mean_pct"]) == set(settings_for(["official", "heldout"], (1, C + 1)))
     assert res["n_examples"] == 30 and res["per_class_pct"]["no_sae"] == [100.0] * C
 
@@ -135,7 +147,8 @@ def test_full_width_equals_full_reconstruction_for_a_real_sae():
     train, test = data(30, 0), data(15, 500)
     bb, sae = PlantedBackbone(), create("relu", C + 1, 16, seed=0)
     head = fit_linear_head(bb, train)
-    res = topn_classification(bb, sae, "h", test, head, {"official": counts_of(sae, test)}, ns=(2, 16))
+    stat = counts_of(sae, test) + 1e-3  # every latent selectable, so that n = F is allowed
+    res = topn_classification(bb, sae, "h", test, head, {"official": stat}, ns=(2, 16))
     m = res["mean_pct"]
     assert m["official/on_16"] == m["sae"] and m["official/off_16"] == m["off_all"]
 
@@ -143,8 +156,63 @@ def test_full_width_equals_full_reconstruction_for_a_real_sae():
 def test_selection_is_stable_and_masks_match():
     counts = np.array([[0, 5, 5, 1], [2, 2, 2, 2]])
     np.testing.assert_array_equal(select_latents(counts, 2), [[1, 2], [0, 1]])
-    np.testing.assert_array_equal(select_latents(counts, 10), [[1, 2, 3, 0], [0, 1, 2, 3]])
+    np.testing.assert_array_equal(select_latents(counts, 4, strict=False), [[1, 2, 3, 0], [0, 1, 2, 3]])
     np.testing.assert_array_equal(selection_mask(counts, 1).numpy(), [[0, 1, 0, 0], [1, 0, 0, 0]])
+
+
+def test_selection_refuses_to_fill_a_class_with_latents_that_never_fired():
+    counts = np.array([[0, 5, 5, 1], [2, 0, 0, 0]])
+    with pytest.raises(TopNSelectionError, match=r"top-2: 1 of 2 classes .* b: 1"):
+        select_latents(counts, 2, class_names=["a", "b"])
+    with pytest.raises(TopNSelectionError, match="only 4 latents"):
+        select_latents(counts, 5)
+    with pytest.raises(TopNSelectionError, match="class-agnostic"):
+        agnostic_latents(np.array([[0, 5, 0, 1], [2, 0, 0, 0]]), 4, 2)  # latent 2 never fired
+
+
+def test_controls_ignore_the_class_and_are_seeded():
+    counts = np.array([[0, 5, 5, 1, 0], [2, 0, 0, 9, 0]], dtype=float)
+    np.testing.assert_array_equal(agnostic_latents(counts, 2, 2), [[3, 1], [3, 1]])
+    r = random_latents(counts, 3, 2, seed=4)
+    assert (r[0] == r[1]).all() and set(r[0]) <= {0, 1, 2, 3} and len(set(r[0])) == 3  # latent 4 never fired
+    np.testing.assert_array_equal(r, random_latents(counts, 3, 2, seed=4))
+    with pytest.raises(TopNSelectionError, match="only 4 latents ever fire"):
+        random_latents(counts, 5, 2)
+
+
+def test_setup_gate():
+    ok = setup_gate({"no_sae": 80.0, "sae": 75.0, "on_all": 72.0}, 10)
+    assert ok["usable"] and ok["chance_pct"] == 10.0
+    near_chance = setup_gate({"no_sae": 15.0, "sae": 15.0}, 10)
+    assert not near_chance["usable"] and "chance" in near_chance["reasons"][0]
+    lossy = setup_gate({"no_sae": 80.0, "sae": 78.0, "on_all": 60.0}, 10)
+    assert not lossy["usable"] and "on_all" in lossy["reasons"][0] and len(lossy["reasons"]) == 1
+
+
+def test_cosine_head_is_nearest_class_mean_by_direction():
+    x = np.array([[1.0, 0.0], [3.0, 0.2], [0.0, 1.0], [0.1, 5.0]])
+    head = CosineHead().fit(x, np.array([0, 0, 1, 1]))
+    # scale does not matter, direction does
+    assert head.predict(torch.tensor([[100.0, 1.0], [0.01, 0.02], [0.0, -0.0]])).tolist()[:2] == [0, 1]
+    assert head.spec()["head"] == "cosine"
+    bb, train = PlantedBackbone(), data(30, 0)
+    feats = bb.features(bb.preprocess(data(9, 77).examples))
+    assert (fit_cosine_head(bb, train).predict(feats) == data(9, 77).labels).all()
+
+
+def test_frequency_mask_is_off_for_classification_and_restored():
+    sae = create("sparsemax_attention", 6, 16, seed=0).eval()
+    x = torch.randn(32, 6)
+    with torch.no_grad():
+        sae.latent_freq.fill_(0.0)
+        sae.latent_freq[:8] = 0.5  # over the 0.1 cap: masked
+        masked = sae.encode(x)
+        with frequency_mask_off(sae) as unmasked_sae:
+            unmasked = unmasked_sae.encode(x)
+            assert sae.cfg.freq_mask is None
+        assert sae.cfg.freq_mask == 0.1
+    assert (masked[:, :8] == 0).all() and (unmasked[:, :8] != 0).any()
+    torch.testing.assert_close(sae.encode(x).detach(), masked.detach())
 
 
 def test_heads():
@@ -161,7 +229,9 @@ def test_sae_mode_is_restored():
     head = fit_linear_head(bb, data(12, 0))
     with pytest.raises(ValueError, match="official"):
         topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, 2))}, ns=(1,))
-    topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, C + 1))}, ns=(1,))
+    with pytest.raises(TopNSelectionError):  # checked before any forward pass
+        topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.zeros((C, C + 1))}, ns=(1,))
+    topn_classification(bb, sae, "h", data(6, 1), head, {"official": np.ones((C, C + 1))}, ns=(1,))
     assert sae.training
 
 

@@ -9,14 +9,18 @@ on the support, which can be ≤ 0) and accumulates, with E examples, C classes 
 - ``pooled`` (E, F): per example, the mean of the latent codes over its tokens (encode each token, then
   pool: the SAEBench order), and ``pooled_raw`` (E, d): the mean of the raw activations;
 - ``class_counts`` (C, F): Σ over the class's tokens of 1[acts_ti > threshold] (the official top-n
-  selection statistic, threshold 0.2 by default, on raw scores);
+  selection statistic, threshold 0.2 by default, on raw scores); ``class_nonzero`` (C, F): Σ over the
+  class's tokens of 1[acts_ti ≠ 0] and ``class_sums`` (C, F): Σ over them of acts_ti (the scale-free
+  selection statistics of :mod:`repro.evals.topn`);
 - ``top_values``/``top_ids``/``top_positions``/``top_labels`` (F, K): per latent its K top examples by
   the example's maximum activation over tokens (ties: the lower example id), with the position of that
   maximum (ties: the earliest position); slots beyond the number of examples on which the latent is
   ever > 0 hold -inf (and -1 in the companion arrays);
 - ``fire_count``/``act_sum`` (F,): Σ_t 1[acts_ti ≠ 0] and Σ_t acts_ti; ``example_fire_count`` (F,):
   number of examples with at least one token where the latent is ≠ 0;
-- ``example_l0`` (E,): per example, the mean over its tokens of the per-token L0 #{i : acts_ti ≠ 0}.
+- ``example_l0`` (E,): per example, the mean over its tokens of the per-token L0 #{i : acts_ti ≠ 0};
+  ``example_sse`` / ``example_energy`` (E,): per example Σ_t ||x_t − x̂_t||² and Σ_t ||x_t||² (what a
+  bootstrap over examples of the NMSE resamples).
 
 Example rows are ordered by example id (``ids``), with their ``labels``. Every sum is in float64
 (counts exact); the results do not depend on the chunk size.
@@ -42,6 +46,8 @@ class EncodedSplit:
     n_tokens: int
     reconstruction: dict
     class_counts: np.ndarray
+    class_nonzero: np.ndarray
+    class_sums: np.ndarray
     top_values: np.ndarray
     top_ids: np.ndarray
     top_positions: np.ndarray
@@ -50,6 +56,8 @@ class EncodedSplit:
     act_sum: np.ndarray
     example_fire_count: np.ndarray
     example_l0: np.ndarray
+    example_sse: np.ndarray
+    example_energy: np.ndarray
     pooled: Tensor | None
     pooled_raw: Tensor | None
     threshold: float
@@ -104,10 +112,14 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
     F = sae.cfg.d_sae
     metrics = ReconstructionMetrics(F)
     counts = torch.zeros(n_classes, F, dtype=torch.float64, device=device)
+    class_nonzero = torch.zeros_like(counts)
+    class_sums = torch.zeros_like(counts)
     fire = torch.zeros(F, dtype=torch.float64, device=device)
     act_sum = torch.zeros(F, dtype=torch.float64, device=device)
     ex_fire = torch.zeros(F, dtype=torch.float64, device=device)
     example_l0 = np.zeros(len(ids))
+    example_sse = np.zeros(len(ids))
+    example_energy = np.zeros(len(ids))
     pooled_codes = torch.zeros(len(ids), F) if pooled else None
     pooled_raw = torch.zeros(len(ids), cache.d_model) if pooled else None
     empty = torch.zeros(0, F, device=device)
@@ -125,6 +137,8 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
             tok_labels = torch.from_numpy(labels_all[lo:hi]).to(device)
             counts.index_add_(0, tok_labels, (acts > threshold).double())
             nonzero = acts != 0
+            class_nonzero.index_add_(0, tok_labels, nonzero.double())
+            class_sums.index_add_(0, tok_labels, acts.double())
             fire += nonzero.sum(0, dtype=torch.float64)
             act_sum += acts.sum(0, dtype=torch.float64)
             ntok = torch.bincount(inv, minlength=n_ex).clamp_min(1)
@@ -133,6 +147,10 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
             rows = torch.tensor([row_of[int(i)] for i in local_ids])
             l0_sum = torch.zeros(n_ex, dtype=torch.float64, device=device).index_add_(0, inv, nonzero.sum(1).double())
             example_l0[rows.numpy()] = (l0_sum / ntok).cpu().numpy()
+            zero = torch.zeros(n_ex, dtype=torch.float64, device=device)
+            sq_err = (x.double() - x_hat.double()).pow(2).sum(1)
+            example_sse[rows.numpy()] = zero.index_add(0, inv, sq_err).cpu().numpy()
+            example_energy[rows.numpy()] = zero.index_add(0, inv, x.double().pow(2).sum(1)).cpu().numpy()
             if pooled:
                 sums = torch.zeros(n_ex, F, dtype=torch.float64, device=device).index_add_(0, inv, acts.double())
                 pooled_codes[rows] = (sums / ntok[:, None]).float().cpu()
@@ -162,8 +180,10 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
     for t in top_np[1:]:
         t[invalid] = -1
     return EncodedSplit(ids=ids, labels=labels, n_tokens=len(index), reconstruction=metrics.compute(),
-                        class_counts=counts.cpu().numpy(), top_values=top_np[0], top_ids=top_np[1],
+                        class_counts=counts.cpu().numpy(), class_nonzero=class_nonzero.cpu().numpy(),
+                        class_sums=class_sums.cpu().numpy(), top_values=top_np[0], top_ids=top_np[1],
                         top_positions=top_np[2], top_labels=top_np[3], fire_count=fire.cpu().numpy(),
                         act_sum=act_sum.cpu().numpy(), example_fire_count=ex_fire.cpu().numpy(), example_l0=example_l0,
+                        example_sse=example_sse, example_energy=example_energy,
                         pooled=pooled_codes, pooled_raw=pooled_raw, threshold=float(threshold))
 
