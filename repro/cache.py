@@ -102,7 +102,33 @@ def extraction_spec(backbone: BackboneLike, dataset: DatasetLike, hook: str, *, 
     token_filter = getattr(backbone, "token_filter", None)
     if token_filter is not None and token_filter.active:  # absent otherwise: unfiltered caches keep their hash
         spec["token_filter"] = token_filter.spec()
+    if callable(getattr(backbone, "example_lengths", None)):  # text: batches formed from length-sorted windows
+        spec["length_sorted_window"] = batch_size * LENGTH_SORT_BATCHES
     return spec
+
+
+#: Text extraction sorts each window of this many batches by token count before batching (right padding
+#: to the longest text then wastes little: 2.3x the tokens per second for SmolLM2 on wordnet glosses) and
+#: writes the window back in dataset order; recorded in the spec, so such caches have their own hash.
+LENGTH_SORT_BATCHES = 16
+
+
+def _window_batches(backbone, examples, lo: int, hi: int, batch_size: int, by_length: bool) -> list[np.ndarray]:
+    """Dataset offsets of the batches covering examples [lo, hi): in order, or sorted by token count."""
+    offsets = np.arange(lo, hi)
+    if by_length:
+        lengths = np.asarray(backbone.example_lengths(_take(examples, offsets)))
+        offsets = offsets[np.argsort(lengths, kind="stable")]
+    return [offsets[i:i + batch_size] for i in range(0, len(offsets), batch_size)]
+
+
+def _take(examples, offsets: np.ndarray):
+    """examples[offsets] for a list or an array (a contiguous range as a slice, as before sorting existed)."""
+    if len(offsets) and offsets[-1] - offsets[0] + 1 == len(offsets) and (np.diff(offsets) == 1).all():
+        return examples[int(offsets[0]):int(offsets[-1]) + 1]
+    if isinstance(examples, np.ndarray):
+        return examples[offsets]
+    return [examples[int(i)] for i in offsets]
 
 
 # ----- writing ---------------------------------------------------------------------------------------
@@ -205,32 +231,41 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
     began, tokens_done = time.perf_counter(), 0
     bar = tqdm(total=n, initial=state["examples_done"], disable=not progress, unit="ex",
                desc=f"extract {backbone.name}:{hook}")
+    window = spec.get("length_sorted_window") or batch_size
     try:
         start = state["examples_done"]
-        for lo in range(start, n, batch_size):
-            hi = min(n, lo + batch_size)
-            inputs = backbone.preprocess(dataset.examples[lo:hi])
-            if token_filter.active:
-                acts, counted = backbone.activations(inputs, hook, filtered=False)
-                mask = token_filter.apply(acts, counted)
-            else:  # any object with activations(inputs, hook) will do
-                acts, counted = backbone.activations(inputs, hook)
-                mask = counted
-            for key, value in exclusion_stats(acts, counted, mask).items():
-                state["tokens"][key] = state["tokens"].get(key, 0) + value
-            if acts.shape[-1] != d_model:
-                raise CacheError(f"{backbone.name}:{hook} returned width {acts.shape[-1]}, expected {d_model}")
-            rows, positions = torch.nonzero(mask, as_tuple=True)
-            index = np.stack([dataset.ids[lo:hi][rows.numpy()], positions.numpy(),
-                              dataset.labels[lo:hi][rows.numpy()]], axis=1)
-            writer.add(acts[rows, positions], index)
-            tokens_done += len(index)
-            bar.update(hi - lo)
-            bar.set_postfix(tok_per_s=f"{tokens_done / max(time.perf_counter() - began, 1e-9):.0f}")
-            if writer.n_tokens >= shard_tokens or hi == n:
+        for wlo in range(start, n, window):
+            whi = min(n, wlo + window)
+            pieces = []
+            for batch in _window_batches(backbone, dataset.examples, wlo, whi, batch_size, window > batch_size):
+                inputs = backbone.preprocess(_take(dataset.examples, batch))
+                if token_filter.active:
+                    acts, counted = backbone.activations(inputs, hook, filtered=False)
+                    mask = token_filter.apply(acts, counted)
+                else:  # any object with activations(inputs, hook) will do
+                    acts, counted = backbone.activations(inputs, hook)
+                    mask = counted
+                for key, value in exclusion_stats(acts, counted, mask).items():
+                    state["tokens"][key] = state["tokens"].get(key, 0) + value
+                if acts.shape[-1] != d_model:
+                    raise CacheError(f"{backbone.name}:{hook} returned width {acts.shape[-1]}, expected {d_model}")
+                rows, positions = torch.nonzero(mask, as_tuple=True)
+                where = batch[rows.numpy()]
+                pieces.append((where, acts[rows, positions], np.stack(
+                    [dataset.ids[where], positions.numpy(), dataset.labels[where]], axis=1)))
+                tokens_done += len(where)
+                bar.update(len(batch))
+                bar.set_postfix(tok_per_s=f"{tokens_done / max(time.perf_counter() - began, 1e-9):.0f}")
+            if len(pieces) == 1:
+                writer.add(pieces[0][1], pieces[0][2])
+            elif pieces:  # back to dataset order: by example, each example's tokens already in position order
+                order = np.argsort(np.concatenate([p[0] for p in pieces]), kind="stable")
+                writer.add(torch.cat([p[1] for p in pieces])[torch.from_numpy(order)],
+                           np.concatenate([p[2] for p in pieces])[order])
+            if writer.n_tokens >= shard_tokens or whi == n:
                 record = writer.flush(len(state["shards"]))
                 state["shards"].append(record)
-                state["examples_done"] = hi
+                state["examples_done"] = whi
                 _save_progress(partial, state)
     finally:
         bar.close()

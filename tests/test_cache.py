@@ -313,3 +313,35 @@ def test_validation_slice_holds_whole_examples_and_batches_stay_before_it(tmp_pa
     training = Counter(tuple(r) for r in cache.tokens(0, start).tolist())
     assert sum(seen.values()) == start // 16 * 16 and all(training[row] >= c for row, c in seen.items())
 
+
+
+class FakeTextBackbone(FakeBackbone):
+    """A text-like backbone: extraction sorts windows of examples by their length (``example_lengths``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.batch_lengths = []
+
+    def example_lengths(self, examples):
+        return (np.asarray(examples) != 0).sum(1).tolist()
+
+    def activations(self, inputs: dict, hook: str, filtered: bool = True):
+        self.batch_lengths.append(sorted((inputs["x"] != 0).sum(1).tolist()))
+        return super().activations(inputs, hook, filtered)
+
+
+def test_text_extraction_batches_by_length_and_writes_in_dataset_order(tmp_path):
+    data = fake_data(50)
+    bb = FakeTextBackbone()
+    cache = ActivationCache.open(extract(bb, data, "h1", tmp_path, batch_size=4))
+    assert cache.spec["length_sorted_window"] == 4 * 16
+    acts, index = expected_rows(data)
+    np.testing.assert_array_equal(cache.index(), index)  # dataset order, positions in order
+    torch.testing.assert_close(cache.tokens(0, cache.n_tokens), acts, rtol=0, atol=0)
+    # sorted: every batch but one boundary holds examples of one or two adjacent lengths
+    spans = [b[-1] - b[0] for b in bb.batch_lengths]
+    assert max(spans) <= 1 and len(bb.batch_lengths) == 13
+    # the unsorted path (no example_lengths) writes the same bytes under another spec hash
+    plain = ActivationCache.open(extract(FakeBackbone(), data, "h1", tmp_path / "plain", batch_size=4))
+    np.testing.assert_array_equal(plain.index(), cache.index())
+    assert "length_sorted_window" not in plain.spec

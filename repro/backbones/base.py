@@ -324,6 +324,12 @@ class TextBackbone(Backbone):
                 "prepend_bos": self.prepend_bos, "tokenizer": type(self.tokenizer).__name__,
                 "mask": "special tokens and padding excluded"}
 
+    def example_lengths(self, examples: Sequence[str]) -> list[int]:
+        """Tokens per text as :meth:`preprocess` makes them (truncated, BOS counted), without padding: what
+        extraction sorts by (:data:`repro.cache.LENGTH_SORT_BATCHES`)."""
+        enc = self.tokenizer(list(examples), truncation=True, max_length=self.max_length - int(self.prepend_bos))
+        return [len(ids) + int(self.prepend_bos) for ids in enc["input_ids"]]
+
     def preprocess(self, examples: Sequence[str]) -> dict[str, Tensor]:
         """A list of strings → ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model
         uses them) for the model, plus ``token_mask`` (bool), all ``(B, T)`` CPU tensors."""
