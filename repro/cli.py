@@ -81,7 +81,8 @@ def _extract(args: argparse.Namespace) -> int:
     from repro.cache import extract
     from repro.data import load as load_data
 
-    backbone = load_backbone(args.backbone, device=args.device)
+    options = {} if args.image_size is None else {"image_size": args.image_size}
+    backbone = load_backbone(args.backbone, device=args.device, **options)
     backbone.token_filter = TokenFilter(max_norm_ratio=args.max_norm_ratio)
     hook = resolve_hook(backbone.hook_points, args.layer)
     data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed,
@@ -161,7 +162,7 @@ def _eval_settings(args: argparse.Namespace):
 
     kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet,
           "data_root": args.data_root}
-    for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts", "top_k"):
+    for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts", "top_k", "selection", "head"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
     for name in ("test_limit", "train_limit"):
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--max-norm-ratio", type=float,
                      help="drop tokens whose norm exceeds this multiple of the batch's median token norm "
                      "(attention-sink outliers; default: keep all); recorded in the cache's spec")
+    ext.add_argument("--image-size", type=int, help="input resolution of an image backbone (default: the "
+                     "backbone's own; recorded in the cache's spec)")
     ext.add_argument("--device", default="cpu", help="where the backbone runs (cpu, cuda, cuda:1, ...)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)
@@ -379,7 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reconstruction, interpretability, probing, topn, lm_loss or all (repeatable)")
     ev.add_argument("--out", help="folder for <eval>.json (default RUN/eval)")
     ev.add_argument("--index", help="also write a JSON {eval: file} of what was written (for workflows)")
-    ev.add_argument("--threshold", type=float, help="top-n counting threshold on the SAE code (default 0.2)")
+    ev.add_argument("--selection", choices=("nonzero", "sum", "threshold"),
+                    help="top-n selection statistic (default nonzero: the count of nonzero activations per class)")
+    ev.add_argument("--threshold", type=float, help="counting threshold of --selection threshold (official 0.2)")
+    ev.add_argument("--head", choices=("auto", "cosine", "linear", "zero-shot"),
+                    help="top-n head (default auto: CLIP's zero-shot head on CLIP, else cosine class means)")
     ev.add_argument("--ns", type=int, nargs="+", help="top-n sizes (default 1 5 10 50)")
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--lm-texts", type=int, help="test texts for lm_loss (default 64)")

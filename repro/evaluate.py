@@ -39,6 +39,8 @@ import numpy as np
 import torch
 
 EVALS = ("reconstruction", "interpretability", "probing", "topn", "lm_loss")
+HEADS = ("auto", "cosine", "linear", "zero-shot")
+SELECTIONS = ("nonzero", "sum", "threshold")  # repro.evals.topn.SELECTIONS (held equal by a test)
 TRAIN_SUMMARY = "train.json"
 
 
@@ -46,9 +48,11 @@ TRAIN_SUMMARY = "train.json"
 class EvalSettings:
     """test_limit: at most this many examples of the test split (a class-balanced subset; None = all).
     train_limit: at most this many examples of the training split when the training cache is not one.
-    threshold: top-n counting threshold on the SAE code. ns: top-n sizes. top_k: top examples kept per
-    latent. probe_ks / probe_seed: sparse probing. lm_texts: test texts for the LM loss. head: the top-n
-    head, "auto" (CLIP's zero-shot head for CLIP backbones, else "linear"), "linear" or "zero-shot";
+    selection: the top-n selection statistic (``nonzero``, ``sum`` or ``threshold``; repro.evals.topn).
+    threshold: the counting threshold of the ``threshold`` statistic (official 0.2). ns: top-n sizes.
+    top_k: top examples kept per latent. probe_ks / probe_seed: sparse probing. lm_texts: test texts for
+    the LM loss. head: the top-n head, "auto" (CLIP's zero-shot head for CLIP backbones, else "cosine"),
+    "cosine", "linear" or "zero-shot";
     zero_shot_renormalise: re-normalise the template mean (False reproduces the official code).
     batch_size: backbone batch size. cache_root: where caches are extracted. data_root: the local folder
     of paper-scale datasets (``repro.data.load(..., root=)``; the offline ones need none). device: torch
@@ -56,6 +60,7 @@ class EvalSettings:
 
     test_limit: int | None = 1000
     train_limit: int | None = 4000
+    selection: str = "nonzero"
     threshold: float = 0.2
     ns: tuple[int, ...] = (1, 5, 10, 50)
     top_k: int = 50
@@ -85,7 +90,8 @@ class EvalSettings:
              "a list of positive integers"),
             ("probe_seed", isinstance(self.probe_seed, int), "an integer"),
             ("lm_texts", pos_int(self.lm_texts), "a positive integer"),
-            ("head", self.head in ("auto", "linear", "zero-shot"), "one of auto, linear, zero-shot"),
+            ("head", self.head in HEADS, f"one of {', '.join(HEADS)}"),
+            ("selection", self.selection in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
             ("batch_size", pos_int(self.batch_size), "a positive integer"),
         ]
         for name, ok, what in checks:
@@ -207,13 +213,18 @@ class RunData:
 
 # ------------------------------------------------------------------------------------- evaluations
 def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    from repro.metrics import bootstrap_ratio_ci
+
     enc = run.encoded("test")
     order = np.lexsort((enc.ids, enc.example_l0))  # by mean per-token L0, ties to the lower id
     pick = [{"id": int(enc.ids[i]), "label": int(enc.labels[i]), "l0": float(enc.example_l0[i])} for i in order]
     n = min(5, len(pick) // 2)
     examples = {"fewest": pick[:n], "most": pick[::-1][:n],
                 "definition": "mean over the example's tokens of #{i : a_ti != 0}"}
-    return enc.reconstruction | {"example_l0": examples}, ("test",)
+    ci = {"nmse": bootstrap_ratio_ci(enc.example_sse, enc.example_energy),
+          "l0": bootstrap_ratio_ci(enc.example_l0, np.ones(len(enc.example_l0)))}
+    ci["l0"]["definition"] = "mean over examples of the example's mean per-token L0 (examples weighted equally)"
+    return enc.reconstruction | {"example_l0": examples, "ci95": ci}, ("test",)
 
 
 def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> list[dict]:
@@ -276,13 +287,21 @@ def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
 
 def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
     from repro.backbones import ClipBackbone
-    from repro.evals.topn import ZeroShotHead, fit_linear_head, topn_classification
+    from repro.evals.topn import (
+        ZeroShotHead,
+        fit_cosine_head,
+        fit_linear_head,
+        selection_statistic,
+        topn_classification,
+    )
 
     backbone = run.backbone
-    selections = {"official": run.encoded("test").class_counts, "heldout": run.encoded("train").class_counts}
+    sel = run.settings.selection
+    selections = {p: selection_statistic(e.class_nonzero, e.class_sums, e.class_counts, sel)
+                  for p, e in (("official", run.encoded("test")), ("heldout", run.encoded("train")))}
     kind = run.settings.head
     if kind == "auto":
-        kind = "zero-shot" if isinstance(backbone, ClipBackbone) else "linear"
+        kind = "zero-shot" if isinstance(backbone, ClipBackbone) else "cosine"
     if kind == "zero-shot":
         if not isinstance(backbone, ClipBackbone):
             raise ValueError(f"head 'zero-shot' needs a CLIP backbone; this run's backbone is {backbone.name}")
@@ -291,12 +310,15 @@ def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
         head = ZeroShotHead(weights, f"80 OpenAI ImageNet templates, template mean {'re-' if renorm else 'not '}"
                             "normalised")
     else:
-        head = fit_linear_head(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root)
+        fit = fit_cosine_head if kind == "cosine" else fit_linear_head
+        head = fit(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root)
     res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
                               ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress)
     res["head"] = head.spec()
-    res["threshold"] = run.settings.threshold
-    res["encoder"] = "the SAE as trained (frequency mask frozen) for both counting and classification"
+    res["selection"] = sel
+    res["threshold"] = run.settings.threshold if sel == "threshold" else None
+    res["encoder"] = ("selection statistics from the SAE as trained (frequency mask frozen); classification from "
+                      "its code without the frequency mask (official forward_clamp), except setting 'sae'")
     return res, ("train", "test")
 
 

@@ -1,9 +1,9 @@
 """Tuning guidance: the sparsity a sparsemax SAE chose, handed to SAEs that need it set by hand.
 
 The paper claims that the sparsemax SAE's automatic, per-input sparsity can tune the other SAEs. From a
-trained run's measured mean L0 on held-out tokens (L0 = mean over tokens of #{i : a_ti ≠ 0}, the
-``l0`` of :mod:`repro.metrics`; the official SAE's support can hold scores ≤ 0, so ``l0_pos`` is
-reported beside it):
+trained run's mean L0 on the held-out tail of its *training* split (the trainer's validation tokens,
+``final_validation`` in train.json; never the test split, which the guided runs are evaluated on;
+L0 = mean over tokens of #{i : a_ti ≠ 0}, the ``l0`` of :mod:`repro.metrics`):
 
 - TopK and BatchTopK: k = max(1, round(L0));
 - ReLU: the L1 coefficient λ whose trained SAE lands at the same L0, found by :func:`bisect_penalty`:
@@ -12,7 +12,10 @@ reported beside it):
   ReLU SAE of the same width on the same cache with the same training settings (optionally fewer
   steps) and measures its L0 on the same held-out tokens; L0 falls as λ grows, so a probe above the
   target moves the lower end up. The chosen λ is the probe whose L0 is closest to the target in log
-  ratio, log((L0 + 0.1) / target). Every probe is returned, so a reader can see how close it came.
+  ratio, log((L0 + 0.1) / target). Every probe is returned, so a reader can see how close it came, with
+  ``bracketed`` (some probe landed at or above the target and some at or below) and ``matched`` (the
+  chosen probe within a factor :data:`MATCH_RATIO` of the target): a search that is not matched is
+  reported as such, never as a match.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+MATCH_RATIO = 1.25
+
+
+def search_outcome(probes: list[dict], target: float, chosen_l0: float) -> dict:
+    """``bracketed``: probes on both sides of ``target``; ``matched``: the chosen L0 within a factor
+    :data:`MATCH_RATIO` of it."""
+    l0s = [p["l0"] for p in probes]
+    ratio = (chosen_l0 + 0.1) / target
+    return {"bracketed": bool(min(l0s) <= target <= max(l0s)),
+            "matched": bool(1 / MATCH_RATIO <= ratio <= MATCH_RATIO), "match_ratio": MATCH_RATIO}
 
 
 def bisect_penalty(measure: Callable[[float], float], target: float, *, lo: float = -2.0, hi: float = 2.0,
@@ -57,12 +71,15 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     from repro.train import TrainConfig, train
 
     run = RunData(run_dir, settings or EvalSettings(), pooled=False)
-    rec = run.encoded("test").reconstruction
-    l0 = float(rec["l0"])
+    val = (run.summary.get("training") or {}).get("final_validation")
+    if not val:
+        raise ValueError(f"{run_dir}: train.json has no final_validation (the trainer's held-out tail of the "
+                         "training split), which guidance reads its L0 from; retrain with validation tokens")
+    l0 = float(val["l0"])
     k = k_from_l0(l0)
     out = {"source_run": str(run_dir), "source_kind": run.sae.kind, "d_sae": run.sae.cfg.d_sae,
-           "l0": l0, "l0_pos": rec["l0_pos"], "l0_quantiles": rec["l0_quantiles"], "n_tokens": rec["n_tokens"],
-           "topk": {"k": k}, "batchtopk": {"k": k}}
+           "l0": l0, "l0_split": "training split, held-out tail (trainer validation tokens)",
+           "n_tokens": val.get("n_tokens"), "topk": {"k": k}, "batchtopk": {"k": k}}
     if not relu:
         return out
     tc = dict(run.summary["train_config"])
@@ -73,20 +90,25 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     cache = ActivationCache.open(run.summary["data"]["cache"])
     batch_size = int(run.summary["data"].get("batch_size", 4096))
     train_tokens = run.summary["data"].get("train_tokens")  # the source run's validation slice stays out
-    test_cache = ActivationCache.open(run.cache("test"))
+    validation = cache.tokens(train_tokens) if train_tokens is not None and train_tokens < cache.n_tokens else None
+    if validation is None:
+        raise ValueError(f"{run_dir}: its cache has no validation tail to measure the probes' L0 on")
 
     def measure(penalty: float) -> float:
-        from repro.evals.latents import encode_cache
+        from repro.train import validation_metrics
 
-        sae = create("relu", cache.d_model, run.sae.cfg.d_sae, seed=cfg.seed, l1_coefficient=penalty)
+        sae = create("relu", cache.d_model, run.sae.cfg.d_sae, seed=cfg.seed, l1_coefficient=penalty,
+                     input_norm="scalar")
         with tempfile.TemporaryDirectory() as tmp:
             train(sae, cache.batches(batch_size, seed=cfg.seed, stop=train_tokens), cfg, tmp)
-        l0_probe = encode_cache(sae, test_cache, pooled=False, top_k=1).reconstruction["l0"]
+        l0_probe = validation_metrics(sae, validation)["l0"]
         if progress:
             print(f"  relu l1_coefficient={penalty:.3g}: L0 {l0_probe:.1f} (target {l0:.1f})")
         return l0_probe
 
     penalty, probes = bisect_penalty(measure, max(l0, 1e-3), steps=search_steps)
+    chosen = next(p["l0"] for p in probes if p["penalty"] == penalty)
     out["relu"] = {"l1_coefficient": penalty, "probes": probes, "train_steps": cfg.steps,
+                   **search_outcome(probes, max(l0, 1e-3), chosen),
                    "search": f"bisection on log10 l1_coefficient in [-2, 2], {search_steps} probes"}
     return out

@@ -65,9 +65,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-__all__ = ["L0_QUANTILES", "VARIANCE_DEGENERATE_RTOL", "ReconstructionMetrics"]
+__all__ = ["L0_QUANTILES", "VARIANCE_DEGENERATE_RTOL", "ReconstructionMetrics", "bootstrap_ratio_ci"]
 
 #: V ≤ VARIANCE_DEGENERATE_RTOL · (Q_x/N) (or V == 0) marks the variance as degenerate.
 VARIANCE_DEGENERATE_RTOL = 1e-12
@@ -410,3 +411,25 @@ class ReconstructionMetrics:
             "dense_fraction_1pct": dense1,
             "frac_dense_1pct": dense1,
         }
+
+
+def bootstrap_ratio_ci(numerators: np.ndarray, denominators: np.ndarray, *, level: float = 0.95,
+                       n_boot: int = 2000, seed: int = 0) -> dict:
+    """Percentile bootstrap over examples of a ratio of sums R = Σ_e num_e / Σ_e den_e (the NMSE with
+    num = per-example Σ_t ||x − x̂||², den = Σ_t ||x||²): ``n_boot`` resamples of the E examples with
+    replacement (seeded), the ``level`` interval of R over them. Returns value, lo, hi, n_examples,
+    n_boot, level, unit ("example")."""
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1 or len(num) == 0:
+        raise ValueError("bootstrap_ratio_ci needs two 1-d arrays of the same nonzero length")
+    value = float(num.sum() / den.sum())
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(n_boot)
+    for lo in range(0, n_boot, 100):  # 100 resamples at a time: memory stays O(100 E)
+        draws = rng.integers(0, len(num), size=(min(100, n_boot - lo), len(num)))
+        ratios[lo:lo + len(draws)] = num[draws].sum(1) / den[draws].sum(1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(ratios, [alpha, 1 - alpha])
+    return {"value": value, "lo": float(lo), "hi": float(hi), "n_examples": int(len(num)), "n_boot": int(n_boot),
+            "level": float(level), "unit": "example"}

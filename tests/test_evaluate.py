@@ -39,9 +39,12 @@ def run(tmp_path_factory):
     path = extract(backbone, data, "head", root / "cache", progress=False)
     cache = ActivationCache.open(path)
     sae = create("topk", cache.d_model, 256, seed=0, k=8)
-    record = {"cache": str(path), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec, "batch_size": 64}
-    train(sae, cache.batches(64, seed=0), TrainConfig(steps=60, lr=2e-3, warmup_steps=5, progress=False), root / "run",
-          data=record)
+    val_start = cache.validation_start(40)  # the training split's held-out tail, which guidance reads
+    record = {"cache": str(path), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec, "batch_size": 64,
+              "train_tokens": val_start}
+    train(sae, cache.batches(64, seed=0, stop=val_start),
+          TrainConfig(steps=60, lr=2e-3, warmup_steps=5, progress=False), root / "run", data=record,
+          validation=cache.tokens(val_start))
     settings = EvalSettings(test_limit=40, cache_root=str(root / "cache"), ns=(1, 5), top_k=5)
     return root, settings
 
@@ -87,8 +90,9 @@ def test_a_second_evaluation_extracts_nothing(run, monkeypatch):
 def test_guide_follows_the_measured_l0(run):
     root, settings = run
     g = guide_from_run(root / "run", settings, search_steps=2, train_steps=5)
-    assert g["l0"] == 8 and g["topk"]["k"] == g["batchtopk"]["k"] == 8
+    assert g["l0"] == 8 and g["topk"]["k"] == g["batchtopk"]["k"] == 8 and "training split" in g["l0_split"]
     assert len(g["relu"]["probes"]) == 2 and g["relu"]["l1_coefficient"] in [p["penalty"] for p in g["relu"]["probes"]]
+    assert isinstance(g["relu"]["bracketed"], bool) and isinstance(g["relu"]["matched"], bool)
 
 
 def test_bisection_finds_a_monotone_target():
@@ -128,7 +132,12 @@ def test_aggregate_writes_a_tidy_csv(run, tmp_path):
     assert by[("reconstruction", "l0")]["value"] == "8.0" and by[("reconstruction", "l0_p95")]["value"] == "8.0"
     assert by[("topn", "official/on_1")]["kind"] == "topk" and by[("topn", "zero")]["d_sae"] == "256"
     assert by[("topn", "zero")]["expansion"] == "0.2" and by[("probing", "raw_all")]["backbone"] == "effnet-lite0"
-    assert {r["eval"] for r in rows} == {"reconstruction", "topn", "probing", "interpretability"}
+    assert {r["eval"] for r in rows} == {"reconstruction", "topn", "probing", "interpretability", "train"}
+    assert by[("train", "tokens_seen")]["value"] == str(60.0 * 64)
+    assert by[("train", "converged")]["value"] in ("0.0", "1.0")
+    assert float(by[("reconstruction", "nmse_ci_lo")]["value"]) <= float(by[("reconstruction", "nmse")]["value"])
+    assert float(by[("reconstruction", "nmse")]["value"]) <= float(by[("reconstruction", "nmse_ci_hi")]["value"])
+    assert by[("topn", "gate_usable")]["value"] in ("0.0", "1.0") and ("topn", "heldout/random_1") in by
 
 
 def test_concepts_and_example_l0_are_recorded(run, tmp_path):

@@ -8,11 +8,16 @@ recorded at training time (``repro train --label key=value``); the rest from the
 Metrics per evaluation (:func:`flatten`):
 
 - ``reconstruction``: every scalar key of :mod:`repro.metrics` (``nmse``, ``ev``, ``mse``, ``l0``, …) plus
-  the per-token L0 quantiles as ``l0_p5`` … ``l0_p99``, ``l0_min``, ``l0_max``;
+  the per-token L0 quantiles as ``l0_p5`` … ``l0_p99``, ``l0_min``, ``l0_max``, and the bootstrap 95 %
+  intervals over test examples as ``nmse_ci_lo``/``nmse_ci_hi`` and ``l0_ci_lo``/``l0_ci_hi``;
 - ``lm_loss``: every scalar (``ce_delta``, ``ce_loss_score``, ``kl_sae``, …);
 - ``topn``: the class-balanced accuracies in percent, named as the settings (``no_sae``, ``sae``,
-  ``off_all``, ``zero``, ``official/on_1``, ``heldout/off_5``, …);
+  ``on_all``, ``off_all``, ``zero``, ``official/on_1``, ``heldout/off_5``, ``heldout/random_5``,
+  ``official/agnostic_1``, …) and ``gate_usable`` (1 when the setup passes its gate, else 0);
 - ``probing``: the summary (``sae_top_1`` …, ``raw_top_1`` …, ``raw_all``);
+- ``train`` (one set per run, from its ``train.json``; :func:`train_rows`): ``tokens_seen``, ``steps``,
+  ``train_tokens``, ``converged``, ``last_quarter_improvement``, ``val_nmse``, ``val_l0``, and the sparsity
+  knob as trained (``hp_k``, ``hp_l1_coefficient``, ``hp_l0_coefficient``, where the kind has one);
 - ``interpretability``: ``purity_mean``, ``purity_median``, ``entropy_mean``, ``entropy_median``,
   ``entropy_official_mean``, ``entropy_official_median``, ``baseline_purity``, ``baseline_entropy``,
   ``n_alive``, ``n_scored``, ``n_dead``.
@@ -44,11 +49,14 @@ def flatten(name: str, results: dict) -> dict[str, float]:
     if name == "reconstruction":
         out = _scalars(results)
         out |= _scalars(results.get("l0_quantiles") or {}, "l0_")
+        for metric, ci in (results.get("ci95") or {}).items():
+            out |= {f"{metric}_ci_lo": ci["lo"], f"{metric}_ci_hi": ci["hi"]}
         return out
     if name == "lm_loss":
         return _scalars(results)
     if name == "topn":
-        return _scalars(results["mean_pct"])
+        gate = results.get("gate")
+        return _scalars(results["mean_pct"]) | ({} if gate is None else {"gate_usable": float(gate["usable"])})
     if name == "probing":
         return _scalars(results["summary"])
     if name == "interpretability":
@@ -77,6 +85,29 @@ def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
     return [base | {"metric": m, "value": v} for m, v in flatten(record["eval"], record["results"]).items()]
 
 
+def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[dict]:
+    """Rows with ``eval`` = "train" for the run of ``record`` from its ``train.json`` (``summary``):
+    ``tokens_seen``, ``steps``, ``train_tokens`` (distinct training tokens of its cache, the validation tail
+    excluded), ``converged`` (1, 0, or NaN when unknown), ``last_quarter_improvement`` and the held-out
+    ``val_nmse`` / ``val_l0`` at the end of training."""
+    first = rows_of(record, labels)
+    if not first:
+        return []
+    template = {k: v for k, v in first[0].items() if k not in ("metric", "value")} | {"eval": "train"}
+    training = summary.get("training") or {}
+    conv = training.get("converged")
+    final = training.get("final_validation") or {}
+    values = {"tokens_seen": training.get("tokens_seen"), "steps": (summary.get("train_config") or {}).get("steps"),
+              "train_tokens": (summary.get("data") or {}).get("train_tokens"),
+              "converged": math.nan if conv is None else float(bool(conv)),
+              "last_quarter_improvement": training.get("last_quarter_improvement"),
+              "val_nmse": final.get("nmse"), "val_l0": final.get("l0")}
+    cfg = summary.get("sae_config") or {}
+    values |= {f"hp_{k}": cfg[k] for k in ("k", "l1_coefficient", "l0_coefficient")
+               if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)}
+    return [template | {"metric": m, "value": math.nan if v is None else float(v)} for m, v in values.items()]
+
+
 def expand_indexes(files: Iterable[str | Path]) -> list[str]:
     """Evaluation JSON paths, with each index file (``repro evaluate --index``: {eval: path}) replaced by
     the files it lists."""
@@ -92,12 +123,16 @@ def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
     each run's ``train.json``. Returns the number of rows."""
     from repro.files import atomic_write
 
-    rows = []
+    rows, seen = [], set()
     for path in sorted(expand_indexes(eval_files)):
         record = json.loads(Path(path).read_text())
-        summary = Path(record["run"]) / "train.json"
-        labels = (json.loads(summary.read_text()).get("data") or {}).get("labels", {}) if summary.is_file() else {}
+        summary_path = Path(record["run"]) / "train.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        labels = (summary.get("data") or {}).get("labels", {})
         rows += rows_of(record, labels)
+        if summary and record["run"] not in seen:
+            seen.add(record["run"])
+            rows += train_rows(record, summary, labels)
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
