@@ -236,3 +236,37 @@ def test_missing_column_or_file_raises_value_error(tmp_path: Path):
     with pytest.raises(ValueError, match="empty.csv"):
         read_metrics(tmp_path / "empty.csv")
     assert len(COLUMNS) == 13
+
+
+# ----- (g) sanity gates: a claim that holds or fails on unsound runs is inconclusive ------------------------
+def test_unconverged_runs_make_a_claim_inconclusive():
+    df = default_frame(c1_holds=True)
+    runs = df[(df["backbone"] == "smollm2-135m")][["run", "kind", "expansion"]].drop_duplicates()
+    extra = [row("smollm2-135m", "fortunes", r.kind, r.expansion, "train", "converged",
+                 0.0 if r.kind == "topk" else 1.0, config="default") for r in runs.itertuples()]
+    rows = run_audit(pd.concat([df, pd.DataFrame(extra)]), config="default")
+    (c1,) = claim_rows(rows, "C1")
+    assert c1["verdict"] == "inconclusive" and "not converged: topk default ×4" in c1["reason"]
+    assert c1["delta"] == pytest.approx(0.09 - 0.05)  # the comparison itself is still shown
+
+
+def test_overlapping_seed_spreads_make_a_claim_inconclusive():
+    df = default_frame(c1_holds=True)
+    seed1 = df[df["backbone"] == "smollm2-135m"].copy()
+    seed1["seed"] = 1
+    seed1.loc[(seed1["kind"] == "sparsemax_attention") & (seed1["metric"] == "nmse"), "value"] = 0.12
+    rows = run_audit(pd.concat([df, seed1]), config="default")
+    (c1,) = claim_rows(rows, "C1")  # sparsemax 0.05 / 0.12 (mean 0.085 ± 0.049) vs batchtopk 0.09 ± 0
+    assert c1["verdict"] == "inconclusive" and "spreads overlap" in c1["reason"]
+    seed1.loc[(seed1["kind"] == "sparsemax_attention") & (seed1["metric"] == "nmse"), "value"] = 0.051
+    (c1,) = claim_rows(run_audit(pd.concat([df, seed1]), config="default"), "C1")
+    assert c1["verdict"] == "reproduced"  # separated by far more than the spread
+
+
+def test_a_degenerate_topn_setup_makes_a_claim_inconclusive():
+    df = default_frame()
+    gate = [row("effnet-lite0", "fashion-mnist", k, 16, "topn", "gate_usable", 0.0 if k == "relu" else 1.0,
+                config="default") for k in ("relu", "attention_relu", "mlp_sparsemax", "sparsemax_attention")]
+    (c3,) = claim_rows(run_audit(pd.concat([df, pd.DataFrame(gate)]), config="default"), "C3")
+    assert c3["verdict"] == "inconclusive" and "degenerate top-n setup" in c3["reason"]
+    assert "relu default" in c3["reason"]

@@ -70,7 +70,10 @@ def test_matched_l0_interpolates_in_log_l0(metrics, tmp_path):
     assert interpolate_at([40, 90], [0.3, 0.2], target) == pytest.approx(
         0.3 - 0.1 * (math.log(60) - math.log(40)) / (math.log(90) - math.log(40)))
     assert math.isnan(interpolate_at([40, 90], [0.3, 0.2], 100.0))  # no extrapolation
-    assert "Sparsemax SAE | L0 = 60.0" in text and "| ReLU | 10.0 (1 run) | outside the sweep |" in text
+    assert "| Sparsemax SAE | 2 | L0 = 60.0 ± 0.0 |" in text
+    assert "| ReLU | 0 | 10.0–10.0 (1 settings) | not bracketed (target 60.0) |" in text
+    expected = 0.3 - 0.1 * (math.log(60) - math.log(40)) / (math.log(90) - math.log(40))
+    assert f"| TopK | 1 | 40.0–90.0 (3 settings) | {expected:.4f} |" in text  # only seed 0 has the sweep
 
 
 def test_guidance_rows(metrics, tmp_path):

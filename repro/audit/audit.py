@@ -23,6 +23,10 @@ Definitions.
   modality that has data for it, whatever the config (a relation applies to the offline analogue too);
   strict inequalities at every expansion present; ``delta`` = the worst-case margin (> 0 iff the relation
   holds); "no data" when nothing can be compared. ``comparable`` is True for groups on the paper's setup.
+- Gates (claims): a claim that holds or fails is "inconclusive" when a run it compares did not converge
+  (eval ``train``, metric ``converged``), a top-n setup it reads failed its gate (``gate_usable``), or the
+  compared values' spreads overlap (mean ± std over seeds; with one seed the ``<metric>_ci_lo/_hi``
+  bootstrap interval over examples; no spread known: not gated). The reason names the failed gate.
 - :func:`strict_failures`: the rows whose verdict is "not reproduced".
 
 Rows (:func:`run_audit`): {"item", "paper", "ours", "delta", "verdict", "reason", "n_seeds"} plus "id",
@@ -49,7 +53,7 @@ COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "exp
            "eval", "metric", "value")
 KEYS = ["config", "backbone", "dataset", "hook", "kind", "expansion", "setting", "eval", "metric"]
 GROUP = ["config", "backbone", "dataset", "hook"]
-VERDICTS = ("reproduced", "not reproduced", "not comparable", "no data")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not comparable", "no data")
 TABLE_COLUMNS = ("claim or cell", "paper", "ours", "delta", "verdict", "reason")
 
 
@@ -326,14 +330,40 @@ def _at(g: pd.DataFrame, kind: str, e: float, metric: str, setting: str, ref: di
     return None if hit.empty else hit.iloc[0]
 
 
+def _interval(full: pd.DataFrame, row: pd.Series, ref: dict) -> tuple[float, float] | None:
+    """The spread of a seed mean: mean ± std over seeds when there are several, else the bootstrap interval
+    over examples (``<metric>_ci_lo``/``_ci_hi`` rows of the same run), else None (nothing known)."""
+    if int(row["n_seeds"]) > 1 and math.isfinite(float(row["std"])):
+        return float(row["value"]) - float(row["std"]), float(row["value"]) + float(row["std"])
+    bounds = [_at(full, row["kind"], row["expansion"], f"{row['metric']}_ci_{b}", row["setting"], ref)
+              for b in ("lo", "hi")]
+    if any(b is None for b in bounds):
+        return None
+    return float(bounds[0]["value"]), float(bounds[1]["value"])
+
+
+def _overlap_gate(full: pd.DataFrame, a: pd.Series, b: pd.Series, ref: dict, label: str) -> str | None:
+    """A failed-gate reason when the spreads of ``a`` and ``b`` are both known and overlap, else None (a
+    comparison without any spread, such as the paper's own single numbers, is not gated)."""
+    ia, ib = _interval(full, a, ref), _interval(full, b, ref)
+    if ia is None or ib is None:
+        return None
+    if ia[0] <= ib[1] and ib[0] <= ia[1]:
+        return (f"{label}: spreads overlap ({a['kind']} [{ia[0]:.4g}, {ia[1]:.4g}] vs {b['kind']} "
+                f"[{ib[0]:.4g}, {ib[1]:.4g}])")
+    return None
+
+
 def _finish(parts: list[str], margins: list[float], seeds: list[int], notes: list[str]) -> Check:
     if not margins:
         return None, "; ".join(parts) or "–", None, 0, "; ".join(notes) or "nothing to compare"
     return min(margins) > 0, "; ".join(parts), min(margins), min(seeds), "; ".join(notes)
 
 
-def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], lower: bool) -> Check:
-    """``lowest`` (lower is better, one metric) or ``beats`` (higher is better, every metric given)."""
+def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], lower: bool,
+                   full: pd.DataFrame | None = None, gates: list[str] | None = None) -> Check:
+    """``lowest`` (lower is better, one metric) or ``beats`` (higher is better, every metric given). With
+    ``full`` (the group's rows of every metric), a comparison whose spreads overlap is added to ``gates``."""
     parts, margins, seeds, notes = [], [], [], []
     setting, target = claim["setting"], claim["target"]
     for e in sorted(set(g["expansion"])):
@@ -366,6 +396,8 @@ def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], 
             margins.append(b - v if lower else v - b)
             seeds += [int(t["n_seeds"])] + [int(r["n_seeds"]) for r in comp.values()]
             label = f"×{e:g}" + (f" {m.split('/')[-1]}" if len(metrics) > 1 else "")
+            if full is not None and gates is not None and (gate := _overlap_gate(full, t, comp[best], ref, label)):
+                gates.append(gate)
             parts.append(f"{label}: {v:.4g} vs {best} {b:.4g}")
     return _finish(parts, margins, seeds, notes)
 
@@ -410,6 +442,27 @@ def _check_spread(g: pd.DataFrame, claim: dict, ref: dict) -> Check:
     return _finish(parts, margins, seeds, notes)
 
 
+def _run_gates(full: pd.DataFrame, claim: dict, kinds: set) -> list[str]:
+    """Sanity gates of the runs a claim compares (their group's rows ``full``): every run converged
+    (train.json's flag, eval ``train``), and for top-n claims every setup usable (``gate_usable``)."""
+    gates = []
+    involved = full[full["kind"].isin([k for k in kinds if k])]
+    conv = involved[(involved["eval"] == "train") & (involved["metric"] == "converged")]
+    bad = conv[conv["value"] < 1]
+    if len(bad):
+        runs = [f"{r['kind']} {r['setting']} ×{r['expansion']:g} ({r['value']:.0%} of seeds converged)"
+                for _, r in bad.iterrows()]
+        gates.append("run(s) not converged: " + ", ".join(runs))
+    if claim.get("eval") == "topn":
+        usable = involved[(involved["eval"] == "topn") & (involved["metric"] == "gate_usable")]
+        bad = usable[usable["value"] < 1]
+        if len(bad):
+            runs = [f"{r['kind']} {r['setting']} ×{r['expansion']:g}" for _, r in bad.iterrows()]
+            gates.append("degenerate top-n setup (full-SAE accuracy not within 10 points of no-SAE, or no-SAE near "
+                         "chance): " + ", ".join(runs))
+    return gates
+
+
 def _claim_metrics(claim: dict, agg: pd.DataFrame) -> list[str]:
     if claim.get("metric_pattern"):
         pat = re.compile(claim["metric_pattern"])
@@ -430,9 +483,11 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
         m = _modality(ref, bb, ds)
         if mod and m is not None and m != mod:
             continue
+        full = agg[(agg["config"] == cfg) & (agg["backbone"] == bb) & (agg["dataset"] == ds) & (agg["hook"] == hook)]
+        gates = _run_gates(full, claim, kinds)
         if claim["relation"] in ("lowest", "beats"):
             check = _check_extreme(g, claim, ref, metrics if claim["relation"] == "beats" else [claim["metric"]],
-                                   lower=claim["relation"] == "lowest")
+                                   lower=claim["relation"] == "lowest", full=full, gates=gates)
         elif claim["relation"] == "guided_beats_fixed":
             check = _check_guided(g, claim, ref)
         elif claim["relation"] == "spread":
@@ -447,6 +502,9 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
         where = "paper setup" if on_paper else f"analogue of the paper's {setup.get('backbone')}/{setup.get('dataset')}"
         unknown = "; modality of this backbone unknown" if m is None and mod else ""
         verdict = {True: "reproduced", False: "not reproduced", None: "no data"}[holds]
+        if holds is not None and gates:
+            verdict = "inconclusive"
+            unknown += "; failed gate(s): " + "; ".join(gates)
         reason = where + ("" if holds is None else "; delta = worst-case margin, > 0 iff it holds") + unknown
         reason += f"; {notes}" if notes else ""
         out.append(_row(f"{claim['item']} [{label}]", claim["paper"], ours, margin, verdict, reason, n,
@@ -522,6 +580,10 @@ def format_markdown(rows: list[dict], meta: dict | None = None) -> str:
               "tolerance; a relation (claim, Food101 range) that holds / fails on our numbers (delta = worst-case "
               "margin, > 0 when it holds). Claims are evaluated on every backbone present, the offline analogue "
               "included; the reason says whether the group is the paper's setup.",
+              "- *inconclusive*: a relation computed on runs that fail a sanity gate: a run not converged, a "
+              "degenerate top-n setup (full-SAE accuracy more than 10 points below no-SAE, or no-SAE near chance), "
+              "or spreads of the compared values that overlap (mean ± std over seeds; with one seed the bootstrap "
+              "interval over examples). The reason names the failed gate; the comparison is still shown.",
               "- *not comparable*: our data lacks the paper's backbone/dataset; ours shows the closest analogue.",
               "- *no data*: the run or metric is missing.", "",
               "Counts: " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS) + ".", "",

@@ -118,9 +118,10 @@ def table_a(df: pd.DataFrame) -> Table:
     sub = sub[sub["setting"] == "default"]
     xs = sorted(sub[sub["kind"].isin(TABLE_A_KINDS)]["expansion"].unique(), key=float)
     dataset = ", ".join(sorted(sub["dataset"].unique())) or "–"
-    t = Table("table_a", f"NMSE, L0 and CE degradation by dictionary size ({backbone} on {dataset})",
+    t = Table("table_a", f"NMSE, EV, L0 and CE degradation by dictionary size ({backbone} on {dataset})",
               ["metric", "method"] + [f"{_fmt_x(x)}×d" for x in xs])
-    for metric, eval_name, fmt, best in (("NMSE", "nmse", "{:.4f}", min), ("L0", "l0", "{:.1f}", None),
+    for metric, eval_name, fmt, best in (("NMSE", "nmse", "{:.4f}", min), ("EV", "ev", "{:.3f}", max),
+                                        ("L0", "l0", "{:.1f}", None),
                                         ("CE degradation (nats)", "ce_delta", "{:.4f}", min)):
         ev = "lm_loss" if eval_name == "ce_delta" else "reconstruction"
         cells = {(k, x): _stats(sub, kind=k, expansion=x, eval=ev, metric=eval_name) for k in TABLE_A_KINDS for x in xs}
@@ -131,10 +132,12 @@ def table_a(df: pd.DataFrame) -> Table:
                 is_best = best is not None and col and cells[(k, x)][0] == best(col)
                 row.append(_cell(*cells[(k, x)], fmt=fmt, bold=bool(is_best)))
             t.rows.append(row)
-    t.notes = ["NMSE = Σ‖x − x̂‖² / Σ‖x‖² on held-out tokens; bold = best in the column (lower is better).",
+    t.notes = ["NMSE = Σ‖x − x̂‖² / Σ‖x‖² on held-out tokens (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / "
+               "Σ‖x − x̄‖² (centred, negative when worse than predicting the mean); bold = best in the column.",
                "CE degradation = CE with the SAE spliced in − clean CE, per token, BOS and padding excluded.",
-               "Each method at its paper setting (K = 32; sparsity weight 1e-3); L0 is reported because NMSE is "
-               "only comparable at similar sparsity (see matched_l0)."]
+               "Each method at its paper setting (K = 32; ReLU λ = 5, JumpReLU λ = 1, Gated λ = 1 on normalised "
+               "inputs); the L0s differ, so NMSE here is not a comparison at equal sparsity: see matched_l0.",
+               "Cells: mean ± standard deviation over seeds when there are several."]
     return t
 
 
@@ -143,10 +146,11 @@ def _fmt_x(x) -> str:
     return f"{x:g}"
 
 
-def _topn_rows(t: Table, sub: pd.DataFrame, kinds, protocol: str, ns: list[int], label: str, setting="default"):
+def _topn_rows(t: Table, sub: pd.DataFrame, kinds, protocol: str, ns: list[int], label: str, setting="default",
+               side: str = "on"):
     for k in kinds:
         row = [label, KIND_LABELS.get(k, k)]
-        row += [_cell(*_stats(sub, kind=k, setting=setting, eval="topn", metric=f"{protocol}/on_{n}"), fmt="{:.2f}")
+        row += [_cell(*_stats(sub, kind=k, setting=setting, eval="topn", metric=f"{protocol}/{side}_{n}"), fmt="{:.2f}")
                 for n in ns]
         t.rows.append(row)
 
@@ -157,7 +161,10 @@ def _ns(sub: pd.DataFrame) -> list[int]:
 
 
 def table_b(df: pd.DataFrame) -> Table:
-    """Paper Table B analogue (module docstring)."""
+    """Paper Table B analogue (module docstring), with the controls and the setup gate: per protocol each
+    configuration's on-n; then, selected on the training split, the class-agnostic top-n and n random
+    latents; then per configuration the no-SAE and full-SAE accuracies and whether the setup passed its
+    gate (repro.evals.topn.setup_gate)."""
     sub, backbone = _one_backbone(df, VISION, "topn")
     ns = _ns(sub)
     xs = sorted(sub[(sub["eval"] == "topn") & sub["kind"].isin(TABLE_B_KINDS)]["expansion"].unique(), key=float)
@@ -169,13 +176,25 @@ def table_b(df: pd.DataFrame) -> Table:
               ["protocol", "configuration"] + [f"on {n}" for n in ns])
     _topn_rows(t, sub, TABLE_B_KINDS, "official", ns, "official")
     _topn_rows(t, sub, TABLE_B_KINDS, "heldout", ns, "held-out")
-    ref = [_cell(*_stats(sub, kind=k, setting="default", eval="topn", metric="no_sae"), fmt="{:.2f}")
-           for k in TABLE_B_KINDS]
-    t.notes = ["on n: only each class's n most frequent latents (count of tokens with activation > threshold) kept "
-               "in the reconstruction spliced at the hook; class-balanced accuracy.",
+    for side, label in (("agnostic", "control: class-agnostic top-n"), ("random", "control: n random latents")):
+        if sub["metric"].str.startswith(f"heldout/{side}_").any():
+            _topn_rows(t, sub, TABLE_B_KINDS, "heldout", ns, label, side=side)
+    refs = []
+    for k in TABLE_B_KINDS:
+        cells = [_cell(*_stats(sub, kind=k, setting="default", eval="topn", metric=m), fmt="{:.2f}")
+                 for m in ("no_sae", "sae", "on_all")]
+        gate = _stats(sub, kind=k, setting="default", eval="topn", metric="gate_usable")
+        verdict = "–" if gate[2] == 0 else ("usable" if gate[0] == 1 else f"FAILED ({gate[0]:.0%} of seeds usable)")
+        refs.append(f"{KIND_LABELS[k]}: no SAE {cells[0]}, full SAE {cells[1]}, on all {cells[2]}; gate {verdict}.")
+    t.notes = ["on n: only each class's n latents with the most nonzero activations on the counting split kept in "
+               "the reconstruction spliced at the hook (code without the frequency mask, as the official "
+               "forward_clamp); class-balanced accuracy; mean ± std over seeds.",
                "official: latents counted on the classified split (as the official code); held-out: counted on "
-               "the training split.",
-               f"Without any SAE the head scores {ref[0] if ref else '–'} %."]
+               "the training split. Controls: the n latents most active over all classes, and n seeded random "
+               "firing latents, the same for every class.",
+               "gate: a setup is usable only when no-SAE accuracy is at least twice chance and the full "
+               "reconstructions lose at most 10 points of it; otherwise on-n measures the setup, not the latents.",
+               *refs]
     return t
 
 
@@ -208,13 +227,23 @@ def guidance(df: pd.DataFrame) -> Table:
         g = df[(df["backbone"] == backbone) & (df["dataset"] == dataset) & (df["expansion"] == x)]
         entries = [("sparsemax_attention", "default")]
         for k in ("topk", "batchtopk"):
-            settings = sorted(s for s in g[g["kind"] == k]["setting"].unique() if s.startswith("k="))
-            entries += [(k, s) for s in sorted(settings, key=lambda s: int(s[2:]))] + [(k, "guided")]
+            fixed = {s: int(s[2:]) for s in g[g["kind"] == k]["setting"].unique() if s.startswith("k=")}
+            default_k = _stats(g, kind=k, setting="default", eval="train", metric="hp_k")
+            if default_k[2]:
+                fixed["default"] = int(default_k[0])
+            entries += [(k, s) for s in sorted(fixed, key=fixed.get)] + [(k, "guided")]
         for kind, setting in entries:
             l0 = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="l0")
             if l0[2] == 0 and setting == "default":
                 continue
-            name = "guided (K = round(L0 of sparsemax))" if setting == "guided" else setting
+            if setting == "guided":
+                gk = _stats(g, kind=kind, setting="guided", eval="train", metric="hp_k")
+                value = "" if gk[2] == 0 else f" = {gk[0]:.0f}" if gk[2] == 1 else f" = {gk[0]:.1f} ± {gk[1]:.1f}"
+                name = f"guided (K = round(L0 of sparsemax){value})"
+            elif setting == "default" and kind != "sparsemax_attention":
+                name = f"k={int(_stats(g, kind=kind, setting='default', eval='train', metric='hp_k')[0])} (default)"
+            else:
+                name = setting
             on1 = [_cell(*_stats(g, kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1"), fmt="{:.2f}")
                    for p in ("official", "heldout")]
             nmse = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="nmse")
@@ -237,33 +266,96 @@ def interpolate_at(l0s: list[float], values: list[float], target: float) -> floa
     return math.nan
 
 
+MATCHED_METRICS = (("NMSE", "reconstruction", "nmse", "{:.4f}"), ("EV", "reconstruction", "ev", "{:.3f}"),
+                   ("per-token NMSE", "reconstruction", "nmse_tok", "{:.4f}"),
+                   ("CE Δ (nats)", "lm_loss", "ce_delta", "{:.4f}"), ("KL", "lm_loss", "kl_sae", "{:.4f}"))
+
+
+def _sweep_frame(g: pd.DataFrame) -> pd.DataFrame:
+    """(kind, setting, seed) × metric: reconstruction and lm_loss metrics of one backbone and size."""
+    keep = g[g["eval"].isin(["reconstruction", "lm_loss"])]
+    return keep.pivot_table(index=["kind", "setting", "seed"], columns="metric", values="value", aggfunc="mean")
+
+
+def matched_at(frame: pd.DataFrame, kind: str, target: float, metric: str, seed=None) -> float:
+    """``metric`` of ``kind`` interpolated in log L0 at ``target`` over its settings (one seed, or the
+    seed-mean of each setting when ``seed`` is None); NaN outside the sweep."""
+    pts = frame.loc[kind]
+    pts = pts.xs(seed, level="seed") if seed is not None else pts.groupby(level="setting").mean()
+    if metric not in pts or "l0" not in pts:
+        return math.nan
+    return interpolate_at(pts["l0"].tolist(), pts[metric].tolist(), target)
+
+
 def matched_l0(df: pd.DataFrame) -> Table:
-    """Each method's NMSE and EV at the sparsemax SAE's L0 (module docstring)."""
-    rec = df[df["eval"] == "reconstruction"]
-    t = Table("matched_l0", "NMSE and explained variance at the sparsemax SAE's L0 (interpolated on each sweep)",
-              ["backbone", "size", "method", "L0 range of sweep", "NMSE at matched L0", "EV at matched L0"])
-    sweeps = rec[~rec["setting"].isin(["default", "guided"])]
+    """Each method's metrics at the sparsemax SAE's L0 (module docstring): per backbone and size, every
+    knob kind's sweep interpolated in log L0 at the sparsemax run's held-out L0. With several seeds the
+    interpolation is done per seed (target = that seed's sparsemax L0) and the cell is mean ± std over
+    seeds whose sweep brackets their target (the seeds column counts them); with one seed the NMSE cell
+    carries the bootstrap 95 % interval over held-out examples, interpolated the same way. A sweep whose L0
+    range brackets no seed's target says so."""
+    t = Table("matched_l0", "Metrics at the sparsemax SAE's L0 (each method interpolated on its sweep)",
+              ["backbone", "size", "method", "seeds", "sweep L0 (target)"] + [m[0] for m in MATCHED_METRICS])
+    sweeps = df[(df["eval"] == "reconstruction") & ~df["setting"].isin(["default", "guided"])]
     for (backbone, x), _ in sweeps.groupby(["backbone", "expansion"]):
-        g = rec[(rec["backbone"] == backbone) & (rec["expansion"] == x)]
-        pivot = g.pivot_table(index=["kind", "setting"], columns="metric", values="value", aggfunc="mean")
-        pivot = pivot.reindex(columns=["l0", "nmse", "ev"])
-        if ("sparsemax_attention", "default") not in pivot.index:
+        frame = _sweep_frame(df[(df["backbone"] == backbone) & (df["expansion"] == x)])
+        if ("sparsemax_attention", "default") not in frame.index.droplevel("seed"):
             continue
-        target = float(pivot.loc[("sparsemax_attention", "default"), "l0"])
-        ref = pivot.loc[("sparsemax_attention", "default")]
-        t.rows.append([backbone, f"{_fmt_x(x)}×d", KIND_LABELS["sparsemax_attention"], f"L0 = {target:.1f}",
-                       f"{ref['nmse']:.4f}", f"{ref['ev']:.3f}"])
-        for kind in sorted({k for k, _ in pivot.index} - {"sparsemax_attention"}, key=KIND_ORDER.index):
-            pts = pivot.loc[kind]
-            l0s, nmse, ev = pts["l0"].tolist(), pts["nmse"].tolist(), pts["ev"].tolist()
-            span = (f"{np.nanmin(l0s):.1f}–{np.nanmax(l0s):.1f} ({len(l0s)} runs)" if len(l0s) > 1
-                    else f"{l0s[0]:.1f} (1 run)")
-            at = [interpolate_at(l0s, v, target) for v in (nmse, ev)]
-            cells = [f"{at[0]:.4f}", f"{at[1]:.3f}"] if math.isfinite(at[0]) else ["outside the sweep"] * 2
-            t.rows.append([backbone, f"{_fmt_x(x)}×d", KIND_LABELS.get(kind, kind), span, *cells])
-    t.notes = ["Interpolation is linear in log L0 between the two runs of the method's sweep (its default and "
-               "swept settings) whose L0 bracket the sparsemax SAE's; no extrapolation."]
+        ref = frame.loc[("sparsemax_attention", "default")]
+        seeds = sorted(ref.index)
+        targets = {s: float(ref.loc[s, "l0"]) for s in seeds}
+        mean_target = float(np.mean(list(targets.values())))
+        row = [backbone, f"{_fmt_x(x)}×d", KIND_LABELS["sparsemax_attention"], str(len(seeds)),
+               f"L0 = {mean_target:.1f}"
+               + (f" ± {np.std(list(targets.values()), ddof=1):.1f}" if len(seeds) > 1 else "")]
+        for _, _, metric, fmt in MATCHED_METRICS:
+            vals = [float(ref.loc[s, metric]) for s in seeds if metric in ref]
+            row.append(_seed_cell(vals, fmt) + (_ci_text(ref, seeds, fmt) if metric == "nmse" else ""))
+        t.rows.append(row)
+        kinds = sorted({k for k, _, _ in frame.index} - {"sparsemax_attention"}, key=KIND_ORDER.index)
+        for kind in kinds:
+            pts = frame.loc[kind]
+            kind_seeds = sorted(set(pts.index.get_level_values("seed")) & set(seeds))
+            l0s = pts["l0"].dropna()
+            span = f"{l0s.min():.1f}–{l0s.max():.1f} ({pts.index.get_level_values('setting').nunique()} settings)"
+            row = [backbone, f"{_fmt_x(x)}×d", KIND_LABELS.get(kind, kind), str(len(kind_seeds)), span]
+            kind_seeds = [s for s in kind_seeds if math.isfinite(matched_at(frame, kind, targets[s], "l0", s))]
+            row[3] = str(len(kind_seeds))
+            if not kind_seeds:
+                t.rows.append(row + [f"not bracketed (target {mean_target:.1f})"] + ["–"] * (len(MATCHED_METRICS) - 1))
+                continue
+            for _, _, metric, fmt in MATCHED_METRICS:
+                vals = [matched_at(frame, kind, targets[s], metric, s) for s in kind_seeds]
+                cell = _seed_cell([v for v in vals if math.isfinite(v)], fmt)
+                if metric == "nmse" and len(kind_seeds) == 1:
+                    s0 = kind_seeds[0]
+                    lo, hi = (matched_at(frame, kind, targets[s0], m, s0) for m in ("nmse_ci_lo", "nmse_ci_hi"))
+                    cell += f" [{fmt.format(lo)}, {fmt.format(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+                row.append(cell)
+            t.rows.append(row)
+    t.notes = ["Interpolation is linear in log L0 between the two settings of the method's sweep whose held-out L0 "
+               "bracket the sparsemax SAE's; no extrapolation ('not bracketed' when the sweep misses the target).",
+               "Cells: mean ± standard deviation over seeds (each seed interpolated at its own sparsemax L0); with "
+               "one seed, NMSE [bootstrap 95 % interval over held-out examples].",
+               "NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² (negative when "
+               "worse than the mean); per-token NMSE = mean over tokens of ‖x − x̂‖²/‖x‖²; CE Δ and KL: next-token "
+               "cross-entropy increase and KL(clean ‖ spliced) per token (language only)."]
     return t
+
+
+def _seed_cell(vals: list[float], fmt: str) -> str:
+    vals = [v for v in vals if math.isfinite(v)]
+    if not vals:
+        return "–"
+    text = fmt.format(float(np.mean(vals)))
+    return text + (f" ± {fmt.format(float(np.std(vals, ddof=1)))}" if len(vals) > 1 else "")
+
+
+def _ci_text(ref: pd.DataFrame, seeds: list, fmt: str) -> str:
+    if len(seeds) != 1 or "nmse_ci_lo" not in ref:
+        return ""
+    lo, hi = float(ref.loc[seeds[0], "nmse_ci_lo"]), float(ref.loc[seeds[0], "nmse_ci_hi"])
+    return f" [{fmt.format(lo)}, {fmt.format(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
 
 
 def probing(df: pd.DataFrame) -> Table:
@@ -290,13 +382,35 @@ _BUILD: dict[str, Callable[[pd.DataFrame], Table]] = {
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {name: _BUILD[name] for name in TABLE_NAMES}
 
 
+def training_notes(df: pd.DataFrame, table: Table) -> list[str]:
+    """Notes marking what a reader must know about the runs behind ``table``: the runs of its backbones
+    whose training did not converge (train.json's ``converged`` false: held-out NMSE still improving by
+    more than 1 % over the last quarter) and the fewest training tokens any of them saw."""
+    train = df[df["eval"] == "train"]
+    if train.empty:
+        return []
+    shown = {b for b in df["backbone"].unique() if any(b in c for c in [table.caption, *map(" ".join, table.rows)])}
+    train = train[train["backbone"].isin(shown)] if shown else train
+    out = []
+    conv = train[train["metric"] == "converged"]
+    bad = sorted(conv[conv["value"] == 0]["run"].unique())
+    if len(bad):
+        out.append(f"Not converged (held-out NMSE still falling > 1 % over the last quarter): {', '.join(bad)}.")
+    tokens = train[train["metric"] == "tokens_seen"]["value"].dropna()
+    if len(tokens):
+        out.append(f"Every SAE behind this table saw at least {int(tokens.min()):,} training tokens.")
+    return out
+
+
 def render_table(name: str, metrics_csv: str | Path, out_stem: str | Path) -> list[Path]:
     """Build table ``name`` from ``metrics_csv``; write ``<out_stem>.md`` and ``.tex`` atomically."""
     from repro.files import atomic_write
 
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
-    table = TABLES[name](read_metrics(metrics_csv))
+    df = read_metrics(metrics_csv)
+    table = TABLES[name](df)
+    table.notes += training_notes(df, table)
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
