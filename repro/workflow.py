@@ -79,15 +79,23 @@ def format_setting(key: str, value) -> str:
     return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
 
 
+def canonical_setting(config: dict, kind: str, setting: str) -> str:
+    """``setting``, or ``"default"`` when it only restates the kind's default hyperparameters (``k=32`` for a
+    TopK whose default k is 32), so that one training run serves every experiment that asks for it."""
+    if setting in (SETTINGS_DEFAULT, GUIDED):
+        return setting
+    defaults = config["hyperparameters"].get(kind, {})
+    given = parse_setting(setting)
+    return SETTINGS_DEFAULT if all(k in defaults and defaults[k] == v for k, v in given.items()) else setting
+
+
 def make_plan(config: dict) -> Plan:
-    """The runs and evaluations asked for by a validated config (see the module docstring)."""
+    """The runs and evaluations asked for by a validated config (see the module docstring); a setting that
+    restates a kind's defaults is the ``default`` run (:func:`canonical_setting`)."""
     plan = Plan()
-    seeds = config["train"]["seeds"]
-    for name, exp in config["experiments"].items():
-        if not exp.get("enabled", True) or name == "synthetic":
-            continue
+    for name, exp in experiment_entries(config):
         role, evals = exp["backbone"], exp["evals"]
-        for seed in seeds:
+        for seed in exp.get("seeds", config["train"]["seeds"]):
             if name == "size_sweep":
                 for kind in exp["kinds"]:
                     for x in exp["expansions"]:
@@ -101,16 +109,34 @@ def make_plan(config: dict) -> Plan:
                 for kind in exp["kinds"]:
                     plan.add(Run(role, kind, GUIDED, x, seed), evals)
                     for k in exp["fixed_k"]:
-                        plan.add(Run(role, kind, format_setting("k", k), x, seed), evals)
+                        setting = canonical_setting(config, kind, format_setting("k", k))
+                        plan.add(Run(role, kind, setting, x, seed), evals)
             elif name == "pareto":
                 x = exp["expansion"]
                 for kind, sweep in exp["sweeps"].items():
                     for key, values in sweep.items():
                         for v in values:
-                            plan.add(Run(role, kind, format_setting(key, v), x, seed), evals)
+                            setting = canonical_setting(config, kind, format_setting(key, v))
+                            plan.add(Run(role, kind, setting, x, seed), evals)
             else:
                 raise ValueError(f"unknown experiment {name!r}")
     return plan
+
+
+def experiment_entries(config: dict) -> list[tuple[str, dict]]:
+    """(name, spec) of every enabled experiment but the synthetic benchmark; an experiment given as a list
+    (``pareto`` on several backbones) contributes one entry per item."""
+    out = []
+    for name, exp in config["experiments"].items():
+        if name == "synthetic":
+            continue
+        out += [(name, e) for e in (exp if isinstance(exp, list) else [exp]) if e.get("enabled", True)]
+    return out
+
+
+def learning_rate(config: dict, kind: str) -> float:
+    """The training lr of ``kind``: ``train.lr_by_kind[kind]`` when given, else ``train.lr``."""
+    return float(config["train"].get("lr_by_kind", {}).get(kind, config["train"]["lr"]))
 
 
 CAUSAL_LMS = ("smollm2-135m", "gpt2-small")
@@ -132,9 +158,7 @@ def check_config(config: dict) -> None:
         if b["dataset"] not in DATASETS and not b["dataset"].startswith(DATA_PREFIXES):
             raise ValueError(f"backbones.{role}.dataset: unknown dataset {b['dataset']!r}; registered: "
                              f"{', '.join(DATASETS)}")
-    for name, exp in config["experiments"].items():
-        if name == "synthetic" or not exp.get("enabled", True):
-            continue
+    for name, exp in experiment_entries(config):
         role = exp["backbone"]
         if role not in config["backbones"]:
             raise ValueError(f"experiments.{name}.backbone: no backbone configured for role {role!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from repro.report.catalogue import FIGURE_DATA, FIGURE_SOURCES, TABLE_NAMES
-from repro.workflow import GUIDE_SOURCE, GUIDED, Run, check_config, hyperparameters, make_plan
+from repro.workflow import GUIDE_SOURCE, GUIDED, Run, check_config, hyperparameters, learning_rate, make_plan
 
 validate(config, "../../config/schema.yaml")
 config["rebuild"] = str(config.get("rebuild", False)).lower() == "true"  # `--config rebuild=true` gives a string
@@ -37,12 +37,17 @@ wildcard_constraints:
 def backbone(role):
     """The role's backbone entry with the schema's defaults filled in."""
     return {"seed": 0, "train_limit": None, "test_limit": None, "dtype": "float32", "data_root": None,
-            "max_norm_ratio": None, **config["backbones"][role]}
+            "max_norm_ratio": None, "image_size": None, **config["backbones"][role]}
 
 
 def token_filter_option(role):
     ratio = backbone(role)["max_norm_ratio"]
     return "" if ratio is None else f"--max-norm-ratio {ratio}"
+
+
+def image_size_option(role):
+    size = backbone(role)["image_size"]
+    return "" if size is None else f"--image-size {size}"
 
 
 def data_root_option(role):
@@ -88,8 +93,9 @@ def eval_options(wc):
 
 
 def eval_settings():
-    e = {"threshold": 0.2, "ns": [1, 5, 10, 50], "top_k": 50, "lm_texts": 64, "batch_size": 32, **config["evaluation"]}
-    return (f"--threshold {e['threshold']} --ns {' '.join(map(str, e['ns']))} --top-k {e['top_k']} "
+    e = {"selection": "nonzero", "head": "auto", "threshold": 0.2, "ns": [1, 5, 10, 50], "top_k": 50, "lm_texts": 64,
+         "batch_size": 32, **config["evaluation"]}
+    return (f"--selection {e['selection']} --head {e['head']} --threshold {e['threshold']} --ns {' '.join(map(str, e['ns']))} --top-k {e['top_k']} "
             f"--lm-texts {e['lm_texts']} --batch-size {e['batch_size']}")
 
 

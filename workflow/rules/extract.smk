@@ -10,6 +10,7 @@ rule extract:
         limit=lambda wc: limit_option(backbone(wc.role)["train_limit"]),
         data_root=lambda wc: data_root_option(wc.role),
         token_filter=lambda wc: token_filter_option(wc.role),
+        image_size=lambda wc: image_size_option(wc.role),
         cache=lambda wc, output: str(Path(output.pointer).parents[2]),
         device=DEVICE,
     log:
@@ -26,4 +27,4 @@ rule extract:
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli extract --backbone {params.b[name]} --layer {params.b[hook]} "
         "--dataset {params.b[dataset]} --split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} "
-        "--out {params.cache} {params.data_root} {params.token_filter} --pointer {output.pointer} --device {params.device} --quiet > {log} 2>&1"
+        "--out {params.cache} {params.data_root} {params.token_filter} {params.image_size} --pointer {output.pointer} --device {params.device} --quiet > {log} 2>&1"

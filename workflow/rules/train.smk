@@ -13,6 +13,7 @@ rule train:
         hparams=set_options,
         guide=lambda wc, input: f"--guide {input.guide}" if "guide" in input.keys() else "",
         t={"checkpoint_every": 0, "decay": "linear", "decay_start": 0.8, "grad_clip": 1.0, **config["train"]},
+        lr=lambda wc: learning_rate(config, wc.kind),
         val=lambda wc: "" if config["train"].get("val_tokens") is None else f"--val-tokens {config['train']['val_tokens']}",
         labels=label_options,
         device=DEVICE,
@@ -30,7 +31,7 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli train --cache {input.cache} --kind {wildcards.kind} "
         "--expansion {wildcards.expansion} {params.hparams} {params.guide} --steps {params.t[steps]} "
-        "--batch-size {params.t[batch_size]} --lr {params.t[lr]} --warmup {params.t[warmup]} --decay {params.t[decay]} "
+        "--batch-size {params.t[batch_size]} --lr {params.lr} --warmup {params.t[warmup]} --decay {params.t[decay]} "
         "--decay-start {params.t[decay_start]} --grad-clip {params.t[grad_clip]} {params.val} "
         "--checkpoint-every {params.t[checkpoint_every]} --seed {wildcards.seed} {params.labels} "
         "--out {params.run_dir} --device {params.device} --resume --quiet > {log} 2>&1"
