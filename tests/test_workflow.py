@@ -68,18 +68,40 @@ def test_default_plan_covers_every_experiment():
     config = load("default")
     check_config(config)
     plan = make_plan(config)
-    runs = plan.runs.values()
+    runs = list(plan.runs.values())
     sweep = {(r.kind, r.expansion) for r in runs if r.role == "language" and r.setting == "default"}
-    assert len(sweep) == 6 * 4
+    assert {k for k, x in sweep if x == 1} == {"relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention"}
     assert {r.kind for r in runs if r.setting == GUIDED} == {"topk", "batchtopk"}
-    assert [s.kind for s in plan.guide_sources()] == ["sparsemax_attention"] * 2
-    assert {r.setting for r in runs if r.kind == "topk" and r.role == "vision"} == {"default", "guided", "k=24", "k=32"}
+    assert {s.id for s in plan.guide_sources()} == {f"vision/sparsemax_attention/default/x2/s{i}" for i in range(3)}
+    # matched sparsity: every knob kind has >= 3 settings at each backbone's comparison size (the default
+    # counts as one), and a setting that restates the default is the default run, never a second copy
+    for spec in config["experiments"]["pareto"]:
+        for kind in spec["sweeps"]:
+            settings = {r.setting for r in runs if (r.role, r.kind, r.expansion, r.seed)
+                        == (spec["backbone"], kind, spec["expansion"], 0) and r.setting != GUIDED}
+            assert len(settings) >= 3, (spec["backbone"], kind, settings)
+    assert not any(r.kind in ("topk", "batchtopk") and r.setting == "k=32" for r in runs)  # k = 32 is the default
+    assert {r.seed for r in runs if r.role == "language"} == {0}
+    assert {r.seed for r in runs if r.kind == "mlp_sparsemax"} == {0, 1, 2}
     assert plan.evals["language/topk/default/x1/s0"] == {"reconstruction", "lm_loss"}
     vision_smx = plan.evals["vision/sparsemax_attention/default/x2/s0"]
     assert vision_smx == {"reconstruction", "topn", "interpretability", "probing"}  # union over experiments
-    assert hyperparameters(config, Run("vision", "topk", "k=24", 2, 0)) == {"k": 24, "input_norm": "scalar"}
+    assert hyperparameters(config, Run("vision", "topk", "k=12", 2, 0)) == {"k": 12, "input_norm": "scalar"}
     assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {"l1_coefficient": 5.0,
                                                                                  "input_norm": "scalar"}
+
+
+def test_per_kind_learning_rates_reach_the_train_jobs(tmp_path):
+    from repro.workflow import learning_rate
+
+    config = load("tiny")
+    config["train"]["lr_by_kind"] = {"topk": 7.0e-3}
+    assert learning_rate(config, "topk") == 7.0e-3 and learning_rate(config, "relu") == config["train"]["lr"]
+    (tmp_path / "lr.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "lr.yaml"), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    commands = re.findall(r"repro\.cli train .*", out.stdout)
+    assert commands and all(("--lr 0.007 " in c) == ("--kind topk " in c) for c in commands)
 
 
 def test_the_configs_device_reaches_every_torch_job_and_gpu_jobs_ask_for_a_gpu(tmp_path):

@@ -227,7 +227,7 @@ def figure_nmse_vs_size(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
     nmse = _over_seeds(_select(metrics, "reconstruction", "nmse", "default"), ["backbone", "kind", "expansion"])
     ce = _over_seeds(_select(metrics, "lm_loss", "ce_delta", "default"), ["backbone", "kind", "expansion"])
     backbones = sorted(set(nmse["backbone"]) | set(ce["backbone"])) or [None]
-    rows = [("nmse", nmse, "NMSE (MSE / variance of x)")]
+    rows = [("nmse", nmse, "NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred)")]
     if not ce.empty:
         rows.append(("ce", ce, "CE degradation (nats / token)"))
     fig = Figure(figsize=(0.6 + 4.0 * len(backbones), 1.0 + 3.0 * len(rows)), layout="constrained")
@@ -333,7 +333,7 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
         _log(ax, "x")
         _log(ax, "y")
         ax.set_xlabel("L0 (active latents per token, log)")
-        ax.set_ylabel("NMSE (log)")
+        ax.set_ylabel("NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred, log)")
         ax.grid(alpha=0.3, which="both")
     _kind_legend(fig, kinds, notes={k: f"swept: {v}" for k, v in swept.items() if v})
     fig.suptitle("Sparsity–reconstruction frontier (lower left is better; mean over seeds, bars: min–max)",
