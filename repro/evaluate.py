@@ -213,9 +213,13 @@ class RunData:
 
 # ------------------------------------------------------------------------------------- evaluations
 def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    from repro.cache import ActivationCache
+    from repro.evals.calibration import complexity_scores, l0_calibration
     from repro.metrics import bootstrap_ratio_ci
 
     enc = run.encoded("test")
+    calibration = l0_calibration(enc.token_l0, complexity_scores(ActivationCache.open(run.cache("test"),
+                                                                                      checksums=False)))
     order = np.lexsort((enc.ids, enc.example_l0))  # by mean per-token L0, ties to the lower id
     pick = [{"id": int(enc.ids[i]), "label": int(enc.labels[i]), "l0": float(enc.example_l0[i])} for i in order]
     n = min(5, len(pick) // 2)
@@ -224,7 +228,7 @@ def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
     ci = {"nmse": bootstrap_ratio_ci(enc.example_sse, enc.example_energy),
           "l0": bootstrap_ratio_ci(enc.example_l0, np.ones(len(enc.example_l0)))}
     ci["l0"]["definition"] = "mean over examples of the example's mean per-token L0 (examples weighted equally)"
-    return enc.reconstruction | {"example_l0": examples, "ci95": ci}, ("test",)
+    return enc.reconstruction | {"example_l0": examples, "ci95": ci, "l0_calibration": calibration}, ("test",)
 
 
 def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> list[dict]:

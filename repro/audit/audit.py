@@ -463,6 +463,41 @@ def _run_gates(full: pd.DataFrame, claim: dict, kinds: set) -> list[str]:
     return gates
 
 
+def _check_calibration(g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFrame, gates: list[str]) -> Check:
+    """``calibration``: the target's ``metric`` (the L0–complexity rank correlation) exceeds each baseline's
+    at its setting whose mean L0 is nearest the target's (in log ratio, at most ``max_l0_ratio`` away), at
+    every expansion; spreads that overlap are added to ``gates``."""
+    parts, margins, seeds, notes = [], [], [], []
+    metric, target = claim["metric"], claim["target"]
+    for e in sorted(set(g["expansion"])):
+        t = _at(g, target, e, metric, claim["setting"], ref)
+        t_l0 = _at(full, target, e, claim["l0_metric"], claim["setting"], ref)
+        if t is None or t_l0 is None or not math.isfinite(float(t["value"])):
+            continue
+        for kind in claim["others"]:
+            cand = full[(full["kind"] == kind) & (np.abs(full["expansion"].astype(float) - e) < 1e-6)
+                        & (full["metric"] == claim["l0_metric"]) & (full["setting"] != "guided")]
+            if cand.empty:
+                notes.append(f"×{e:g}: no {kind}")
+                continue
+            ratio = np.abs(np.log(cand["value"].astype(float).clip(lower=1e-9) / float(t_l0["value"])))
+            near = cand.iloc[int(np.argmin(ratio.to_numpy()))]
+            if float(ratio.min()) > math.log(claim.get("max_l0_ratio", 2.0)):
+                notes.append(f"×{e:g}: no {kind} setting within ×{claim.get('max_l0_ratio', 2.0):g} of L0 "
+                             f"{float(t_l0['value']):.3g}")
+                continue
+            b = _at(g, kind, e, metric, near["setting"], ref)
+            if b is None or not math.isfinite(float(b["value"])):
+                continue
+            margins.append(float(t["value"]) - float(b["value"]))
+            seeds += [int(t["n_seeds"]), int(b["n_seeds"])]
+            parts.append(f"×{e:g}: {float(t['value']):.3g} vs {kind} {near['setting']} (L0 {float(near['value']):.3g}) "
+                         f"{float(b['value']):.3g}")
+            if gate := _overlap_gate(full, t, b, ref, f"×{e:g} {kind}"):
+                gates.append(gate)
+    return _finish(parts, margins, seeds, notes)
+
+
 def _claim_metrics(claim: dict, agg: pd.DataFrame) -> list[str]:
     if claim.get("metric_pattern"):
         pat = re.compile(claim["metric_pattern"])
@@ -492,6 +527,8 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
             check = _check_guided(g, claim, ref)
         elif claim["relation"] == "spread":
             check = _check_spread(g, claim, ref)
+        elif claim["relation"] == "calibration":
+            check = _check_calibration(g, claim, ref, full, gates)
         else:
             raise ValueError(f"claim {claim['id']}: unknown relation {claim['relation']!r}")
         holds, ours, margin, n, notes = check

@@ -20,7 +20,8 @@ on the support, which can be ≤ 0) and accumulates, with E examples, C classes 
   number of examples with at least one token where the latent is ≠ 0;
 - ``example_l0`` (E,): per example, the mean over its tokens of the per-token L0 #{i : acts_ti ≠ 0};
   ``example_sse`` / ``example_energy`` (E,): per example Σ_t ||x_t − x̂_t||² and Σ_t ||x_t||² (what a
-  bootstrap over examples of the NMSE resamples).
+  bootstrap over examples of the NMSE resamples); ``token_l0`` (N,): #{i : acts_ti ≠ 0} per token, in cache
+  order (what :mod:`repro.evals.calibration` relates to each token's complexity).
 
 Example rows are ordered by example id (``ids``), with their ``labels``. Every sum is in float64
 (counts exact); the results do not depend on the chunk size.
@@ -58,6 +59,7 @@ class EncodedSplit:
     example_l0: np.ndarray
     example_sse: np.ndarray
     example_energy: np.ndarray
+    token_l0: np.ndarray
     pooled: Tensor | None
     pooled_raw: Tensor | None
     threshold: float
@@ -120,6 +122,7 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
     example_l0 = np.zeros(len(ids))
     example_sse = np.zeros(len(ids))
     example_energy = np.zeros(len(ids))
+    token_l0 = np.zeros(len(index), dtype=np.int32)
     pooled_codes = torch.zeros(len(ids), F) if pooled else None
     pooled_raw = torch.zeros(len(ids), cache.d_model) if pooled else None
     empty = torch.zeros(0, F, device=device)
@@ -137,6 +140,7 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
             tok_labels = torch.from_numpy(labels_all[lo:hi]).to(device)
             counts.index_add_(0, tok_labels, (acts > threshold).double())
             nonzero = acts != 0
+            token_l0[lo:hi] = nonzero.sum(1).cpu().numpy()
             class_nonzero.index_add_(0, tok_labels, nonzero.double())
             class_sums.index_add_(0, tok_labels, acts.double())
             fire += nonzero.sum(0, dtype=torch.float64)
@@ -184,6 +188,6 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
                         class_sums=class_sums.cpu().numpy(), top_values=top_np[0], top_ids=top_np[1],
                         top_positions=top_np[2], top_labels=top_np[3], fire_count=fire.cpu().numpy(),
                         act_sum=act_sum.cpu().numpy(), example_fire_count=ex_fire.cpu().numpy(), example_l0=example_l0,
-                        example_sse=example_sse, example_energy=example_energy,
+                        example_sse=example_sse, example_energy=example_energy, token_l0=token_l0,
                         pooled=pooled_codes, pooled_raw=pooled_raw, threshold=float(threshold))
 

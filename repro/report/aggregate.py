@@ -9,7 +9,8 @@ Metrics per evaluation (:func:`flatten`):
 
 - ``reconstruction``: every scalar key of :mod:`repro.metrics` (``nmse``, ``ev``, ``mse``, ``l0``, …) plus
   the per-token L0 quantiles as ``l0_p5`` … ``l0_p99``, ``l0_min``, ``l0_max``, and the bootstrap 95 %
-  intervals over test examples as ``nmse_ci_lo``/``nmse_ci_hi`` and ``l0_ci_lo``/``l0_ci_hi``;
+  intervals over test examples as ``nmse_ci_lo``/``nmse_ci_hi`` and ``l0_ci_lo``/``l0_ci_hi``, and
+  ``l0_complexity_rho`` (:mod:`repro.evals.calibration`);
 - ``lm_loss``: every scalar (``ce_delta``, ``ce_loss_score``, ``kl_sae``, …);
 - ``topn``: the class-balanced accuracies in percent, named as the settings (``no_sae``, ``sae``,
   ``on_all``, ``off_all``, ``zero``, ``official/on_1``, ``heldout/off_5``, ``heldout/random_5``,
@@ -51,6 +52,8 @@ def flatten(name: str, results: dict) -> dict[str, float]:
         out |= _scalars(results.get("l0_quantiles") or {}, "l0_")
         for metric, ci in (results.get("ci95") or {}).items():
             out |= {f"{metric}_ci_lo": ci["lo"], f"{metric}_ci_hi": ci["hi"]}
+        if results.get("l0_calibration"):
+            out["l0_complexity_rho"] = float(results["l0_calibration"]["spearman_rho"])
         return out
     if name == "lm_loss":
         return _scalars(results)
