@@ -6,6 +6,15 @@ of active features? Does it recover the true dictionary? Outputs: ``results.json
 the config and provenance), ``summary.csv`` and ``table.md`` (mean and std over seeds per method) in
 ``out_dir``, and two figures in ``figures_dir``: true count vs L0 per method, and dictionary recovery
 (MCC) per method.
+
+Protocol. Penalties set to ``match_l0`` are searched on a *validation* sample (its own seed), never on
+the evaluation sample the table reports; a search whose chosen probe misses the target by more than
+:data:`repro.guide.MATCH_RATIO` is flagged (``search_matched`` < 1 in the table, "not matched" beside the
+method) and is not an L0-matched baseline. The table carries a chance row: the MCC of a random dictionary
+of the same width (seeded unit directions), which any learned dictionary must beat to mean anything, and
+the intercept and slope of L0 against the true count. ``step_sweep`` (a list of step counts) retrains
+every method at each count on seed 0 and records EV, L0 and MCC per count, so a reader can see whether
+each kind has plateaued (``plateau`` in results.json: the change over the last doubling).
 """
 
 from __future__ import annotations
@@ -68,11 +77,12 @@ class SyntheticConfig:
     seeds: tuple[int, ...]
     methods: tuple[Method, ...]
     search_steps: int = 6
+    step_sweep: tuple[int, ...] = ()
 
     @staticmethod
     def from_dict(raw: dict) -> SyntheticConfig:
         """Validate a config mapping (e.g. parsed YAML); raise ValueError naming the offending key."""
-        known = {"data", "d_sae", "train", "eval_tokens", "seeds", "methods", "search_steps"}
+        known = {"data", "d_sae", "train", "eval_tokens", "seeds", "methods", "search_steps", "step_sweep"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -103,7 +113,10 @@ class SyntheticConfig:
                               warmup_steps=int(train_raw["warmup_steps"]),
                               eval_tokens=int(raw.get("eval_tokens", 16384)),
                               seeds=tuple(int(s) for s in raw["seeds"]), methods=tuple(methods),
-                              search_steps=int(raw.get("search_steps", 6)))
+                              search_steps=int(raw.get("search_steps", 6)),
+                              step_sweep=tuple(int(s) for s in raw.get("step_sweep") or ()))
+        if any(s < 1 for s in cfg.step_sweep):
+            raise ValueError(f"config key step_sweep={list(cfg.step_sweep)}: step counts must be positive")
         for key, value in (("d_sae", cfg.d_sae), ("train.steps", cfg.steps), ("train.batch_size", cfg.batch_size),
                            ("eval_tokens", cfg.eval_tokens), ("search_steps", cfg.search_steps)):
             if value < 1:
@@ -165,14 +178,63 @@ def train_and_evaluate(cfg: SyntheticConfig, kind: str, hparams: dict, seed: int
 
 
 def match_penalty(cfg: SyntheticConfig, method: Method, hparams: dict, key: str, target: float, seed: int,
-                  x_eval: torch.Tensor, coeff_eval: torch.Tensor) -> tuple[float, list[dict]]:
-    """:func:`repro.guide.bisect_penalty` on ``key`` so that the mean L0 lands at ``target``; each probe
-    trains for the full number of steps. Returns the chosen penalty and the probe log."""
+                  x_val: torch.Tensor, coeff_val: torch.Tensor) -> tuple[float, dict]:
+    """:func:`repro.guide.bisect_penalty` on ``key`` so that the mean L0 on the *validation* sample lands at
+    ``target``; each probe trains for the full number of steps. Returns the chosen penalty and the search
+    record (probes, ``bracketed``, ``matched``; :func:`repro.guide.search_outcome`)."""
+    from repro.guide import search_outcome
+
     def measure(penalty: float) -> float:
-        rec = train_and_evaluate(cfg, method.kind, {**hparams, key: penalty}, seed, cfg.steps, x_eval, coeff_eval)
+        rec = train_and_evaluate(cfg, method.kind, {**hparams, key: penalty}, seed, cfg.steps, x_val, coeff_val)
         return rec["reconstruction"]["l0"]
 
-    return bisect_penalty(measure, target, steps=cfg.search_steps)
+    penalty, probes = bisect_penalty(measure, target, steps=cfg.search_steps)
+    chosen = next(p["l0"] for p in probes if p["penalty"] == penalty)
+    return penalty, {"key": key, "target": target, "probes": probes, "measured_on": "validation sample",
+                     **search_outcome(probes, target, chosen)}
+
+
+VALIDATION_SEED = 24681357
+EVALUATION_SEED = 987654321
+
+
+def chance_mcc(cfg: SyntheticConfig, seed: int = 0) -> float:
+    """MCC of a random dictionary of ``d_sae`` seeded Gaussian unit directions against the true one: the
+    value a learned dictionary must beat."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    random = torch.randn(cfg.d_sae, cfg.data.d_in, generator=g)
+    return float(match_dictionary(random, cfg.data.dictionary())["mcc"])
+
+
+def step_sweep(cfg: SyntheticConfig, hparams_by_method: dict[str, dict], x_eval: torch.Tensor,
+               coeff_eval: torch.Tensor, progress: bool = False) -> list[dict]:
+    """Every method retrained at each of ``cfg.step_sweep`` on seed 0 (with its seed-0 hyperparameters,
+    searched penalties included): EV, L0 and MCC per step count."""
+    out = []
+    for method in cfg.methods:
+        for steps in cfg.step_sweep:
+            rec = train_and_evaluate(cfg, method.kind, hparams_by_method[method.name], 0, steps, x_eval, coeff_eval)
+            out.append({"method": method.name, "steps": steps, "ev": rec["reconstruction"]["ev"],
+                        "l0": rec["reconstruction"]["l0"], "mcc": rec["dictionary"]["mcc"]})
+            if progress:
+                print(f"{method.name:32s} {steps:6d} steps: EV {out[-1]['ev']:.3f} L0 {out[-1]['l0']:.2f} "
+                      f"MCC {out[-1]['mcc']:.3f}", flush=True)
+    return out
+
+
+def plateau(sweep: list[dict], ev_tol: float = 0.01, mcc_tol: float = 0.01) -> dict[str, dict]:
+    """Per method: the change of EV, MCC and L0 between the two longest runs of the step sweep, and
+    ``plateaued`` (|ΔEV| ≤ ``ev_tol`` and |ΔMCC| ≤ ``mcc_tol``)."""
+    out = {}
+    for name in dict.fromkeys(r["method"] for r in sweep):
+        mine = sorted((r for r in sweep if r["method"] == name), key=lambda r: r["steps"])
+        if len(mine) < 2:
+            continue
+        a, b = mine[-2], mine[-1]
+        d = {k: b[k] - a[k] for k in ("ev", "mcc", "l0")}
+        out[name] = {"from_steps": a["steps"], "to_steps": b["steps"], **{f"delta_{k}": v for k, v in d.items()},
+                     "plateaued": bool(abs(d["ev"]) <= ev_tol and abs(d["mcc"]) <= mcc_tol)}
+    return out
 
 
 def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | Path | None = None,
@@ -182,8 +244,9 @@ def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     mean_count = mean_true_count(cfg.data)
-    x_eval, coeff_eval = cfg.data.sample(cfg.eval_tokens, torch.Generator().manual_seed(987654321))
-    runs = []
+    x_eval, coeff_eval = cfg.data.sample(cfg.eval_tokens, torch.Generator().manual_seed(EVALUATION_SEED))
+    x_val, coeff_val = cfg.data.sample(cfg.eval_tokens, torch.Generator().manual_seed(VALIDATION_SEED))
+    runs, seed0_hparams = [], {}
     for method in cfg.methods:
         for seed in cfg.seeds:
             hp = resolve_hparams(method, mean_count, cfg.d_sae)
@@ -191,7 +254,9 @@ def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | 
             for key, value in list(hp.items()):
                 if value == MATCH_L0:  # searched for every seed: a penalty found on one seed may not transfer
                     hp[key], search = match_penalty(cfg, method, hp | {key: 1e-3}, key, mean_count, seed,
-                                                    x_eval, coeff_eval)
+                                                    x_val, coeff_val)
+            if seed == cfg.seeds[0]:
+                seed0_hparams[method.name] = dict(hp)
             record = train_and_evaluate(cfg, method.kind, hp, seed, cfg.steps, x_eval, coeff_eval)
             runs.append({"method": method.name, "kind": method.kind, "hparams": hp, "seed": seed,
                          "penalty_search": search, **record})
@@ -201,12 +266,18 @@ def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | 
                       f"L0 {r['reconstruction']['l0']:.2f}  Spearman {r['sparsity_tracking']['spearman']:.3f}  "
                       f"MCC {r['dictionary']['mcc']:.3f}  ({r['train_seconds']:.1f} s)", flush=True)
     summary = summarise(runs, [m.name for m in cfg.methods])
+    chance = [chance_mcc(cfg, s) for s in cfg.seeds]
+    sweep = step_sweep(cfg, seed0_hparams, x_eval, coeff_eval, progress) if cfg.step_sweep else []
     result = {"experiment": "ground-truth synthetic benchmark", "config": config_record(cfg),
               "mean_true_count": mean_count, "runs": runs, "summary": summary,
+              "chance_mcc": {"mean": statistics.fmean(chance), "values": chance,
+                             "definition": f"MCC of {cfg.d_sae} seeded random Gaussian unit directions"},
+              "step_sweep": sweep, "plateau": plateau(sweep),
               "seconds": time.perf_counter() - began, "provenance": provenance()}
     atomic_write(out_dir / "results.json", lambda p: Path(p).write_text(json.dumps(result, indent=1)))
     atomic_write(out_dir / "summary.csv", lambda p: _write_summary_csv(p, summary))
-    atomic_write(out_dir / "table.md", lambda p: Path(p).write_text(format_table(summary, mean_count)))
+    atomic_write(out_dir / "table.md", lambda p: Path(p).write_text(
+        format_table(summary, mean_count, result["chance_mcc"]["mean"], result["plateau"])))
     if figures_dir is not None:
         from repro.experiments.synthetic_figures import plot_l0_vs_count, plot_mcc
 
@@ -217,6 +288,7 @@ def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | 
 
 SUMMARY_COLUMNS = (("ev", ("reconstruction", "ev")), ("l0", ("reconstruction", "l0")),
                    ("spearman", ("sparsity_tracking", "spearman")), ("slope", ("sparsity_tracking", "slope")),
+                   ("intercept", ("sparsity_tracking", "intercept")),
                    ("mcc", ("dictionary", "mcc")), ("recovered", ("dictionary", "recovered")),
                    ("precision", ("precision_recall", "mean_precision")),
                    ("recall", ("precision_recall", "mean_recall")),
@@ -243,18 +315,35 @@ def summarise(runs: list[dict], order: list[str]) -> list[dict]:
             values = [v for v in (_get(r, path) for r in mine) if not math.isnan(v)]
             row[col] = statistics.fmean(values) if values else math.nan
             row[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        searches = [r["penalty_search"] for r in mine if r.get("penalty_search")]
+        row["search_matched"] = (statistics.fmean(float(s["matched"]) for s in searches) if searches else math.nan)
         rows.append(row)
     return rows
 
 
-def format_table(summary: list[dict], mean_count: float) -> str:
-    """Markdown table: mean ± std over seeds."""
+def format_table(summary: list[dict], mean_count: float, chance: float | None = None,
+                 plateaus: dict[str, dict] | None = None) -> str:
+    """Markdown table: mean ± std over seeds, a chance row for MCC, and marks for penalty searches that did
+    not match their L0 target and for methods the step sweep found still moving."""
     cols = [c for c, _ in SUMMARY_COLUMNS if any(not math.isnan(r[c]) for r in summary)]
-    lines = [f"Mean true count per sample: {mean_count:.2f}. Mean ± std over seeds.", "",
+    plateaus = plateaus or {}
+    lines = [f"Mean true count per sample: {mean_count:.2f}. Mean ± std over seeds. L0 ≈ intercept + slope × "
+             "true count (least squares over held-out samples).", "",
              "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for r in summary:
         cells = [f"{r[c]:.3f} ± {r[c + '_std']:.3f}" if not math.isnan(r[c]) else "–" for c in cols]
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+        marks = []
+        if not math.isnan(r.get("search_matched", math.nan)) and r["search_matched"] < 1:
+            marks.append(f"L0 search not matched on {1 - r['search_matched']:.0%} of seeds: not an L0-matched baseline")
+        if r["method"] in plateaus and not plateaus[r["method"]]["plateaued"]:
+            p = plateaus[r["method"]]
+            marks.append(f"not plateaued ({p['from_steps']} → {p['to_steps']} steps: ΔEV {p['delta_ev']:+.3f}, "
+                         f"ΔMCC {p['delta_mcc']:+.3f})")
+        name = r["method"] + (f" ({'; '.join(marks)})" if marks else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if chance is not None and "mcc" in cols:
+        lines.append("| chance: random dictionary of the same width | "
+                     + " | ".join(f"{chance:.3f}" if c == "mcc" else "–" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +362,7 @@ def config_record(cfg: SyntheticConfig) -> dict:
             "train": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
                       "warmup_steps": cfg.warmup_steps},
             "eval_tokens": cfg.eval_tokens, "seeds": list(cfg.seeds), "search_steps": cfg.search_steps,
+            "step_sweep": list(cfg.step_sweep),
             "methods": [{"name": m.name, "kind": m.kind, "hparams": m.hparams} for m in cfg.methods]}
 
 
