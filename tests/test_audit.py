@@ -283,3 +283,12 @@ def test_calibration_compares_with_the_baseline_setting_nearest_in_l0():
     (c7,) = claim_rows(run_audit(pd.concat([df, pd.DataFrame(sweep)]), config="default"), "C7")
     assert c7["verdict"] == "not reproduced" and c7["delta"] == pytest.approx(0.40 - 0.45)
     assert "relu l1_coefficient=9 (L0 30)" in c7["ours"] and "no jumprelu setting within ×2" in c7["reason"]
+
+
+def test_guidance_claim_is_judged_with_its_spread():
+    df = default_frame()
+    seed1 = df[(df["eval"] == "topn") & (df["kind"] == "topk")].copy()
+    seed1["seed"] = 1
+    seed1.loc[seed1["setting"] == "guided", "value"] = 8.0  # guided 14 / 8 against default 11 / 11
+    (c6,) = claim_rows(run_audit(pd.concat([df, seed1]), config="default"), "C6")
+    assert c6["verdict"] == "inconclusive" and "guided vs k=32: spreads overlap" in c6["reason"]

@@ -402,8 +402,10 @@ def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], 
     return _finish(parts, margins, seeds, notes)
 
 
-def _check_guided(g: pd.DataFrame, claim: dict, ref: dict) -> Check:
-    """``guided_beats_fixed``: the guided setting beats every fixed setting present, per kind and expansion."""
+def _check_guided(g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFrame | None = None,
+                  gates: list[str] | None = None) -> Check:
+    """``guided_beats_fixed``: the guided setting beats every fixed setting present, per kind and expansion;
+    with ``full``, a comparison whose seed spreads overlap is added to ``gates`` (C6 judged with its spread)."""
     parts, margins, seeds, notes = [], [], [], []
     for kind in claim["kinds"]:
         done = False
@@ -417,9 +419,12 @@ def _check_guided(g: pd.DataFrame, claim: dict, ref: dict) -> Check:
             missing = [s for s in claim["fixed_settings"] if s not in fixed]
             if missing:
                 notes.append(f"{kind} ×{e:g}: no {', '.join(missing)}")
-            for r in fixed.values():
+            for s, r in fixed.items():
                 margins.append(float(gd["value"]) - float(r["value"]))
                 seeds += [int(gd["n_seeds"]), int(r["n_seeds"])]
+                if full is not None and gates is not None and (
+                        gate := _overlap_gate(full, gd, r, ref, f"{kind} ×{e:g} guided vs {s}")):
+                    gates.append(gate)
             parts.append(f"{kind} ×{e:g}: guided {gd['value']:.4g} vs "
                          + ", ".join(f"{s}{' (default)' if r['setting'] != s else ''} {r['value']:.4g}"
                                      for s, r in fixed.items()))
@@ -524,7 +529,7 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
             check = _check_extreme(g, claim, ref, metrics if claim["relation"] == "beats" else [claim["metric"]],
                                    lower=claim["relation"] == "lowest", full=full, gates=gates)
         elif claim["relation"] == "guided_beats_fixed":
-            check = _check_guided(g, claim, ref)
+            check = _check_guided(g, claim, ref, full, gates)
         elif claim["relation"] == "spread":
             check = _check_spread(g, claim, ref)
         elif claim["relation"] == "calibration":
