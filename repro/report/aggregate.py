@@ -53,7 +53,8 @@ def flatten(name: str, results: dict) -> dict[str, float]:
         for metric, ci in (results.get("ci95") or {}).items():
             out |= {f"{metric}_ci_lo": ci["lo"], f"{metric}_ci_hi": ci["hi"]}
         if results.get("l0_calibration"):
-            out["l0_complexity_rho"] = float(results["l0_calibration"]["spearman_rho"])
+            rho = results["l0_calibration"]["spearman_rho"]  # None in JSON when undefined (TopK: constant L0)
+            out["l0_complexity_rho"] = math.nan if rho is None else float(rho)
         return out
     if name == "lm_loss":
         return _scalars(results)
