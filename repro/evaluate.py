@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from repro.evals import topn
+
 EVALS = ("reconstruction", "interpretability", "probing", "topn", "lm_loss")
 HEADS = ("auto", "cosine", "linear", "zero-shot")
-SELECTIONS = ("nonzero", "sum", "threshold")  # repro.evals.topn.SELECTIONS (held equal by a test)
 TRAIN_SUMMARY = "train.json"
 
 
@@ -91,7 +92,7 @@ class EvalSettings:
             ("probe_seed", isinstance(self.probe_seed, int), "an integer"),
             ("lm_texts", pos_int(self.lm_texts), "a positive integer"),
             ("head", self.head in HEADS, f"one of {', '.join(HEADS)}"),
-            ("selection", self.selection in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
+            ("selection", self.selection in topn.SELECTIONS, f"one of {', '.join(topn.SELECTIONS)}"),
             ("batch_size", pos_int(self.batch_size), "a positive integer"),
         ]
         for name, ok, what in checks:

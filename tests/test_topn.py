@@ -278,3 +278,24 @@ def test_kept_decode_equals_the_dense_decode_of_the_masked_code(kind):
         off_dense = sae.decode(code * (1 - keep), ctx)
     torch.testing.assert_close(fast, dense, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(full - (fast - base), off_dense, atol=1e-5, rtol=1e-4)
+
+
+def test_the_cli_and_the_schema_offer_exactly_the_selections_and_heads():
+    """The CLI's choices and the config schema's enums are literals (the CLI stays torch-free at start-up):
+    they must equal the catalogue of repro.evals.topn and repro.evaluate."""
+    from pathlib import Path
+
+    import yaml
+
+    from repro.cli import build_parser
+    from repro.evals.topn import SELECTIONS
+    from repro.evaluate import HEADS
+
+    evaluate = next(a for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions
+                    if a.dest == "selection")
+    head = next(a for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions
+                if a.dest == "head")
+    assert tuple(evaluate.choices) == SELECTIONS and tuple(head.choices) == HEADS
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
+    ev = schema["properties"]["evaluation"]["properties"]
+    assert tuple(ev["selection"]["enum"]) == SELECTIONS and tuple(ev["head"]["enum"]) == HEADS

@@ -363,6 +363,7 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     union = torch.unique(torch.cat([i.reshape(-1) for i in selected.values()]))
     with frequency_mask_off(sae):
         rows = decoder_rows(sae, union)
+    masked = getattr(sae.cfg, "freq_mask", None) is not None
     names = settings_for(list(selections), ns, controls)
     correct = {s: np.zeros(n_classes) for s in names}
     total = np.zeros(n_classes)
@@ -374,19 +375,19 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
             acts, mask = backbone.activations(inputs, hook)
             x = acts[mask]
             ctx = sae.input_context(x)
-            trained = sae.decode(sae.encode(x), ctx)
             with frequency_mask_off(sae):
                 code = sae.encode(x)
                 scale = sae.context_scale(ctx)
                 full, base = sae.decode(code, ctx), sae.decode(torch.zeros_like(code), ctx)
+            trained = sae.decode(sae.encode(x), ctx) if masked else full  # without a mask they are one code
             tok_class = torch.as_tensor(labels, device=acts.device)[:, None].expand_as(mask)[mask]
             recon = {"sae": trained, "on_all": full, "off_all": base, "zero": torch.zeros_like(x)}
             active = (code != 0).sum(1)
-            for (p, side, n), idx in selected.items():
-                on = kept_decode(code, tok_class, idx, rows, base, scale)
+            for (p, side, n), idx in selected.items():  # "on" comes before "off" for every (p, n)
                 if side != "off":
-                    recon[f"{p}/{side}_{n}"] = on
+                    recon[f"{p}/{side}_{n}"] = kept_decode(code, tok_class, idx, rows, base, scale)
                     continue
+                on = recon[f"{p}/on_{n}"]
                 # off = decode(a ⊙ (1 − keep)) = full − (on − base); exactly base where nothing is left
                 nothing_left = active == (code.gather(1, idx.to(code.device)[tok_class]) != 0).sum(1)
                 recon[f"{p}/off_{n}"] = torch.where(nothing_left[:, None], base, full - (on - base))

@@ -75,17 +75,21 @@ def flatten(name: str, results: dict) -> dict[str, float]:
     raise ValueError(f"unknown evaluation {name!r}")
 
 
-def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
-    """Tidy rows of one evaluation record (the JSON written by ``repro evaluate``)."""
-    labels = labels or {}
+def _identity(record: dict, labels: dict) -> dict:
+    """The columns every row of one evaluation record shares (all of :data:`COLUMNS` but metric and value)."""
     cfg = record["sae_config"]
     data = record["data"]
     split = data["splits"].get("test") or next(iter(data["splits"].values()))
-    base = {"config": labels.get("config", ""), "run": labels.get("run", record["run"]),
+    return {"config": labels.get("config", ""), "run": labels.get("run", record["run"]),
             "backbone": data["backbone"]["name"], "dataset": split["dataset"]["name"], "hook": data["hook"],
             "kind": record["kind"], "d_sae": int(cfg["d_sae"]),
             "expansion": _ratio(int(cfg["d_sae"]), int(cfg["d_in"])),
             "seed": record["seed"], "setting": labels.get("setting", "default"), "eval": record["eval"]}
+
+
+def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
+    """Tidy rows of one evaluation record (the JSON written by ``repro evaluate``)."""
+    base = _identity(record, labels or {})
     return [base | {"metric": m, "value": v} for m, v in flatten(record["eval"], record["results"]).items()]
 
 
@@ -94,10 +98,7 @@ def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[
     ``tokens_seen``, ``steps``, ``train_tokens`` (distinct training tokens of its cache, the validation tail
     excluded), ``converged`` (1, 0, or NaN when unknown), ``last_quarter_improvement`` and the held-out
     ``val_nmse`` / ``val_l0`` at the end of training."""
-    first = rows_of(record, labels)
-    if not first:
-        return []
-    template = {k: v for k, v in first[0].items() if k not in ("metric", "value")} | {"eval": "train"}
+    template = _identity(record, labels or {}) | {"eval": "train"}
     training = summary.get("training") or {}
     conv = training.get("converged")
     final = training.get("final_validation") or {}

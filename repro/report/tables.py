@@ -225,25 +225,21 @@ def guidance(df: pd.DataFrame) -> Table:
               ["dataset", "method", "setting", "L0", "on 1 (official)", "on 1 (held-out)", "NMSE"])
     for (backbone, dataset, x), _ in guided.groupby(["backbone", "dataset", "expansion"]):
         g = df[(df["backbone"] == backbone) & (df["dataset"] == dataset) & (df["expansion"] == x)]
-        entries = [("sparsemax_attention", "default")]
+        entries = [("sparsemax_attention", "default", "default")]  # (kind, setting, label)
         for k in ("topk", "batchtopk"):
             fixed = {s: int(s[2:]) for s in g[g["kind"] == k]["setting"].unique() if s.startswith("k=")}
             default_k = _stats(g, kind=k, setting="default", eval="train", metric="hp_k")
             if default_k[2]:
                 fixed["default"] = int(default_k[0])
-            entries += [(k, s) for s in sorted(fixed, key=fixed.get)] + [(k, "guided")]
-        for kind, setting in entries:
+            entries += [(k, s, f"k={fixed[s]} (default)" if s == "default" else s)
+                        for s in sorted(fixed, key=fixed.get)]
+            gk = _stats(g, kind=k, setting="guided", eval="train", metric="hp_k")
+            value = "" if gk[2] == 0 else f" = {gk[0]:.0f}" if gk[2] == 1 else f" = {gk[0]:.1f} ± {gk[1]:.1f}"
+            entries.append((k, "guided", f"guided (K = round(L0 of sparsemax){value})"))
+        for kind, setting, name in entries:
             l0 = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="l0")
             if l0[2] == 0 and setting == "default":
                 continue
-            if setting == "guided":
-                gk = _stats(g, kind=kind, setting="guided", eval="train", metric="hp_k")
-                value = "" if gk[2] == 0 else f" = {gk[0]:.0f}" if gk[2] == 1 else f" = {gk[0]:.1f} ± {gk[1]:.1f}"
-                name = f"guided (K = round(L0 of sparsemax){value})"
-            elif setting == "default" and kind != "sparsemax_attention":
-                name = f"k={int(_stats(g, kind=kind, setting='default', eval='train', metric='hp_k')[0])} (default)"
-            else:
-                name = setting
             on1 = [_cell(*_stats(g, kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1"), fmt="{:.2f}")
                    for p in ("official", "heldout")]
             nmse = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="nmse")
