@@ -68,7 +68,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["L0_QUANTILES", "VARIANCE_DEGENERATE_RTOL", "ReconstructionMetrics", "bootstrap_ratio_ci"]
+__all__ = ["L0_QUANTILES", "VARIANCE_DEGENERATE_RTOL", "ReconstructionMetrics", "bootstrap_balanced_accuracy_ci",
+           "bootstrap_ratio_ci"]
 
 #: V ≤ VARIANCE_DEGENERATE_RTOL · (Q_x/N) (or V == 0) marks the variance as degenerate.
 VARIANCE_DEGENERATE_RTOL = 1e-12
@@ -411,6 +412,31 @@ class ReconstructionMetrics:
             "dense_fraction_1pct": dense1,
             "frac_dense_1pct": dense1,
         }
+
+
+def bootstrap_balanced_accuracy_ci(hits: np.ndarray, labels: np.ndarray, *, level: float = 0.95, n_boot: int = 2000,
+                                   seed: int = 0) -> dict:
+    """Stratified percentile bootstrap of a class-balanced accuracy in percent,
+    A = 100 · mean_c (Σ_{e ∈ c} hit_e / n_c) over the classes c present in ``labels``: each of the ``n_boot``
+    resamples (seeded) redraws the n_c examples of every class with replacement, so class sizes stay fixed
+    and A keeps its definition. Returns value, lo, hi (the ``level`` interval), n_examples, n_boot, level,
+    unit. With one seed, every setting of one run uses the same draws (common random numbers)."""
+    hit = np.asarray(hits, dtype=np.float64)
+    lab = np.asarray(labels)
+    if hit.shape != lab.shape or hit.ndim != 1 or len(hit) == 0:
+        raise ValueError("bootstrap_balanced_accuracy_ci needs hits and labels as 1-d arrays of one nonzero length")
+    classes = np.unique(lab)
+    value = 100 * float(np.mean([hit[lab == c].mean() for c in classes]))
+    rng = np.random.default_rng(seed)
+    acc = np.zeros(n_boot)
+    for c in classes:
+        h = hit[lab == c]
+        acc += h[rng.integers(0, len(h), size=(n_boot, len(h)))].mean(1)
+    acc *= 100 / len(classes)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(acc, [alpha, 1 - alpha])
+    return {"value": value, "lo": float(lo), "hi": float(hi), "n_examples": int(len(hit)), "n_boot": int(n_boot),
+            "level": float(level), "unit": "example, stratified by class"}
 
 
 def bootstrap_ratio_ci(numerators: np.ndarray, denominators: np.ndarray, *, level: float = 0.95,

@@ -10,7 +10,8 @@ setting), and experiments. Each experiment asks for runs on one backbone role:
 - ``methods``: ReLU/TopK/BatchTopK/sparsemax at one expansion (per-dataset top-n, probing, concepts);
 - ``guidance``: TopK/BatchTopK at fixed k (``k=24``, ``k=32``) and at the k derived from the sparsemax
   run's measured L0 (setting ``guided``; the ``guide`` rule is the DAG edge);
-- ``pareto``: sweeps of one hyperparameter per kind (settings ``<key>=<value>``) for the MSE–L0 frontier.
+- ``pareto``: sweeps of one hyperparameter per kind (settings ``<key>=<value>``) for the MSE–L0 frontier,
+  with the sparsemax SAE they are matched to (its default setting at the same size and seeds).
 
 A run is identified by ``<role>/<kind>/<setting>/x<expansion>/s<seed>`` and lives in
 ``<runs_root>/<that id>``; its evaluations are the union of those its experiments ask for.
@@ -113,6 +114,7 @@ def make_plan(config: dict) -> Plan:
                         plan.add(Run(role, kind, setting, x, seed), evals)
             elif name == "pareto":
                 x = exp["expansion"]
+                plan.add(Run(role, GUIDE_SOURCE, SETTINGS_DEFAULT, x, seed), evals)  # the frontier's reference
                 for kind, sweep in exp["sweeps"].items():
                     for key, values in sweep.items():
                         for v in values:

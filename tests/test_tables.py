@@ -37,6 +37,8 @@ def metrics(tmp_path):
         for metric, value in (("official/on_1", on1), ("official/on_5", 2 * on1), ("heldout/on_1", on1 - 1),
                               ("heldout/on_5", 2 * on1 - 1), ("no_sae", 90.0), ("sae", 80.0)):
             rows.append(row(kind, 8, "topn", metric, value, backbone="effnet-lite0", dataset="fashion-mnist"))
+    rows += [row("sparsemax_attention", 8, "topn", f"official/on_1_ci_{b}", v, backbone="effnet-lite0",
+                 dataset="fashion-mnist") for b, v in (("lo", 9.0), ("hi", 13.0))]
     for kind, setting, l0, on1 in (("topk", "k=24", 24, 2.0), ("topk", "guided", 13, 6.0),
                                    ("sparsemax_attention", "default", 13.2, 11.0)):
         rows += [row(kind, 8, "reconstruction", "l0", l0, setting=setting, backbone="effnet-lite0",
@@ -57,10 +59,25 @@ def test_table_a_means_over_seeds_and_bolds_the_best(metrics, tmp_path):
     assert "\\begin{tabular}{lrr" in tex.read_text() and "\\pm" in tex.read_text()
 
 
+def test_table_a_follows_the_backbone_of_the_size_sweep():
+    """Table A is drawn from the backbone whose default runs cover the most (kind, size) cells, whatever its
+    modality (the embedded default sweeps sizes on vision while a language backbone has a few default runs)."""
+    from repro.report.tables import size_sweep_backbone
+
+    kinds = ["relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention"]
+    rows = [row(k, x, "reconstruction", "nmse", 0.1, backbone="effnet-lite0") for k in kinds for x in (1, 2)]
+    rows += [row(k, 2, "reconstruction", "nmse", 0.1, backbone="minilm-l6") for k in ("topk", "relu")]
+    rows += [row("topk", 2, "reconstruction", "nmse", 0.1, setting="k=8", backbone="minilm-l6")]
+    assert size_sweep_backbone(pd.DataFrame(rows)) == "effnet-lite0"
+    even = [row(k, 2, "reconstruction", "nmse", 0.1, backbone=b) for k in kinds for b in ("effnet-lite0", "minilm-l6")]
+    assert size_sweep_backbone(pd.DataFrame(even)) == "minilm-l6"  # a tie goes to the language backbone
+    assert size_sweep_backbone(pd.DataFrame(rows[:0], columns=COLUMNS)) is None
+
+
 def test_table_b_has_both_protocols(metrics, tmp_path):
     text = render_table("table_b", metrics, tmp_path / "b")[0].read_text()
-    assert "| official | Sparsemax SAE | 11.00 | 22.00 |" in text
-    assert "| held-out | ReLU | 2.00 | 5.00 |" in text
+    assert "| official | Sparsemax SAE | 11.0 [9.0, 13.0] | 22.0 |" in text  # one seed: the bootstrap interval
+    assert "| held-out | ReLU | 2.0 | 5.0 |" in text
 
 
 def test_matched_l0_interpolates_in_log_l0(metrics, tmp_path):
@@ -78,8 +95,8 @@ def test_matched_l0_interpolates_in_log_l0(metrics, tmp_path):
 
 def test_guidance_rows(metrics, tmp_path):
     text = render_table("guidance", metrics, tmp_path / "g")[0].read_text()
-    assert "| TopK | guided (K = round(L0 of sparsemax)) | 13.0 | 6.00 |" in text
-    assert "| Sparsemax SAE | default | 13.2 | 11.00 |" in text
+    assert "| TopK | guided (K = round(L0 of sparsemax)) | 13.0 | 6.0 |" in text
+    assert "| Sparsemax SAE | default | 13.2 | 11.0 [9.0, 13.0] |" in text
 
 
 def test_every_table_renders_and_unknown_is_refused(metrics, tmp_path):

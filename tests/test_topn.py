@@ -140,6 +140,11 @@ def test_identity_sae_known_answers():
     assert res["gate"]["usable"] and res["gate"]["reasons"] == []
     assert set(res["mean_pct"]) == set(settings_for(["official", "heldout"], (1, C + 1)))
     assert res["n_examples"] == 30 and res["per_class_pct"]["no_sae"] == [100.0] * C
+    # bootstrap intervals for every setting; a setting right on every example has the degenerate [100, 100]
+    assert set(res["ci95"]) == set(res["mean_pct"])
+    assert res["ci95"]["no_sae"]["lo"] == res["ci95"]["no_sae"]["hi"] == 100.0
+    for s, ci in res["ci95"].items():
+        assert ci["lo"] <= m[s] + 1e-9 and m[s] <= ci["hi"] + 1e-9, s
 
 
 def test_full_width_equals_full_reconstruction_for_a_real_sae():

@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from repro.metrics import bootstrap_balanced_accuracy_ci
+
 SELECTIONS = ("nonzero", "sum", "threshold")
 
 
@@ -346,7 +348,9 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     ``selections`` maps a protocol name to its (C, F) selection statistic (step 1); a class with fewer
     than n positive entries raises :class:`TopNSelectionError` before any forward pass. Reconstructions
     are decoded from the code of the SAE without its frequency mask (:func:`frequency_mask_off`), except
-    ``sae`` (the SAE as trained). Returns ``mean_pct`` {setting: accuracy}, ``per_class_pct`` {setting:
+    ``sae`` (the SAE as trained). Returns ``mean_pct`` {setting: accuracy}, ``ci95`` {setting: {lo, hi}: the
+    bootstrap 95 % interval over test examples, stratified by class, the same draws for every setting},
+    ``per_class_pct`` {setting:
     [accuracy per class, None for absent classes]}, ``class_names``, ``n_examples``, ``selected``
     {protocol: {n: (C, n) indices as lists}}, ``gate`` (:func:`setup_gate`)."""
     from tqdm import tqdm
@@ -366,6 +370,7 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     masked = getattr(sae.cfg, "freq_mask", None) is not None
     names = settings_for(list(selections), ns, controls)
     correct = {s: np.zeros(n_classes) for s in names}
+    hits: dict[str, list[np.ndarray]] = {s: [] for s in names}
     total = np.zeros(n_classes)
     labels_all = np.asarray(data.labels)
     try:
@@ -399,6 +404,7 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
             for name, f in out.items():
                 hit = head.predict(f) == labels
                 np.add.at(correct[name], labels, hit)
+                hits[name].append(np.asarray(hit, dtype=bool))
             np.add.at(total, labels, 1)
     finally:
         sae.train(was_training)
@@ -406,10 +412,16 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     per_class = {s: [float(100 * c / t) if t else None for c, t in zip(correct[s], total, strict=True)]
                  for s in names}
     mean = {s: float(np.mean(100 * correct[s][present] / total[present])) for s in names}
+    seen = labels_all[:int(total.sum())]
+    ci95 = {}
+    for s in names:
+        b = bootstrap_balanced_accuracy_ci(np.concatenate(hits[s]), seen, seed=seed)
+        ci95[s] = {"lo": b["lo"], "hi": b["hi"], "n_boot": b["n_boot"], "unit": b["unit"]}
     selected_out = {p: {str(n): chosen[(p, "on", n)].tolist() for n in ns if n <= 10} for p in selections}
     return {"mean_pct": mean, "per_class_pct": per_class, "class_names": list(data.class_names),
             "n_examples": int(total.sum()), "n_classes_present": int(present.sum()), "ns": list(ns),
             "protocols": list(selections), "selected": selected_out, "controls": list(CONTROLS) if controls else [],
+            "ci95": ci95,
             "gate": setup_gate(mean, int(present.sum()))}
 
 

@@ -14,7 +14,8 @@ Metrics per evaluation (:func:`flatten`):
 - ``lm_loss``: every scalar (``ce_delta``, ``ce_loss_score``, ``kl_sae``, …);
 - ``topn``: the class-balanced accuracies in percent, named as the settings (``no_sae``, ``sae``,
   ``on_all``, ``off_all``, ``zero``, ``official/on_1``, ``heldout/off_5``, ``heldout/random_5``,
-  ``official/agnostic_1``, …) and ``gate_usable`` (1 when the setup passes its gate, else 0);
+  ``official/agnostic_1``, …), their bootstrap 95 % intervals over test examples as ``<setting>_ci_lo`` /
+  ``<setting>_ci_hi``, and ``gate_usable`` (1 when the setup passes its gate, else 0);
 - ``probing``: the summary (``sae_top_1`` …, ``raw_top_1`` …, ``raw_all``);
 - ``train`` (one set per run, from its ``train.json``; :func:`train_rows`): ``tokens_seen``, ``steps``,
   ``train_tokens``, ``converged``, ``last_quarter_improvement``, ``val_nmse``, ``val_l0``, and the sparsity
@@ -60,7 +61,10 @@ def flatten(name: str, results: dict) -> dict[str, float]:
         return _scalars(results)
     if name == "topn":
         gate = results.get("gate")
-        return _scalars(results["mean_pct"]) | ({} if gate is None else {"gate_usable": float(gate["usable"])})
+        out = _scalars(results["mean_pct"]) | ({} if gate is None else {"gate_usable": float(gate["usable"])})
+        for setting, ci in (results.get("ci95") or {}).items():
+            out |= {f"{setting}_ci_lo": float(ci["lo"]), f"{setting}_ci_hi": float(ci["hi"])}
+        return out
     if name == "probing":
         return _scalars(results["summary"])
     if name == "interpretability":

@@ -5,7 +5,7 @@ Each table is built by one function from the metrics and written as Markdown and
 "–" marks a missing run. Tables (:data:`TABLES`):
 
 - ``table_a``: NMSE, L0 and CE degradation by dictionary size for ReLU, JumpReLU, Gated, TopK, BatchTopK and
-  sparsemax attention on the language backbone (paper Table A);
+  sparsemax attention on the backbone of the size sweep (paper Table A: GPT-2; the embedded default: vision);
 - ``table_b``: top-n concept classification, on-1/5/10/50 (official protocol, then held-out), for ReLU,
   attention + ReLU, MLP + sparsemax and sparsemax attention on the vision backbone (paper Table B);
 - ``topn_methods``: top-n on and off, both protocols, for ReLU, TopK, BatchTopK and sparsemax, per dataset;
@@ -95,6 +95,18 @@ def _cell(mean: float, std: float, n: int, fmt: str = "{:.3f}", bold: bool = Fal
     return f"**{text}**" if bold else text
 
 
+def _cell_ci(df: pd.DataFrame, fmt: str = "{:.3f}", bold: bool = False, **where) -> str:
+    """:func:`_cell` of the rows matching ``where``; with one seed, followed by the bootstrap 95 % interval
+    over examples of that run (``<metric>_ci_lo`` / ``_ci_hi`` rows) when it was recorded."""
+    mean, std, n = _stats(df, **where)
+    text = _cell(mean, std, n, fmt=fmt, bold=bold)
+    if n == 1 and "metric" in where:
+        lo, hi = (_stats(df, **(where | {"metric": f"{where['metric']}_ci_{b}"}))[0] for b in ("lo", "hi"))
+        if math.isfinite(lo) and math.isfinite(hi):
+            text += f" [{fmt.format(lo)}, {fmt.format(hi)}]"
+    return text
+
+
 def _role_frame(df: pd.DataFrame, modality_backbones: tuple[str, ...]) -> pd.DataFrame:
     return df[df["backbone"].isin(modality_backbones)]
 
@@ -112,9 +124,21 @@ def _one_backbone(df: pd.DataFrame, backbones: tuple[str, ...], eval_name: str) 
     return df.iloc[0:0], "–"
 
 
+def size_sweep_backbone(df: pd.DataFrame) -> str | None:
+    """The backbone of the size sweep: the one whose default-setting reconstruction rows cover the most
+    (Table A kind, expansion) cells (ties: a language backbone first, in :data:`LANGUAGE` order)."""
+    rec = df[(df["eval"] == "reconstruction") & (df["setting"] == "default") & df["kind"].isin(TABLE_A_KINDS)]
+    cover = rec.groupby("backbone")[["kind", "expansion"]].apply(lambda g: len(g.drop_duplicates()))
+    if cover.empty:
+        return None
+    rank = {b: i for i, b in enumerate(LANGUAGE)}
+    return min(cover.index, key=lambda b: (-int(cover[b]), rank.get(b, len(rank)), b))
+
+
 def table_a(df: pd.DataFrame) -> Table:
-    """Paper Table A analogue (module docstring)."""
-    sub, backbone = _one_backbone(df, LANGUAGE, "reconstruction")
+    """Paper Table A analogue (module docstring), on the size sweep's backbone (:func:`size_sweep_backbone`)."""
+    backbone = size_sweep_backbone(df) or "–"
+    sub = df[df["backbone"] == backbone]
     sub = sub[sub["setting"] == "default"]
     xs = sorted(sub[sub["kind"].isin(TABLE_A_KINDS)]["expansion"].unique(), key=float)
     dataset = ", ".join(sorted(sub["dataset"].unique())) or "–"
@@ -130,14 +154,15 @@ def table_a(df: pd.DataFrame) -> Table:
             for x in xs:
                 col = [cells[(kk, x)][0] for kk in TABLE_A_KINDS if math.isfinite(cells[(kk, x)][0])]
                 is_best = best is not None and col and cells[(k, x)][0] == best(col)
-                row.append(_cell(*cells[(k, x)], fmt=fmt, bold=bool(is_best)))
+                row.append(_cell_ci(sub, fmt=fmt, bold=bool(is_best), kind=k, expansion=x, eval=ev, metric=eval_name))
             t.rows.append(row)
     t.notes = ["NMSE = Σ‖x − x̂‖² / Σ‖x‖² on held-out tokens (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / "
                "Σ‖x − x̄‖² (centred, negative when worse than predicting the mean); bold = best in the column.",
                "CE degradation = CE with the SAE spliced in − clean CE, per token, BOS and padding excluded.",
                "Each method at its paper setting (K = 32; ReLU λ = 5, JumpReLU λ = 1, Gated λ = 1 on normalised "
                "inputs); the L0s differ, so NMSE here is not a comparison at equal sparsity: see matched_l0.",
-               "Cells: mean ± standard deviation over seeds when there are several."]
+               "Cells: mean ± standard deviation over seeds when there are several; with one seed, NMSE and L0 "
+               "[bootstrap 95 % interval over held-out examples]."]
     return t
 
 
@@ -150,13 +175,13 @@ def _topn_rows(t: Table, sub: pd.DataFrame, kinds, protocol: str, ns: list[int],
                side: str = "on"):
     for k in kinds:
         row = [label, KIND_LABELS.get(k, k)]
-        row += [_cell(*_stats(sub, kind=k, setting=setting, eval="topn", metric=f"{protocol}/{side}_{n}"), fmt="{:.2f}")
+        row += [_cell_ci(sub, fmt="{:.1f}", kind=k, setting=setting, eval="topn", metric=f"{protocol}/{side}_{n}")
                 for n in ns]
         t.rows.append(row)
 
 
 def _ns(sub: pd.DataFrame) -> list[int]:
-    ms = sub[(sub["eval"] == "topn") & sub["metric"].str.startswith("official/on_")]["metric"].unique()
+    ms = sub[(sub["eval"] == "topn") & sub["metric"].str.fullmatch(r"official/on_[0-9]+")]["metric"].unique()
     return sorted(int(m.split("_")[-1]) for m in ms)
 
 
@@ -181,14 +206,15 @@ def table_b(df: pd.DataFrame) -> Table:
             _topn_rows(t, sub, TABLE_B_KINDS, "heldout", ns, label, side=side)
     refs = []
     for k in TABLE_B_KINDS:
-        cells = [_cell(*_stats(sub, kind=k, setting="default", eval="topn", metric=m), fmt="{:.2f}")
+        cells = [_cell_ci(sub, fmt="{:.1f}", kind=k, setting="default", eval="topn", metric=m)
                  for m in ("no_sae", "sae", "on_all")]
         gate = _stats(sub, kind=k, setting="default", eval="topn", metric="gate_usable")
         verdict = "–" if gate[2] == 0 else ("usable" if gate[0] == 1 else f"FAILED ({gate[0]:.0%} of seeds usable)")
         refs.append(f"{KIND_LABELS[k]}: no SAE {cells[0]}, full SAE {cells[1]}, on all {cells[2]}; gate {verdict}.")
     t.notes = ["on n: only each class's n latents with the most nonzero activations on the counting split kept in "
                "the reconstruction spliced at the hook (code without the frequency mask, as the official "
-               "forward_clamp); class-balanced accuracy; mean ± std over seeds.",
+               "forward_clamp); class-balanced accuracy; mean ± std over seeds, or with one seed the accuracy "
+               "[bootstrap 95 % interval over test examples, stratified by class].",
                "official: latents counted on the classified split (as the official code); held-out: counted on "
                "the training split. Controls: the n latents most active over all classes, and n seeded random "
                "firing latents, the same for every class.",
@@ -210,11 +236,13 @@ def topn_methods(df: pd.DataFrame) -> Table:
         for k in METHOD_KINDS:
             for protocol in ("official", "heldout"):
                 row = [f"{dataset} ({backbone}, {_fmt_x(x)}×d)", KIND_LABELS[k], protocol]
-                row += [_cell(*_stats(g, kind=k, metric=f"{protocol}/{side}_{n}"), fmt="{:.2f}")
+                row += [_cell_ci(g, fmt="{:.1f}", kind=k, metric=f"{protocol}/{side}_{n}")
                         for side in ("on", "off") for n in ns]
-                row.append(_cell(*_stats(g, kind=k, metric="sae"), fmt="{:.2f}"))
+                row.append(_cell_ci(g, fmt="{:.1f}", kind=k, metric="sae"))
                 t.rows.append(row)
-    t.notes = ["off n: the class's n latents removed; full SAE: every latent kept (on all)."]
+    t.notes = ["off n: the class's n latents removed; full SAE: every latent kept (on all).",
+               "Cells: mean ± std over seeds, or with one seed the accuracy [bootstrap 95 % interval over test "
+               "examples, stratified by class]."]
     return t
 
 
@@ -240,12 +268,14 @@ def guidance(df: pd.DataFrame) -> Table:
             l0 = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="l0")
             if l0[2] == 0 and setting == "default":
                 continue
-            on1 = [_cell(*_stats(g, kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1"), fmt="{:.2f}")
+            on1 = [_cell_ci(g, fmt="{:.1f}", kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1")
                    for p in ("official", "heldout")]
-            nmse = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="nmse")
+            rec = {"kind": kind, "setting": setting, "eval": "reconstruction"}
             t.rows.append([f"{dataset} ({backbone}, {_fmt_x(x)}×d)", KIND_LABELS[kind], name,
-                           _cell(*l0, fmt="{:.1f}"), *on1, _cell(*nmse, fmt="{:.4f}")])
-    t.notes = ["The paper (Food101, CLIP): sparsemax on-1 26.11 % against 0.99–8.64 % for TopK/BatchTopK at K = 24/32."]
+                           _cell_ci(g, fmt="{:.1f}", metric="l0", **rec), *on1,
+                           _cell_ci(g, fmt="{:.4f}", metric="nmse", **rec)])
+    t.notes = ["The paper (Food101, CLIP): sparsemax on-1 26.11 % against 0.99–8.64 % for TopK/BatchTopK at K = 24/32.",
+               "Cells: mean ± std over seeds, or with one seed the value [bootstrap 95 % interval over test examples]."]
     return t
 
 
