@@ -421,7 +421,10 @@ def training_notes(df: pd.DataFrame, table: Table) -> list[str]:
     conv = train[train["metric"] == "converged"]
     bad = sorted(conv[conv["value"] == 0]["run"].unique())
     if len(bad):
-        out.append(f"Not converged (held-out NMSE still falling > 1 % over the last quarter): {', '.join(bad)}.")
+        from repro.train import CONVERGED_RTOL
+
+        out.append(f"Not converged (held-out NMSE still falling > {CONVERGED_RTOL:.0%} over the last quarter, which "
+                   f"includes the lr decay of the last 20 % of the steps): {', '.join(bad)}.")
     tokens = train[train["metric"] == "tokens_seen"]["value"].dropna()
     if len(tokens):
         out.append(f"Every SAE behind this table saw at least {int(tokens.min()):,} training tokens.")
