@@ -236,3 +236,18 @@ def test_render_missing_inputs(tmp_path):
     with pytest.raises(ValueError, match="unknown figure"):
         F.render("nope", None, tmp_path, tmp_path / "x")
     assert not list(tmp_path.iterdir())
+
+
+def test_error_bars_are_seed_ranges_or_one_seed_bootstrap_intervals():
+    """Several seeds: min–max bars; one seed: the run's bootstrap interval where recorded; nothing known: no bar."""
+    import numpy as np
+    import pandas as pd
+
+    from repro.report.figures import _errors
+
+    seeds = pd.DataFrame({"mean": [1.0], "min": [0.8], "max": [1.5], "n": [3]})
+    assert np.allclose(_errors(seeds), [[0.2], [0.5]])
+    one = pd.DataFrame({"mean": [1.0, 2.0], "min": [1.0, 2.0], "max": [1.0, 2.0], "n": [1, 1],
+                        "ci_lo": [0.9, np.nan], "ci_hi": [1.2, np.nan]})
+    assert np.allclose(_errors(one), [[0.1, 0.0], [0.2, 0.0]])
+    assert _errors(one.drop(columns=["ci_lo", "ci_hi"])) is None

@@ -171,12 +171,27 @@ def _over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _errors(g: pd.DataFrame) -> np.ndarray | None:
-    """Asymmetric min–max error bars where more than one seed, else None."""
-    if (g["n"] <= 1).all():
+    """Asymmetric error bars: min–max over seeds where more than one seed; with one seed the bootstrap
+    interval over examples when ``g`` has ``ci_lo``/``ci_hi`` columns (NaN: no bar); None when no bar at all."""
+    one = g["n"] <= 1
+    ci_lo = g["ci_lo"] if "ci_lo" in g else pd.Series(np.nan, index=g.index)
+    ci_hi = g["ci_hi"] if "ci_hi" in g else pd.Series(np.nan, index=g.index)
+    lo = np.where(~one, g["mean"] - g["min"], np.nan_to_num(g["mean"] - ci_lo, nan=0.0))
+    hi = np.where(~one, g["max"] - g["mean"], np.nan_to_num(ci_hi - g["mean"], nan=0.0))
+    if not (lo > 0).any() and not (hi > 0).any():
         return None
-    lo = np.where(g["n"] > 1, g["mean"] - g["min"], 0.0)
-    hi = np.where(g["n"] > 1, g["max"] - g["mean"], 0.0)
-    return np.vstack([lo, hi])
+    return np.vstack([np.maximum(lo, 0.0), np.maximum(hi, 0.0)])
+
+
+def _with_ci(points: pd.DataFrame, metrics: pd.DataFrame, eval_name: str, metric: str, keys: list[str],
+             setting: str | None = None) -> pd.DataFrame:
+    """``points`` (one row per ``keys``) with the mean over seeds of the run's bootstrap interval bounds of
+    ``metric`` (``<metric>_ci_lo``/``_ci_hi`` rows) as ``ci_lo``/``ci_hi`` (NaN where not recorded)."""
+    out = points
+    for b in ("lo", "hi"):
+        ci = _over_seeds(_select(metrics, eval_name, f"{metric}_ci_{b}", setting), keys)[[*keys, "mean"]]
+        out = out.merge(ci.rename(columns={"mean": f"ci_{b}"}), on=keys, how="left")
+    return out
 
 
 class _PlainLogFormatter(LogFormatter):
@@ -212,7 +227,9 @@ def _kind_legend(fig: Figure, kinds: Iterable[str], extra: list | None = None, m
         handles.append(Line2D([], [], label=kind_label(k) + (f" ({note})" if note else ""), **st))
     handles += extra or []
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8.5,
+        longest = max(len(h.get_label()) for h in handles)
+        fits = max(1, int(fig.get_figwidth() * 72 / (8.5 * 0.6 * longest + 40)))  # columns that fit the width
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6, fits), fontsize=8.5,
                    frameon=False)
 
 
@@ -222,9 +239,12 @@ def _kind_legend(fig: Figure, kinds: Iterable[str], extra: list | None = None, m
 def figure_nmse_vs_size(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
     """NMSE (and CE degradation when measured) vs dictionary size per SAE kind, one column per backbone.
 
-    Default-setting runs only; the mean over seeds with min–max error bars where there are several seeds.
+    Default-setting runs only; the mean over seeds with min–max error bars where there are several seeds, else the
+    bootstrap 95 % interval over held-out examples (NMSE).
     """
-    nmse = _over_seeds(_select(metrics, "reconstruction", "nmse", "default"), ["backbone", "kind", "expansion"])
+    size_keys = ["backbone", "kind", "expansion"]
+    nmse = _with_ci(_over_seeds(_select(metrics, "reconstruction", "nmse", "default"), size_keys), metrics,
+                    "reconstruction", "nmse", size_keys, "default")
     ce = _over_seeds(_select(metrics, "lm_loss", "ce_delta", "default"), ["backbone", "kind", "expansion"])
     backbones = sorted(set(nmse["backbone"]) | set(ce["backbone"])) or [None]
     rows = [("nmse", nmse, "NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred)")]
@@ -259,8 +279,8 @@ def figure_nmse_vs_size(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
     _kind_legend(fig, set(nmse["kind"]) | set(ce["kind"]))
-    fig.suptitle("Reconstruction vs dictionary size (default hyperparameters; mean over seeds, bars: min–max)",
-                 fontsize=11)
+    fig.suptitle("Reconstruction vs dictionary size (default hyperparameters; mean over seeds, bars: min–max over "
+                 "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)", fontsize=11)
     return save_figure(fig, out)
 
 
@@ -288,7 +308,8 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
     """The NMSE–L0 frontier per backbone: every run at the sweep's expansion, joined per kind in order of L0.
 
     The sweep's expansion is the most common one among non-default settings (all runs' when there are none);
-    every run at that expansion is shown, averaged over seeds (min–max bars on both axes), annotated with its
+    every run at that expansion is shown, averaged over seeds (min–max bars on both axes; with one seed the bootstrap
+    intervals of NMSE and L0), annotated with its
     setting.
     """
     keys = ["backbone", "kind", "setting", "expansion"]
@@ -307,8 +328,8 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
             continue
         sweep = n_bb[~n_bb["setting"].isin(["default"])]
         x = (sweep if not sweep.empty else n_bb)["expansion"].value_counts().sort_index().idxmax()
-        a = _over_seeds(n_bb[n_bb["expansion"] == x], keys)
-        b = _over_seeds(l_bb[l_bb["expansion"] == x], keys)
+        a = _with_ci(_over_seeds(n_bb[n_bb["expansion"] == x], keys), metrics, "reconstruction", "nmse", keys)
+        b = _with_ci(_over_seeds(l_bb[l_bb["expansion"] == x], keys), metrics, "reconstruction", "l0", keys)
         pts = a.merge(b, on=keys, suffixes=("_nmse", "_l0"))
         pts = pts[(pts["mean_nmse"] > 0) & (pts["mean_l0"] > 0)]
         ax.set_title(f"{bb} — expansion {_expansion_label(x)}", fontsize=10)
@@ -319,9 +340,10 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
             kinds.add(kind)
             g = g.sort_values("mean_l0")
             st = kind_style(kind)
-            xerr = _errors(g.rename(columns={"mean_l0": "mean", "min_l0": "min", "max_l0": "max", "n_l0": "n"}))
+            xerr = _errors(g.rename(columns={"mean_l0": "mean", "min_l0": "min", "max_l0": "max", "n_l0": "n",
+                                             "ci_lo_l0": "ci_lo", "ci_hi_l0": "ci_hi"}))
             yerr = _errors(g.rename(columns={"mean_nmse": "mean", "min_nmse": "min", "max_nmse": "max",
-                                             "n_nmse": "n"}))
+                                             "n_nmse": "n", "ci_lo_nmse": "ci_lo", "ci_hi_nmse": "ci_hi"}))
             ax.errorbar(g["mean_l0"], g["mean_nmse"], xerr=xerr, yerr=yerr, capsize=2, **st)
             notes: dict[tuple[float, float], tuple[float, float, list[str]]] = {}  # (near-)coinciding points
             for x_, y_, setting in zip(g["mean_l0"], g["mean_nmse"], g["setting"], strict=True):
@@ -336,8 +358,8 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
         ax.set_ylabel("NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred, log)")
         ax.grid(alpha=0.3, which="both")
     _kind_legend(fig, kinds, notes={k: f"swept: {v}" for k, v in swept.items() if v})
-    fig.suptitle("Sparsity–reconstruction frontier (lower left is better; mean over seeds, bars: min–max)",
-                 fontsize=11)
+    fig.suptitle("Sparsity–reconstruction frontier (lower left is better; mean over seeds, bars: min–max over "
+                 "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)", fontsize=11)
     return save_figure(fig, out)
 
 
