@@ -369,9 +369,7 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
         rows = decoder_rows(sae, union)
     masked = getattr(sae.cfg, "freq_mask", None) is not None
     names = settings_for(list(selections), ns, controls)
-    correct = {s: np.zeros(n_classes) for s in names}
-    hits: dict[str, list[np.ndarray]] = {s: [] for s in names}
-    total = np.zeros(n_classes)
+    hits: dict[str, list[np.ndarray]] = {s: [] for s in names}  # per test example, in order
     labels_all = np.asarray(data.labels)
     try:
         for lo in tqdm(range(0, len(labels_all), batch_size), disable=not progress, desc="top-n"):
@@ -402,20 +400,19 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
                 spliced[mask] = x_hat.to(acts.dtype)
                 out[name] = backbone.features_from(hook, spliced, inputs)
             for name, f in out.items():
-                hit = head.predict(f) == labels
-                np.add.at(correct[name], labels, hit)
-                hits[name].append(np.asarray(hit, dtype=bool))
-            np.add.at(total, labels, 1)
+                hits[name].append(np.asarray(head.predict(f) == labels, dtype=bool))
     finally:
         sae.train(was_training)
+    hit = {s: np.concatenate(h) for s, h in hits.items()}
+    total = np.bincount(labels_all, minlength=n_classes).astype(float)
+    correct = {s: np.bincount(labels_all, weights=h, minlength=n_classes) for s, h in hit.items()}
     present = total > 0
     per_class = {s: [float(100 * c / t) if t else None for c, t in zip(correct[s], total, strict=True)]
                  for s in names}
     mean = {s: float(np.mean(100 * correct[s][present] / total[present])) for s in names}
-    seen = labels_all[:int(total.sum())]
     ci95 = {}
     for s in names:
-        b = bootstrap_balanced_accuracy_ci(np.concatenate(hits[s]), seen, seed=seed)
+        b = bootstrap_balanced_accuracy_ci(hit[s], labels_all, seed=seed)
         ci95[s] = {"lo": b["lo"], "hi": b["hi"], "n_boot": b["n_boot"], "unit": b["unit"]}
     selected_out = {p: {str(n): chosen[(p, "on", n)].tolist() for n in ns if n <= 10} for p in selections}
     return {"mean_pct": mean, "per_class_pct": per_class, "class_names": list(data.class_names),

@@ -46,13 +46,17 @@ def _ratio(a: int, b: int) -> int | float:
     return a // b if a % b == 0 else round(a / b, 4)
 
 
+def _ci_bounds(results: dict) -> dict[str, float]:
+    """The bootstrap intervals of ``results["ci95"]`` ({metric: {lo, hi}}) as ``<metric>_ci_lo/_ci_hi``."""
+    return {f"{metric}_ci_{b}": float(ci[b]) for metric, ci in (results.get("ci95") or {}).items() for b in ("lo", "hi")}
+
+
 def flatten(name: str, results: dict) -> dict[str, float]:
     """The metrics of one evaluation's ``results`` as {metric: value} (see the module docstring)."""
     if name == "reconstruction":
         out = _scalars(results)
         out |= _scalars(results.get("l0_quantiles") or {}, "l0_")
-        for metric, ci in (results.get("ci95") or {}).items():
-            out |= {f"{metric}_ci_lo": ci["lo"], f"{metric}_ci_hi": ci["hi"]}
+        out |= _ci_bounds(results)
         if results.get("l0_calibration"):
             rho = results["l0_calibration"]["spearman_rho"]  # None in JSON when undefined (TopK: constant L0)
             out["l0_complexity_rho"] = math.nan if rho is None else float(rho)
@@ -61,10 +65,8 @@ def flatten(name: str, results: dict) -> dict[str, float]:
         return _scalars(results)
     if name == "topn":
         gate = results.get("gate")
-        out = _scalars(results["mean_pct"]) | ({} if gate is None else {"gate_usable": float(gate["usable"])})
-        for setting, ci in (results.get("ci95") or {}).items():
-            out |= {f"{setting}_ci_lo": float(ci["lo"]), f"{setting}_ci_hi": float(ci["hi"])}
-        return out
+        return (_scalars(results["mean_pct"]) | _ci_bounds(results)
+                | ({} if gate is None else {"gate_usable": float(gate["usable"])}))
     if name == "probing":
         return _scalars(results["summary"])
     if name == "interpretability":
