@@ -186,7 +186,10 @@ def test_every_job_went_through_slurm(slurm_run, cluster):
     assert "Group job report" in slurm_run["log"]
     controller = (cluster / "log" / "slurmctld.log").read_text(errors="replace")
     for job, _ in subs:
-        assert re.search(rf"(sched: Allocate|backfill: Started) JobId={job} ", controller), f"job {job} never ran"
+        # the main scheduler logs "sched: Allocate JobId=N ..."; the backfill scheduler (slurm 22.05) logs
+        # "sched/backfill: _start_job: Started JobId=N in debug on HOST"
+        assert re.search(rf"(sched: Allocate|backfill: (_start_job: )?Started) JobId={job} ", controller), \
+            f"job {job} never ran"
         if job == slurm_run["killed"]["job"]:
             assert re.search(rf"REQUEST_KILL_JOB JobId={job} ", controller), f"no cancellation of job {job}"
         else:
