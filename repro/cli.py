@@ -151,6 +151,7 @@ def _train(args: argparse.Namespace) -> int:
     rec = result.record
     summary = {"sae": str(result.sae_dir), "steps": result.steps, "tokens_seen": rec.get("tokens_seen"),
                "held_out": rec.get("final_validation"), "converged": rec.get("converged"),
+               "plateau_improvement": rec.get("plateau_improvement"),
                "last_quarter_improvement": rec.get("last_quarter_improvement"),
                "penalty_share": rec.get("penalty_share"), "warnings": rec.get("warnings", [])}
     print(json.dumps(summary, indent=1))

@@ -316,7 +316,8 @@ def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
                             "normalised")
     else:
         fit = fit_cosine_head if kind == "cosine" else fit_linear_head
-        head = fit(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root)
+        head = fit(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root,
+                   acts_cache=run.cache("train"), hook=run.hook)
     res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
                               ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress)
     res["head"] = head.spec()

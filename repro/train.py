@@ -9,11 +9,13 @@ calibration). Dead-latent bookkeeping (AuxK) is scaled to the run (:func:`dead_w
 
 With ``validation`` tokens (a fixed slice of the training cache held out from the batches, never the test
 split) it records held-out NMSE, EV and L0 at 25, 50, 75 and 100 % of the steps and after
-``finish_training``, and a convergence verdict (:func:`convergence`): ``converged`` when the last quarter
-improves held-out NMSE by less than 2 % relative; the share of the loss taken by the sparsity penalty over
-the last quarter; warnings when that share stays below 1e-3, when a threshold never moves, when the run
-has not converged, or when held-out L0 still moves by more than 10 % over the last quarter (a penalised
-kind can trade NMSE for sparsity, so NMSE alone does not show convergence).
+``finish_training``, and a convergence verdict (:func:`convergence`): ``converged`` when held-out NMSE
+improves by less than 2 % relative over the quarter of the run that ends where the lr decay begins (the
+last quarter when there is no decay: annealing the lr lowers NMSE by a few percent even on a plateau, so
+a window holding the decay would measure the schedule, not the fit); the share of the loss taken by the
+sparsity penalty over the last quarter; warnings when that share stays below 1e-3, when a threshold
+never moves, when the run has not converged, or when held-out L0 still moves by more than 10 % over the
+same window (a penalised kind can trade NMSE for sparsity, so NMSE alone does not show convergence).
 
 The run folder holds:
 
@@ -68,9 +70,10 @@ LOG_FILE = "log.csv"
 SUMMARY_FILE = "train.json"
 TRAINER_WEIGHTS = "trainer.safetensors"
 TRAINER_META = "trainer.json"
-CONVERGED_RTOL = 0.02  # the last quarter improves held-out NMSE by less than this (relative)
+CONVERGED_RTOL = 0.02  # the plateau window improves held-out NMSE by less than this (relative)
+PLATEAU_WINDOW = 0.25  # fraction of the run over which convergence is judged (:func:`convergence_window`)
 PENALTY_SHARE_MIN = 1e-3  # a sparsity term below this share of the loss is inert
-L0_DRIFT_MAX = 0.10  # held-out L0 moving more than this (relative) over the last quarter is worth a warning
+L0_DRIFT_MAX = 0.10  # held-out L0 moving more than this (relative) over the plateau window is worth a warning
 
 
 class NonFiniteError(FloatingPointError):
@@ -120,7 +123,8 @@ class TrainConfig:
     data-dependent initialisation and end-of-training calibration. dead_window_fraction,
     dead_window_max: a latent counts as dead once silent for min(dead_window_max, dead_window_fraction x the
     run's tokens) tokens, unless the SAE's own ``dead_window`` is set (:func:`dead_window_for`).
-    validate_at: fractions of ``steps`` at which held-out metrics are recorded. deterministic: switch on
+    validate_at: fractions of ``steps`` at which held-out metrics are recorded (the two ends of
+    :func:`convergence_window` are always added). deterministic: switch on
     PyTorch's deterministic algorithms during training; not needed on CPU, where every kind's kernels are
     deterministic with one or two threads (the sparse paths gather with ``index_select``, whose backward is
     a deterministic ``index_add``; ``benchmarks/deterministic.py`` checks each kind and measured the switch
@@ -188,9 +192,21 @@ def dead_window_for(cfg: TrainConfig, tokens_per_step: int) -> int:
     return int(max(tokens_per_step, min(cfg.dead_window_max, round(cfg.dead_window_fraction * run_tokens))))
 
 
+def convergence_window(cfg: TrainConfig) -> tuple[float, float]:
+    """(start, end) fractions of the run over which :func:`convergence` compares held-out NMSE: the
+    ``PLATEAU_WINDOW`` that ends where the lr decay begins, so that annealing does not pass for learning;
+    the last ``PLATEAU_WINDOW`` of the run when there is no decay or it starts before half the run (too
+    early for a constant-lr plateau to show)."""
+    decays = cfg.decay != "none" and 0.5 <= cfg.decay_start < 1
+    end = cfg.decay_start if decays else 1.0
+    return end - PLATEAU_WINDOW, end
+
+
 def validation_steps(cfg: TrainConfig) -> list[int]:
-    """The 1-based steps after which held-out metrics are recorded."""
-    return sorted({min(cfg.steps, max(1, round(f * cfg.steps))) for f in cfg.validate_at})
+    """The 1-based steps after which held-out metrics are recorded: ``validate_at`` and both ends of the
+    convergence window."""
+    fractions = {*cfg.validate_at, *convergence_window(cfg)}
+    return sorted({min(cfg.steps, max(1, round(f * cfg.steps))) for f in fractions})
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -418,18 +434,34 @@ def validation_metrics(sae: SAE, tokens: Tensor, batch_size: int = 4096) -> dict
             "n_tokens": m["n_tokens"]}
 
 
-def convergence(validation: list[dict], rtol: float = CONVERGED_RTOL) -> dict:
-    """``{"converged", "last_quarter_improvement"}`` from the validation records: the relative improvement
-    of held-out NMSE from the record nearest 75 % of the run to the last one; converged when below ``rtol``
-    (None when fewer than two records)."""
+def _relative_change(before: dict, after: dict, key: str) -> float:
+    return (after[key] - before[key]) / before[key] if before[key] else 0.0
+
+
+def convergence(validation: list[dict], window: tuple[float, float] = (0.75, 1.0),
+                rtol: float = CONVERGED_RTOL) -> dict:
+    """The convergence record from the validation records (``step``, ``fraction``, ``nmse``, ``l0``):
+
+    - ``plateau_improvement`` = (NMSE_a - NMSE_b) / NMSE_a between the records a, b nearest the two ends
+      of ``window`` (:func:`convergence_window`), and ``plateau_l0_change`` = (L0_b - L0_a) / L0_a;
+    - ``converged`` = plateau_improvement < ``rtol``;
+    - ``last_quarter_improvement`` and ``last_quarter_l0_change``: the same from the record nearest 75 %
+      to the last one, for information (with a decay, it holds the annealing's gain).
+
+    Everything None when there are fewer than two records."""
     if len(validation) < 2:
-        return {"converged": None, "last_quarter_improvement": None}
+        return {"converged": None, "plateau_improvement": None, "last_quarter_improvement": None}
+    start, end = window
+    b = min(validation, key=lambda r: (abs(r["fraction"] - end), -r["step"]))
+    earlier = [r for r in validation if r["step"] < b["step"]] or validation[:1]
+    a = min(earlier, key=lambda r: abs(r["fraction"] - start))
     last = validation[-1]
     ref = min(validation[:-1], key=lambda r: abs(r["fraction"] - 0.75))
-    improvement = (ref["nmse"] - last["nmse"]) / ref["nmse"] if ref["nmse"] else 0.0
-    l0_change = (last["l0"] - ref["l0"]) / ref["l0"] if ref["l0"] else 0.0
-    return {"converged": bool(improvement < rtol), "last_quarter_improvement": improvement,
-            "last_quarter_l0_change": l0_change, "from_step": ref["step"], "to_step": last["step"]}
+    improvement = -_relative_change(a, b, "nmse")
+    return {"converged": bool(improvement < rtol), "plateau_improvement": improvement,
+            "plateau_l0_change": _relative_change(a, b, "l0"), "from_step": a["step"], "to_step": b["step"],
+            "last_quarter_improvement": -_relative_change(ref, last, "nmse"),
+            "last_quarter_l0_change": _relative_change(ref, last, "l0")}
 
 
 def penalty_share(log_path: Path, steps: int) -> float | None:
@@ -447,7 +479,7 @@ def training_record(sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, 
                     log_path: Path) -> dict:
     """The training record of ``train.json``: initialisation, dead-latent window, validation curve, final
     held-out metrics, convergence, penalty share, thresholds and warnings."""
-    conv = convergence(state.validation)
+    conv = convergence(state.validation, convergence_window(cfg))
     share = penalty_share(log_path, cfg.steps)
     theta = sae.thresholds()
     thresholds = None
@@ -457,13 +489,14 @@ def training_record(sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, 
         if start is not None:
             thresholds["mean_abs_change"] = float((theta.double() - start).abs().mean())
     warnings = []
+    span = f"steps {conv.get('from_step')}-{conv.get('to_step')}"
     if conv["converged"] is False:
-        gain = 100 * conv["last_quarter_improvement"]
-        warnings.append(f"not converged: held-out NMSE still improved by {gain:.1f} % over the last quarter "
-                        f"(threshold {100 * CONVERGED_RTOL:g} %)")
-    if conv.get("last_quarter_l0_change") is not None and abs(conv["last_quarter_l0_change"]) > L0_DRIFT_MAX:
-        drift = 100 * conv["last_quarter_l0_change"]
-        warnings.append(f"the sparsity is still moving: held-out L0 changed by {drift:+.1f} % over the last quarter "
+        gain = 100 * conv["plateau_improvement"]
+        warnings.append(f"not converged: held-out NMSE still improved by {gain:.1f} % over {span}, before any "
+                        f"lr decay (threshold {100 * CONVERGED_RTOL:g} %)")
+    if conv.get("plateau_l0_change") is not None and abs(conv["plateau_l0_change"]) > L0_DRIFT_MAX:
+        drift = 100 * conv["plateau_l0_change"]
+        warnings.append(f"the sparsity is still moving: held-out L0 changed by {drift:+.1f} % over {span} "
                         "(so NMSE alone does not show convergence)")
     if share is not None and share < PENALTY_SHARE_MIN:
         l0 = final["l0"] if final else None

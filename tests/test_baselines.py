@@ -122,5 +122,8 @@ def test_the_training_record_flags_an_inert_penalty(minilm_cache, tmp_path):
     record, _, _ = fit(minilm_cache, tmp_path, "relu", steps=100, l1_coefficient=1e-4)
     assert record["penalty_share"] < 1e-3
     assert any("sparsity penalty below 0.001" in w for w in record["warnings"])
-    assert [v["step"] for v in record["validation"]] == [25, 50, 75, 100]
-    assert record["converged"] in (True, False) and record["last_quarter_improvement"] is not None
+    # 25/50/75/100 % and the convergence window before the decay at 80 %: 55-80 %
+    assert [v["step"] for v in record["validation"]] == [25, 50, 55, 75, 80, 100]
+    assert (record["from_step"], record["to_step"]) == (55, 80)
+    assert record["converged"] in (True, False) and record["plateau_improvement"] is not None
+    assert record["last_quarter_improvement"] is not None

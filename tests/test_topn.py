@@ -304,3 +304,29 @@ def test_the_cli_and_the_schema_offer_exactly_the_selections_and_heads():
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
     ev = schema["properties"]["evaluation"]["properties"]
     assert tuple(ev["selection"]["enum"]) == SELECTIONS and tuple(ev["head"]["enum"]) == HEADS
+
+
+def test_head_features_from_the_activation_cache_equal_the_full_forward_pass(tmp_path, monkeypatch):
+    """EfficientNet at an inner block: the pooled features of the training split computed from its
+    activation cache (only the blocks after the hook run) equal those of the full forward pass; a cache
+    that lacks some tokens, or a backbone that cannot, falls back to the full pass."""
+    import repro.evals.topn as topn
+    from repro.backbones import load as load_backbone
+    from repro.cache import extract
+    from repro.data import load as load_data
+
+    bb = load_backbone("effnet-lite0", image_size=64)
+    train = load_data("digits", split="train", limit=24, seed=0)
+    path = extract(bb, train, "blocks.4.2", tmp_path / "cache", progress=False)
+    full = topn.pooled_features(bb, train.examples, batch_size=8)
+    fast = topn.features_from_activation_cache(bb, train, path, "blocks.4.2", batch_size=5)
+    assert fast is not None and fast.shape == full.shape == (24, 1280)
+    torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
+    assert topn.features_from_activation_cache(bb, load_data("digits", split="train", limit=20, seed=0), path,
+                                               "blocks.4.2") is None  # another dataset's cache
+    # cached_features takes the fast path, and writes the same features as the slow one would
+    monkeypatch.setattr(topn, "pooled_features", lambda *a, **k: pytest.fail("full forward pass run"))
+    got = topn.cached_features(bb, train, 8, tmp_path / "feats", acts_cache=path, hook="blocks.4.2")
+    torch.testing.assert_close(got, full, atol=1e-4, rtol=1e-4)
+    monkeypatch.setattr(type(bb), "features_from_cached", lambda self, hook, acts: None)
+    assert topn.features_from_activation_cache(bb, train, path, "blocks.4.2") is None

@@ -804,3 +804,43 @@ def test_resume_refuses_an_unreadable_trainer_record(tmp_path):
     with pytest.raises(ValueError, match=r"corrupt checkpoint file .*trainer\.json"):
         train(make_sae("relu"), batches(), config(), tmp_path, resume=True)
 
+
+
+# ----- convergence ----------------------------------------------------------------------------------
+def _records(nmse_by_fraction: dict[float, float], steps: int = 1000) -> list[dict]:
+    return [{"step": round(f * steps), "fraction": f, "nmse": v, "l0": 10.0} for f, v in sorted(nmse_by_fraction.items())]
+
+
+def test_convergence_window_ends_where_the_decay_begins():
+    cfg = TrainConfig(steps=1000)  # linear decay from 80 %
+    assert train_mod.convergence_window(cfg) == pytest.approx((0.55, 0.8))
+    assert train_mod.convergence_window(dataclasses.replace(cfg, decay="none")) == pytest.approx((0.75, 1.0))
+    assert train_mod.convergence_window(dataclasses.replace(cfg, decay_start=1.0)) == pytest.approx((0.75, 1.0))
+    # a decay over most of the run leaves no constant-lr plateau to judge: the last quarter
+    assert train_mod.convergence_window(dataclasses.replace(cfg, decay_start=0.3)) == pytest.approx((0.75, 1.0))
+    assert train_mod.validation_steps(cfg) == [250, 500, 550, 750, 800, 1000]
+
+
+def test_annealing_alone_does_not_fail_convergence():
+    """Flat at constant lr (0.200 -> 0.199 over 55-80 %), then the decay lowers NMSE by 5 %: converged, and
+    the annealing's gain is still reported as the last quarter's."""
+    conv = train_mod.convergence(_records({0.25: 0.3, 0.5: 0.201, 0.55: 0.200, 0.75: 0.1995, 0.8: 0.199,
+                                           1.0: 0.189}), window=(0.55, 0.8))
+    assert conv["converged"] is True
+    assert conv["plateau_improvement"] == pytest.approx((0.200 - 0.199) / 0.200)
+    assert (conv["from_step"], conv["to_step"]) == (550, 800)
+    assert conv["last_quarter_improvement"] == pytest.approx((0.1995 - 0.189) / 0.1995)
+
+
+def test_still_learning_before_the_decay_is_not_converged():
+    conv = train_mod.convergence(_records({0.25: 0.4, 0.5: 0.3, 0.55: 0.28, 0.75: 0.25, 0.8: 0.24, 1.0: 0.23}),
+                                 window=(0.55, 0.8))
+    assert conv["converged"] is False
+    assert conv["plateau_improvement"] == pytest.approx((0.28 - 0.24) / 0.28)
+
+
+def test_convergence_with_the_default_window_and_too_few_records():
+    conv = train_mod.convergence(_records({0.25: 0.3, 0.5: 0.25, 0.75: 0.2, 1.0: 0.199}))
+    assert conv["converged"] is True and (conv["from_step"], conv["to_step"]) == (750, 1000)
+    assert conv["plateau_improvement"] == pytest.approx(conv["last_quarter_improvement"])
+    assert train_mod.convergence(_records({1.0: 0.2}))["converged"] is None

@@ -131,6 +131,13 @@ class Backbone(abc.ABC):
         gradient handling as :meth:`forward_from`, whose code it shares up to the head."""
         return self._pooled(self._run_from(self._features_from, hook, acts, inputs))
 
+    def features_from_cached(self, hook: str, acts: Tensor) -> Tensor | None:
+        """:meth:`features_from` on activations ``acts`` ``(B, T, d)`` of whole examples read back from a
+        cache, without the inputs they came from; None (the default) when the rest of the network needs
+        more of the input than its activations at ``hook`` (attention masks, or a model whose tail
+        reruns from pixels)."""
+        return None
+
     def features(self, inputs: dict[str, Tensor]) -> Tensor:
         """Pooled final features of the clean forward pass, float32 ``(B, D)``: what a linear
         classification head on top of the backbone reads; equals

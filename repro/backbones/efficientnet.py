@@ -109,6 +109,13 @@ class EfficientNetBackbone(TimmImageBackbone):
         acts = tokens_from_map(x)
         return acts, torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
 
+    def features_from_cached(self, hook: str, acts: Tensor) -> Tensor:
+        """Pooled final features ``(B, D)`` from activations ``acts`` ``(B, T, d)`` at ``hook`` of images
+        preprocessed at ``image_size`` (square crops): only the blocks after the hook run, since the map's
+        shape is all they need of the input. Equals :meth:`features` of those images up to float rounding."""
+        shape = torch.empty(acts.shape[0], 3, self.image_size, self.image_size, device="meta")
+        return self.features_from(hook, acts, {"pixel_values": shape})
+
     def _map_from(self, hook: str, acts: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         """The final map (after ``conv_head``/``bn2``) from ``acts`` at ``hook``: the trunk shared by
         :meth:`_forward_from` and :meth:`_features_from`."""

@@ -210,12 +210,54 @@ def pooled_features(backbone, examples: Sequence, batch_size: int = 32) -> Tenso
     return torch.cat(out)
 
 
-def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None) -> Tensor:
+@torch.no_grad()
+def features_from_activation_cache(backbone, data, acts_cache: str | Path, hook: str,
+                                   batch_size: int = 256) -> Tensor | None:
+    """:func:`pooled_features` of ``data`` computed from its activation cache at ``hook`` through the rest
+    of the network only (``backbone.features_from_cached``): for EfficientNet at ``blocks.5.3`` that skips
+    the costly high-resolution stages. None, so that the caller runs the full forward pass, when the
+    backbone cannot, the cache is not float32, or it does not hold every token of every example of
+    ``data`` in order (ids, positions 0..T-1: a token filter may have dropped some)."""
+    from repro.cache import ActivationCache
+
+    cache = ActivationCache.open(acts_cache)
+    n_tokens = getattr(backbone, "n_tokens", None)
+    if cache.metadata["dtype"] != "float32" or n_tokens is None:
+        return None
+    t, n = n_tokens(hook), len(data)
+    index = cache.index()
+    if len(index) != n * t:
+        return None
+    ids, positions = index[:, 0].reshape(n, t), index[:, 1].reshape(n, t)
+    if not ((ids == ids[:, :1]).all() and (positions == np.arange(t)).all()
+            and np.array_equal(ids[:, 0], np.asarray(data.ids))):
+        return None
+    out = []
+    for lo in range(0, n, batch_size):
+        hi = min(n, lo + batch_size)
+        feats = backbone.features_from_cached(hook, cache.tokens(lo * t, hi * t).view(hi - lo, t, cache.d_model))
+        if feats is None:
+            return None
+        out.append(feats.cpu())
+    return torch.cat(out) if out else None
+
+
+def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None,
+                    acts_cache: str | Path | None = None, hook: str | None = None) -> Tensor:
     """:func:`pooled_features` of ``data``, kept in ``<cache_root>/features/<sha256>.npy`` when ``cache_root``
     is given (the hash covers the backbone's and the dataset's identity, as activation caches do), so that
-    every run on one backbone and split shares one forward pass. Written atomically under a lock."""
-    if cache_root is None:
+    every run on one backbone and split shares one forward pass. Written atomically under a lock. With
+    ``acts_cache`` (the activation cache of ``data`` at ``hook``) they are computed from it where
+    :func:`features_from_activation_cache` can."""
+    def compute() -> Tensor:
+        if acts_cache is not None and hook is not None:
+            feats = features_from_activation_cache(backbone, data, acts_cache, hook)
+            if feats is not None:
+                return feats
         return pooled_features(backbone, data.examples, batch_size)
+
+    if cache_root is None:
+        return compute()
     from repro.cache import exclusive, spec_hash
     from repro.files import atomic_write
 
@@ -231,7 +273,7 @@ def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path
                     return torch.from_numpy(feats)
             except (OSError, ValueError):  # a damaged file is recomputed
                 pass
-        feats = pooled_features(backbone, data.examples, batch_size)
+        feats = compute()
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
@@ -241,15 +283,19 @@ def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path
         return feats
 
 
-def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None) -> LinearHead:
+def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None,
+                    acts_cache: str | Path | None = None, hook: str | None = None) -> LinearHead:
     """A :class:`LinearHead` fitted on ``data`` (a LabelledData, normally the training split); the
-    features are cached under ``cache_root`` (see :func:`cached_features`)."""
-    return LinearHead().fit(cached_features(backbone, data, batch_size, cache_root), data.labels)
+    features are cached under ``cache_root`` (see :func:`cached_features`, which also says what
+    ``acts_cache`` and ``hook`` are for)."""
+    feats = cached_features(backbone, data, batch_size, cache_root, acts_cache, hook)
+    return LinearHead().fit(feats, data.labels)
 
 
-def fit_cosine_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None) -> CosineHead:
+def fit_cosine_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None,
+                    acts_cache: str | Path | None = None, hook: str | None = None) -> CosineHead:
     """A :class:`CosineHead` from ``data``'s pooled features (cached as in :func:`fit_linear_head`)."""
-    return CosineHead().fit(cached_features(backbone, data, batch_size, cache_root), data.labels)
+    return CosineHead().fit(cached_features(backbone, data, batch_size, cache_root, acts_cache, hook), data.labels)
 
 
 def decoder_rows(sae, latents: Tensor) -> dict[int, Tensor]:
@@ -424,5 +470,5 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
 
 __all__ = ["CONTROLS", "SELECTIONS", "CosineHead", "LinearHead", "TopNSelectionError", "ZeroShotHead",
            "agnostic_latents", "check_selectable", "fit_cosine_head", "fit_linear_head", "frequency_mask_off",
-           "pooled_features", "random_latents", "select_latents", "selection_mask", "selection_statistic",
+           "features_from_activation_cache", "pooled_features", "random_latents", "select_latents", "selection_mask", "selection_statistic",
            "settings_for", "setup_gate", "topn_classification"]

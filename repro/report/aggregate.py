@@ -18,7 +18,8 @@ Metrics per evaluation (:func:`flatten`):
   ``<setting>_ci_hi``, and ``gate_usable`` (1 when the setup passes its gate, else 0);
 - ``probing``: the summary (``sae_top_1`` …, ``raw_top_1`` …, ``raw_all``);
 - ``train`` (one set per run, from its ``train.json``; :func:`train_rows`): ``tokens_seen``, ``steps``,
-  ``train_tokens``, ``converged``, ``last_quarter_improvement``, ``val_nmse``, ``val_l0``, and the sparsity
+  ``train_tokens``, ``converged``, ``plateau_improvement`` (the relative NMSE gain behind ``converged``),
+  ``last_quarter_improvement``, ``val_nmse``, ``val_l0``, and the sparsity
   knob as trained (``hp_k``, ``hp_l1_coefficient``, ``hp_l0_coefficient``, where the kind has one);
 - ``interpretability``: ``purity_mean``, ``purity_median``, ``entropy_mean``, ``entropy_median``,
   ``entropy_official_mean``, ``entropy_official_median``, ``baseline_purity``, ``baseline_entropy``,
@@ -102,7 +103,8 @@ def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
 def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[dict]:
     """Rows with ``eval`` = "train" for the run of ``record`` from its ``train.json`` (``summary``):
     ``tokens_seen``, ``steps``, ``train_tokens`` (distinct training tokens of its cache, the validation tail
-    excluded), ``converged`` (1, 0, or NaN when unknown), ``last_quarter_improvement`` and the held-out
+    excluded), ``converged`` (1, 0, or NaN when unknown), ``plateau_improvement`` (the gain it judges; NaN
+    in a record written before it existed), ``last_quarter_improvement`` and the held-out
     ``val_nmse`` / ``val_l0`` at the end of training."""
     template = _identity(record, labels or {}) | {"eval": "train"}
     training = summary.get("training") or {}
@@ -111,6 +113,7 @@ def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[
     values = {"tokens_seen": training.get("tokens_seen"), "steps": (summary.get("train_config") or {}).get("steps"),
               "train_tokens": (summary.get("data") or {}).get("train_tokens"),
               "converged": math.nan if conv is None else float(bool(conv)),
+              "plateau_improvement": training.get("plateau_improvement"),
               "last_quarter_improvement": training.get("last_quarter_improvement"),
               "val_nmse": final.get("nmse"), "val_l0": final.get("l0")}
     cfg = summary.get("sae_config") or {}

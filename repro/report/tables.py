@@ -423,8 +423,8 @@ def training_notes(df: pd.DataFrame, table: Table) -> list[str]:
     if len(bad):
         from repro.train import CONVERGED_RTOL
 
-        out.append(f"Not converged (held-out NMSE still falling > {CONVERGED_RTOL:.0%} over the last quarter, which "
-                   f"includes any lr decay at the end of training): {', '.join(bad)}.")
+        out.append(f"Not converged (held-out NMSE still falling > {CONVERGED_RTOL:.0%} over the quarter of the run "
+                   f"before the lr decay begins): {', '.join(bad)}.")
     tokens = train[train["metric"] == "tokens_seen"]["value"].dropna()
     if len(tokens):
         out.append(f"Every SAE behind this table saw at least {int(tokens.min()):,} training tokens.")
