@@ -303,7 +303,8 @@ def _synthetic(args: argparse.Namespace) -> int:
     if not isinstance(raw, dict):
         raise ValueError(f"{args.config}: the config must be a mapping")
     cfg = SyntheticConfig.from_dict(raw)
-    result = run_synthetic(cfg, args.out, args.figures, progress=not args.quiet)
+    prefix = args.name or Path(args.config).stem
+    result = run_synthetic(cfg, args.out, args.figures, progress=not args.quiet, figure_prefix=prefix)
     print((Path(args.out) / "table.md").read_text())
     print(f"{len(result['runs'])} runs in {result['seconds']:.0f} s; wrote {args.out}/ and {args.figures}/")
     return 0
@@ -440,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--config", default="config/synthetic.yaml")
     syn.add_argument("--out", default="results/synthetic")
     syn.add_argument("--figures", default="figures")
+    syn.add_argument("--name", help="figure file prefix (default: the config's file name without .yaml, e.g. "
+                                    "synthetic_hard -> figures/synthetic_hard_mcc.pdf)")
     syn.add_argument("--quiet", action="store_true")
     syn.set_defaults(func=_synthetic)
 

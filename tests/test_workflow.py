@@ -126,6 +126,25 @@ def test_the_configs_device_reaches_every_torch_job_and_gpu_jobs_ask_for_a_gpu(t
     assert "gpu=1" not in out.stdout and "gpu=0" in out.stdout and "--device cpu" in out.stdout
 
 
+def test_each_ground_truth_benchmark_is_a_dag_target_with_its_own_figures(tmp_path):
+    """Dry run of `all` with the benchmarks enabled: one synthetic job per config in
+    ``experiments.synthetic.config``, each writing results/<name>/ and figures/<name>_*, none claimed by the
+    figure rule."""
+    config = load("tiny")
+    config["experiments"]["synthetic"] = {"enabled": True, "config": [str(REPO / "config" / "synthetic.yaml"),
+                                                                      str(REPO / "config" / "synthetic_hard.yaml")]}
+    (tmp_path / "syn.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "syn.yaml"), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    commands = re.findall(r"repro\.cli synthetic .*", out.stdout)
+    assert len(commands) == 2, commands
+    for name in ("synthetic", "synthetic_hard"):
+        assert any(re.search(rf"--config \S*/{name}\.yaml --out \S*/{name} .*--name {name} ", c)
+                   for c in commands), commands
+        assert f"/{name}_mcc.pdf" in out.stdout
+    assert "figure=synthetic" not in out.stdout
+
+
 def test_settings_round_trip():
     assert parse_setting("k=24") == {"k": 24}
     assert parse_setting(format_setting("l1_coefficient", 1e-4)) == {"l1_coefficient": 1e-4}

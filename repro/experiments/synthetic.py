@@ -242,8 +242,9 @@ def plateau(sweep: list[dict], ev_tol: float = 0.01, mcc_tol: float = 0.01) -> d
 
 
 def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | Path | None = None,
-                  progress: bool = True) -> dict:
-    """Run every method on every seed; write the result files (and figures); return the summary."""
+                  progress: bool = True, figure_prefix: str = "synthetic") -> dict:
+    """Run every method on every seed; write the result files (and the figures
+    ``<figure_prefix>_l0_vs_count`` and ``<figure_prefix>_mcc``, pdf and png); return the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
@@ -286,8 +287,8 @@ def run_synthetic(cfg: SyntheticConfig, out_dir: str | Path, figures_dir: str | 
     if figures_dir is not None:
         from repro.experiments.synthetic_figures import plot_l0_vs_count, plot_mcc
 
-        plot_l0_vs_count(runs, [m.name for m in cfg.methods], Path(figures_dir) / "synthetic_l0_vs_count")
-        plot_mcc(runs, [m.name for m in cfg.methods], Path(figures_dir) / "synthetic_mcc")
+        plot_l0_vs_count(runs, [m.name for m in cfg.methods], Path(figures_dir) / f"{figure_prefix}_l0_vs_count")
+        plot_mcc(runs, [m.name for m in cfg.methods], Path(figures_dir) / f"{figure_prefix}_mcc")
     return result
 
 

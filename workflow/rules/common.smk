@@ -31,7 +31,7 @@ wildcard_constraints:
     expansion=r"\d+",
     seed=r"\d+",
     table="[a-z_0-9]+",
-    figure="[a-z_0-9]+",
+    figure="|".join(FIGURE_SOURCES),  # not "[a-z_0-9]+": that would also claim the synthetic rule's figures
 
 
 def backbone(role):
@@ -129,11 +129,20 @@ def record_option(output):
     return f"--record {output.record}" if "record" in output.keys() else ""
 
 
+def synthetic_benchmarks():
+    """{name: config path} of the ground-truth benchmarks (``experiments.synthetic.config``: one path or a
+    list); a benchmark's name is its config's file name without ``.yaml``, its results go to
+    ``results/<name>/`` and its figures to ``figures/<name>_*.pdf``."""
+    paths = config["experiments"].get("synthetic", {}).get("config", "config/synthetic.yaml")
+    return {Path(p).stem: p for p in ([paths] if isinstance(paths, str) else paths)}
+
+
 def final_outputs():
     """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit, and
     with ``rebuild: true`` the aggregation records (so that the rebuild starts from the runs)."""
     records = [*rebuild_record("aggregate").values(), *rebuild_record("figure_data").values()]
     tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SOURCES for ext in ("pdf", "png")]
-    synthetic = [f"{RESULTS}/synthetic/table.md"] if config["experiments"].get("synthetic", {}).get("enabled") else []
+    synthetic = [f"{RESULTS}/{name}/table.md" for name in synthetic_benchmarks()] \
+        if config["experiments"].get("synthetic", {}).get("enabled") else []
     return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md", *synthetic, *records]

@@ -102,15 +102,19 @@ rule audit:
 
 rule synthetic:
     input:
-        config=config["experiments"].get("synthetic", {}).get("config", "config/synthetic.yaml"),
+        config=lambda wc: synthetic_benchmarks()[wc.bench],
     output:
-        table=f"{RESULTS}/synthetic/table.md",
-        results=f"{RESULTS}/synthetic/results.json",
+        table=f"{RESULTS}/{{bench}}/table.md",
+        results=f"{RESULTS}/{{bench}}/results.json",
+        summary=f"{RESULTS}/{{bench}}/summary.csv",
+        figures=multiext(f"{FIGURES}/{{bench}}", "_l0_vs_count.pdf", "_l0_vs_count.png", "_mcc.pdf", "_mcc.png"),
+    wildcard_constraints:
+        bench="|".join(synthetic_benchmarks()),
     params:
         out_dir=lambda wc, output: str(Path(output.table).parent),
         figures=FIGURES,
     log:
-        f"{RESULTS}/logs/synthetic.log",
+        f"{RESULTS}/logs/{{bench}}.log",
     threads: 2
     resources:
         mem_mb=8000,
@@ -119,4 +123,4 @@ rule synthetic:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli synthetic --config {input.config} --out {params.out_dir} "
-        "--figures {params.figures} --quiet > {log} 2>&1"
+        "--figures {params.figures} --name {wildcards.bench} --quiet > {log} 2>&1"
