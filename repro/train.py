@@ -438,7 +438,7 @@ def _relative_change(before: dict, after: dict, key: str) -> float:
     return (after[key] - before[key]) / before[key] if before[key] else 0.0
 
 
-def convergence(validation: list[dict], window: tuple[float, float] = (0.75, 1.0),
+def convergence(validation: list[dict], window: tuple[float, float] = (1 - PLATEAU_WINDOW, 1.0),
                 rtol: float = CONVERGED_RTOL) -> dict:
     """The convergence record from the validation records (``step``, ``fraction``, ``nmse``, ``l0``):
 

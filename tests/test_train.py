@@ -808,7 +808,8 @@ def test_resume_refuses_an_unreadable_trainer_record(tmp_path):
 
 # ----- convergence ----------------------------------------------------------------------------------
 def _records(nmse_by_fraction: dict[float, float], steps: int = 1000) -> list[dict]:
-    return [{"step": round(f * steps), "fraction": f, "nmse": v, "l0": 10.0} for f, v in sorted(nmse_by_fraction.items())]
+    return [{"step": round(f * steps), "fraction": f, "nmse": v, "l0": 10.0}
+            for f, v in sorted(nmse_by_fraction.items())]
 
 
 def test_convergence_window_ends_where_the_decay_begins():

@@ -470,5 +470,5 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
 
 __all__ = ["CONTROLS", "SELECTIONS", "CosineHead", "LinearHead", "TopNSelectionError", "ZeroShotHead",
            "agnostic_latents", "check_selectable", "fit_cosine_head", "fit_linear_head", "frequency_mask_off",
-           "features_from_activation_cache", "pooled_features", "random_latents", "select_latents", "selection_mask", "selection_statistic",
-           "settings_for", "setup_gate", "topn_classification"]
+           "features_from_activation_cache", "pooled_features", "random_latents", "select_latents", "selection_mask",
+           "selection_statistic", "settings_for", "setup_gate", "topn_classification"]

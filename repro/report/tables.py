@@ -424,7 +424,7 @@ def training_notes(df: pd.DataFrame, table: Table) -> list[str]:
         from repro.train import CONVERGED_RTOL
 
         out.append(f"Not converged (held-out NMSE still falling > {CONVERGED_RTOL:.0%} over the quarter of the run "
-                   f"before the lr decay begins): {', '.join(bad)}.")
+                   f"before the lr decay begins, or the last quarter without one): {', '.join(bad)}.")
     tokens = train[train["metric"] == "tokens_seen"]["value"].dropna()
     if len(tokens):
         out.append(f"Every SAE behind this table saw at least {int(tokens.min()):,} training tokens.")
