@@ -319,7 +319,8 @@ def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
         head = fit(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root,
                    acts_cache=run.cache("train"), hook=run.hook)
     res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
-                              ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress)
+                              ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress,
+                              acts_cache=run.cache("test"))
     res["head"] = head.spec()
     res["selection"] = sel
     res["threshold"] = run.settings.threshold if sel == "threshold" else None

@@ -330,3 +330,33 @@ def test_head_features_from_the_activation_cache_equal_the_full_forward_pass(tmp
     torch.testing.assert_close(got, full, atol=1e-4, rtol=1e-4)
     monkeypatch.setattr(type(bb), "features_from_cached", lambda self, hook, acts: None)
     assert topn.features_from_activation_cache(bb, train, path, "blocks.4.2") is None
+
+
+def test_classification_from_the_activation_cache_equals_the_full_forward_pass(tmp_path, monkeypatch):
+    """topn_classification with the test split's activation cache (only the layers after the hook run) gives
+    the same accuracy in every setting as with fresh forward passes; a cache of other data is not used."""
+    from repro.backbones import load as load_backbone
+    from repro.cache import ActivationCache, extract
+    from repro.data import load as load_data
+
+    bb = load_backbone("effnet-lite0", image_size=64)
+    test = load_data("digits", split="test", limit=30, seed=0)
+    path = extract(bb, test, "blocks.4.2", tmp_path / "cache", progress=False)
+    head = fit_cosine_head(bb, test)
+    sae = create("topk", bb.d_model("blocks.4.2"), 64, seed=0, k=8).eval()
+    tokens = ActivationCache.open(path).tokens(0, None).view(len(test), -1, bb.d_model("blocks.4.2"))
+    with torch.no_grad():
+        code = (sae(tokens.reshape(-1, tokens.shape[-1]))[1] != 0).float().view(len(test), -1, 64).sum(1)
+    stat = np.stack([code[np.asarray(test.labels) == c].sum(0).numpy() for c in range(len(test.class_names))])
+    stat = stat + 1e-3  # every class can select n latents
+    slow = topn_classification(bb, sae, "blocks.4.2", test, head, {"official": stat}, ns=(1, 5), batch_size=7)
+    monkeypatch.setattr(type(bb), "activations", lambda *a, **k: pytest.fail("forward pass to the hook run"))
+    fast = topn_classification(bb, sae, "blocks.4.2", test, head, {"official": stat}, ns=(1, 5), batch_size=7,
+                               acts_cache=path)
+    assert fast["mean_pct"].keys() == slow["mean_pct"].keys() and len(fast["mean_pct"]) == 13
+    # equal here; float rounding of the extraction's batching may flip a near-tie on another machine
+    diff = [abs(fast["mean_pct"][s] - slow["mean_pct"][s]) for s in slow["mean_pct"]]
+    assert sum(d == 0 for d in diff) >= 11 and max(diff) < 5
+    other = load_data("digits", split="test", limit=20, seed=0)
+    with pytest.raises(pytest.fail.Exception, match="forward pass to the hook"):
+        topn_classification(bb, sae, "blocks.4.2", other, head, {"official": stat}, ns=(1,), acts_cache=path)
