@@ -88,7 +88,8 @@ def test_matched_l0_interpolates_in_log_l0(metrics, tmp_path):
         0.3 - 0.1 * (math.log(60) - math.log(40)) / (math.log(90) - math.log(40)))
     assert math.isnan(interpolate_at([40, 90], [0.3, 0.2], 100.0))  # no extrapolation
     assert "| Sparsemax SAE | 2 | L0 = 60.0 ± 0.0 |" in text
-    assert "| ReLU | 0 | 10.0–10.0 (1 settings) | not bracketed (target 60.0) |" in text
+    # one setting: no sweep to interpolate (a kind without a knob, as MLP + sparsemax), said as such
+    assert "| ReLU | 2 | 10.0–10.0 (1 settings) | no sweep: one setting (L0 10.0), nothing to interpolate |" in text
     expected = 0.3 - 0.1 * (math.log(60) - math.log(40)) / (math.log(90) - math.log(40))
     assert f"| TopK | 1 | 40.0–90.0 (3 settings) | {expected:.4f} |" in text  # only seed 0 has the sweep
 
