@@ -75,7 +75,7 @@ def test_default_plan_covers_every_experiment():
     table_a = {"relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention"}
     assert {k for k, x in sweep if x == 1} >= table_a and {k for k, x in sweep if x == 2} >= table_a
     assert {r.kind for r in runs if r.setting == GUIDED} == {"topk", "batchtopk"}
-    assert {s.id for s in plan.guide_sources()} == {"vision/sparsemax_attention/default/x2/s0"}
+    assert {s.id for s in plan.guide_sources()} == {f"vision/sparsemax_attention/default/x2/s{s}" for s in range(3)}
     # matched sparsity: every knob kind has >= 3 settings at each backbone's comparison size (the default
     # counts as one), beside the sparsemax run it is matched to, and a setting that restates the default is
     # the default run, never a second copy
@@ -86,7 +86,13 @@ def test_default_plan_covers_every_experiment():
                         == (spec["backbone"], kind, spec["expansion"], 0) and r.setting != GUIDED}
             assert len(settings) >= 3, (spec["backbone"], kind, settings)
     assert not any(r.kind in ("topk", "batchtopk") and r.setting == "k=32" for r in runs)  # k = 32 is the default
-    assert {r.seed for r in runs} == {0}  # one seed per run in the 90-minute default (bootstrap intervals)
+    # the headline comparisons at 3 seeds (Table B, per-method top-n, guidance); the sweeps at seed 0
+    headline = {r.id.rsplit("/", 1)[0] for r in runs if r.seed == 2}
+    assert {r.seed for r in runs} == {0, 1, 2} and all(r.kind not in ("jumprelu", "gated") for r in runs if r.seed)
+    for kind in ("relu", "attention_relu", "mlp_sparsemax", "sparsemax_attention", "topk", "batchtopk"):
+        assert f"vision/{kind}/default/x2" in headline, kind
+    assert {"vision/topk/guided/x2", "vision/batchtopk/guided/x2"} <= headline
+    assert not any(r.seed and r.setting not in ("default", GUIDED) for r in runs)  # sweeps: seed 0 only
     assert plan.evals["language/topk/default/x2/s0"] == {"reconstruction"}
     vision_smx = plan.evals["vision/sparsemax_attention/default/x2/s0"]
     assert vision_smx == {"reconstruction", "topn", "interpretability", "probing"}  # union over experiments
