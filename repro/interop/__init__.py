@@ -1,0 +1,1 @@
+"""Interoperability with other SAE libraries' on-disk formats (SAELens: :mod:`repro.interop.saelens`)."""
