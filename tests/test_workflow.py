@@ -75,7 +75,7 @@ def test_default_plan_covers_every_experiment():
     table_a = {"relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention"}
     assert {k for k, x in sweep if x == 1} >= table_a and {k for k, x in sweep if x == 2} >= table_a
     assert {r.kind for r in runs if r.setting == GUIDED} == {"topk", "batchtopk"}
-    assert {s.id for s in plan.guide_sources()} == {f"vision/sparsemax_attention/default/x2/s{s}" for s in range(3)}
+    assert {r.id for r in plan.guide_sources()} == {f"vision/sparsemax_attention/default/x2/s{i}" for i in range(3)}
     # matched sparsity: every knob kind has >= 3 settings at each backbone's comparison size (the default
     # counts as one), beside the sparsemax run it is matched to, and a setting that restates the default is
     # the default run, never a second copy

@@ -406,7 +406,7 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
 
     With ``acts_cache`` (the activation cache of ``data`` at ``hook``) the clean activations are read from
     it where :func:`cached_example_activations` can, so that only the layers after the hook run (the same
-    numbers up to float rounding; 35 of the 95 s of a vision run's top-n went to recomputing them).
+    numbers up to float rounding; recomputing them took 44 of the 95 s of a vision run's top-n).
 
     ``selections`` maps a protocol name to its (C, F) selection statistic (step 1); a class with fewer
     than n positive entries raises :class:`TopNSelectionError` before any forward pass. Reconstructions
@@ -493,6 +493,7 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
 
 
 __all__ = ["CONTROLS", "SELECTIONS", "CosineHead", "LinearHead", "TopNSelectionError", "ZeroShotHead",
-           "agnostic_latents", "cached_example_activations", "check_selectable", "fit_cosine_head", "fit_linear_head", "frequency_mask_off",
-           "features_from_activation_cache", "pooled_features", "random_latents", "select_latents", "selection_mask",
-           "selection_statistic", "settings_for", "setup_gate", "topn_classification"]
+           "agnostic_latents", "cached_example_activations", "check_selectable", "fit_cosine_head",
+           "fit_linear_head", "frequency_mask_off", "features_from_activation_cache", "pooled_features",
+           "random_latents", "select_latents", "selection_mask", "selection_statistic", "settings_for", "setup_gate",
+           "topn_classification"]

@@ -27,7 +27,7 @@ from repro.files import atomic_write
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
                         "gated": "gated"}
 SAELENS_FORMAT_VERSION = "6.54.12"  # the sae_lens version whose save_model output this writer reproduces
-CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE = "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"
+CFG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
 
 
 class NotExportable(ValueError):

@@ -345,13 +345,13 @@ def matched_l0(df: pd.DataFrame) -> Table:
             l0s = pts["l0"].dropna()
             span = f"{l0s.min():.1f}–{l0s.max():.1f} ({pts.index.get_level_values('setting').nunique()} settings)"
             row = [backbone, f"{_fmt_x(x)}×d", KIND_LABELS.get(kind, kind), str(len(kind_seeds)), span]
-            kind_seeds = [s for s in kind_seeds if math.isfinite(matched_at(frame, kind, targets[s], "l0", s))]
-            row[3] = str(len(kind_seeds))
-            if pts.index.get_level_values("setting").nunique() < 2:  # a kind without a sparsity knob (MLP + sparsemax)
+            if pts.index.get_level_values("setting").nunique() < 2:  # no sparsity knob (MLP + sparsemax)
                 row[3] = str(pts.index.get_level_values("seed").nunique())
                 t.rows.append(row + [f"no sweep: one setting (L0 {l0s.mean():.1f}), nothing to interpolate"]
                               + ["–"] * (len(MATCHED_METRICS) - 1))
                 continue
+            kind_seeds = [s for s in kind_seeds if math.isfinite(matched_at(frame, kind, targets[s], "l0", s))]
+            row[3] = str(len(kind_seeds))
             if not kind_seeds:
                 t.rows.append(row + [f"not bracketed (target {mean_target:.1f})"] + ["–"] * (len(MATCHED_METRICS) - 1))
                 continue
