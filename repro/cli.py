@@ -299,6 +299,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from repro.interop.saelens_import import import_run
+
+    out = import_run(args.folder, args.out, _cache_path(args.cache), model=args.model, hook=args.hook,
+                     labels=_parse_labels(args.label))
+    record = json.loads((out / "train.json").read_text())
+    imported = record["imported"]
+    print(f"{args.folder} ({imported['architecture']}, {imported['model_name']} {imported['hook_name']}) -> {out} "
+          f"({record['kind']}, d_sae {record['sae_config']['d_sae']}, {imported['backbone']} {imported['hook']}); "
+          f"evaluate it with: repro evaluate --run {out} --eval reconstruction")
+    return 0
+
+
 def _synthetic(args: argparse.Namespace) -> int:
     import yaml
 
@@ -459,6 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=["saelens"], default="saelens")
     exp.add_argument("--out", required=True, help="the folder to write (cfg.json, sae_weights.safetensors)")
     exp.set_defaults(func=_export)
+
+    imp = sub.add_parser("import", help="make a run of an SAE saved in another library's format, for repro evaluate")
+    imp.add_argument("folder", help="an SAELens SAE folder (cfg.json, sae_weights.safetensors)")
+    imp.add_argument("--format", choices=["saelens"], default="saelens")
+    imp.add_argument("--cache", required=True,
+                     help="an activation cache (or pointer) of ours: the backbone, dataset and token filter to "
+                          "evaluate on; the hook is the SAE's")
+    imp.add_argument("--out", required=True, help="the run folder to write (sae/, train.json)")
+    imp.add_argument("--model", help="our backbone's name, when the SAE's metadata.model_name is not one we know")
+    imp.add_argument("--hook", help="our hook name, instead of the one mapped from the SAE's metadata.hook_name")
+    imp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                     help="a label recorded in train.json for aggregation (repeatable)")
+    imp.set_defaults(func=_import)
 
     cache = sub.add_parser("cache", help="activation cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)

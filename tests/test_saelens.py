@@ -85,5 +85,15 @@ def test_the_cli_exports_a_trained_run(tmp_path, capsys):
     assert main(["export", str(run), "--format", "saelens", "--out", str(tmp_path / "sl")]) == 0
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "sl"))
     assert theirs.cfg.metadata.hook_name == "layer.3" and theirs.cfg.metadata.model_name == "minilm-l6"
+    assert not (tmp_path / "sl" / "sparsity.safetensors").exists()  # not evaluated yet: no firing rates
+    assert main(["evaluate", "--run", str(run), "--eval", "interpretability", "--test-limit", "60",
+                 "--cache-root", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "sl2")]) == 0
+    from safetensors.torch import load_file
+
+    rate = json.loads((run / "eval" / "interpretability.json").read_text())["results"]["firing"]["firing_rate"]
+    log_density = load_file(str(tmp_path / "sl2" / "sparsity.safetensors"))["sparsity"]
+    assert log_density.shape == (128,) and len(rate) == 128 and max(rate) > 0
+    assert torch.allclose(log_density, torch.log10(torch.tensor(rate, dtype=torch.float64) + 1e-10).float())
     capsys.readouterr()
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2

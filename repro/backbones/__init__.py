@@ -30,6 +30,7 @@ them. See :mod:`repro.backbones.base` for the :class:`Backbone` interface.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 
@@ -59,6 +60,50 @@ BACKBONES: tuple[str, ...] = tuple(_LOADERS)
 OFFLINE_BACKBONES: tuple[str, ...] = ("effnet-lite0", "minilm-l6", "smollm2-135m")
 #: Generic name prefixes accepted by :func:`load`.
 PREFIXES: tuple[str, ...] = tuple(_PREFIXES)
+
+#: Other libraries' names of each registered backbone (SAELens's ``metadata.model_name``, TransformerLens and
+#: Hugging Face ids), so that an SAE trained elsewhere maps onto ours (``repro import``).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "effnet-lite0": ("efficientnet-lite0", "efficientnet_lite0"),
+    "minilm-l6": ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+    "smollm2-135m": ("SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M"),
+    "clip-vit-b16": ("openai/clip-vit-base-patch16", "clip-vit-base-patch16"),
+    "gpt2-small": ("gpt2", "openai-community/gpt2"),
+}
+#: TransformerLens-style hook names (SAELens's ``metadata.hook_name``) of each backbone, as
+#: (pattern, our hook template, layer offset): the pattern's layer number plus the offset fills the template.
+#: Causal LMs: ``blocks.L.hook_resid_post`` is the output of block L (our ``resid.L``) and
+#: ``blocks.L.hook_resid_pre`` its input (``resid.{L-1}``). MiniLM (TransformerLens's HookedEncoder): the
+#: output of a BERT block is ``blocks.L.hook_normalized_resid_post`` (after its second LayerNorm). CLIP
+#: (vit-prisma): ``blocks.L.hook_resid_post``.
+EXTERNAL_HOOKS: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "minilm-l6": ((r"blocks\.(\d+)\.hook_normalized_resid_post", "layer.{}", 0),),
+    "smollm2-135m": ((r"blocks\.(\d+)\.hook_resid_post", "resid.{}", 0), (r"blocks\.(\d+)\.hook_resid_pre", "resid.{}", -1)),
+    "gpt2-small": ((r"blocks\.(\d+)\.hook_resid_post", "resid.{}", 0), (r"blocks\.(\d+)\.hook_resid_pre", "resid.{}", -1)),
+    "clip-vit-b16": ((r"blocks\.(\d+)\.hook_resid_post", "vision.layers.{}", 0),),
+}
+
+
+def canonical_name(name: str) -> str | None:
+    """Our registered name of the backbone another library calls ``name`` (ours, or one of its
+    :data:`ALIASES`, case-insensitive); None when it is none of ours."""
+    low = name.lower()
+    for ours in BACKBONES:
+        if low == ours or low in (a.lower() for a in ALIASES.get(ours, ())):
+            return ours
+    return None
+
+
+def external_hook(backbone: str, hook: str) -> str | None:
+    """Our hook name for another library's ``hook`` on ``backbone`` (:data:`EXTERNAL_HOOKS`); None when no
+    pattern matches (or the layer falls outside the model, e.g. ``blocks.0.hook_resid_pre``)."""
+    import re
+
+    for pattern, template, offset in EXTERNAL_HOOKS.get(backbone, ()):
+        m = re.fullmatch(pattern, hook)
+        if m and int(m.group(1)) + offset >= 0:
+            return template.format(int(m.group(1)) + offset)
+    return None
 
 _CACHE: dict[tuple, Backbone] = {}
 _LOCK = threading.RLock()
@@ -94,7 +139,9 @@ def clear_cache() -> None:
 
 
 __all__ = [
+    "ALIASES",
     "BACKBONES",
+    "EXTERNAL_HOOKS",
     "OFFLINE_BACKBONES",
     "PREFIXES",
     "Backbone",
@@ -107,6 +154,8 @@ __all__ = [
     "ImageBackbone",
     "TextBackbone",
     "TimmBackbone",
+    "canonical_name",
     "clear_cache",
+    "external_hook",
     "load",
 ]

@@ -27,7 +27,7 @@ from repro.files import atomic_write
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
                         "gated": "gated"}
 SAELENS_FORMAT_VERSION = "6.54.12"  # the sae_lens version whose save_model output this writer reproduces
-CFG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
+CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE = "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"
 
 
 class NotExportable(ValueError):
@@ -95,17 +95,34 @@ def export_sae(sae, out_dir: str | Path, hook_name: str, model_name: str, proven
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """:func:`export_sae` of the SAE of ``run_dir`` (its ``sae/`` folder), with the hook and model recorded
-    in its ``train.json``. ``sparsity.safetensors`` (per-latent log feature density) is not written: our
-    runs record the dead fraction, not per-latent densities. Returns ``out_dir``."""
+    in its ``train.json``. When the run has been evaluated for interpretability (``eval/interpretability.json``),
+    also ``sparsity.safetensors``: {"sparsity": log10(p_i + 1e-10)} with p_i the latent's firing rate over the
+    held-out test tokens (SAELens's trainer writes the same quantity over its training tokens). Returns
+    ``out_dir``."""
+    from safetensors.torch import save_file
+
     from repro.sae import load
 
     run_dir = Path(run_dir)
     sae = load(run_dir / "sae").eval()
     record = json.loads((run_dir / "train.json").read_text())
     spec = record["data"]["spec"]
-    return export_sae(sae, out_dir, spec["hook"], spec["backbone"]["name"],
-                      {"run": str(run_dir), "kind": sae.kind, "sae_config": record.get("sae_config"),
-                       "dataset": spec["dataset"]["name"]})
+    firing = run_dir / "eval" / "interpretability.json"
+    provenance = {"run": str(run_dir), "kind": sae.kind, "sae_config": record.get("sae_config"),
+                  "dataset": spec["dataset"]["name"]}
+    rate = None
+    if firing.is_file():
+        evaluation = json.loads(firing.read_text())
+        rate = torch.tensor(evaluation["results"]["firing"]["firing_rate"], dtype=torch.float64)
+        if rate.shape != (sae.cfg.d_sae,):
+            raise ValueError(f"{firing}: {tuple(rate.shape)} firing rates for {sae.cfg.d_sae} latents")
+        provenance["sparsity"] = (f"log10 of each latent's firing rate + 1e-10 over the "
+                                  f"{evaluation['results']['firing']['n_tokens']} test tokens of {firing}")
+    out = export_sae(sae, out_dir, spec["hook"], spec["backbone"]["name"], provenance)
+    if rate is not None:
+        log_density = torch.log10(rate + 1e-10).float()
+        atomic_write(out / SPARSITY_FILE, lambda tmp: save_file({"sparsity": log_density}, tmp))
+    return out
 
 
 __all__ = ["NotExportable", "SAELENS_ARCHITECTURE", "export_run", "export_sae", "saelens_config", "saelens_state"]
