@@ -15,6 +15,10 @@ setting), and experiments. Each experiment asks for runs on one backbone role:
 
 A run is identified by ``<role>/<kind>/<setting>/x<expansion>/s<seed>`` and lives in
 ``<runs_root>/<that id>``; its evaluations are the union of those its experiments ask for.
+
+``external`` lists SAEs trained elsewhere (SAELens folders): each is imported (``repro import``, the
+``import_sae`` rule) as the run ``<role>/external/<name>`` on that role's cache, with setting ``external``, and
+evaluated like a trained run (:attr:`Plan.external`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 SETTINGS_DEFAULT = "default"
 GUIDED = "guided"
+EXTERNAL = "external"
 GUIDE_SOURCE = "sparsemax_attention"
 
 
@@ -48,6 +53,7 @@ class Plan:
 
     runs: dict[str, Run] = field(default_factory=dict)
     evals: dict[str, set[str]] = field(default_factory=dict)
+    external: dict[str, dict] = field(default_factory=dict)  # run id -> its ``external`` config entry
 
     def add(self, run: Run, evals: list[str]) -> None:
         self.runs.setdefault(run.id, run)
@@ -122,7 +128,16 @@ def make_plan(config: dict) -> Plan:
                             plan.add(Run(role, kind, setting, x, seed), evals)
             else:
                 raise ValueError(f"unknown experiment {name!r}")
+    for entry in config.get("external") or ():
+        run_id = external_run_id(entry)
+        plan.external[run_id] = entry
+        plan.evals[run_id] = set(entry.get("evals") or ["reconstruction"])
     return plan
+
+
+def external_run_id(entry: dict) -> str:
+    """The run id of an ``external`` config entry: ``<role>/external/<name>``."""
+    return f"{entry['backbone']}/{EXTERNAL}/{entry['name']}"
 
 
 def experiment_entries(config: dict) -> list[tuple[str, dict]]:
@@ -167,12 +182,36 @@ def check_config(config: dict) -> None:
         if "lm_loss" in exp["evals"] and config["backbones"][role]["name"] not in CAUSAL_LMS:
             raise ValueError(f"experiments.{name}.evals: lm_loss needs a causal language model "
                              f"({', '.join(CAUSAL_LMS)}); backbones.{role} is {config['backbones'][role]['name']}")
+    check_external(config)
     for run in make_plan(config).runs.values():
         try:
             make_config(run.kind, d_in=64, d_sae=64 * run.expansion, **hyperparameters(config, run))
         except (ValueError, TypeError) as e:
             raise ValueError(f"hyperparameters of run {run.id} (hyperparameters.{run.kind} and the setting "
                              f"{run.setting!r}): {e}") from None
+
+
+def check_external(config: dict) -> None:
+    """Each ``external`` entry: a unique name, a configured role, an SAELens folder whose architecture and
+    normalisation some kind of ours computes (:func:`repro.interop.saelens_import.read_config`), and lm_loss only on
+    a causal language model (ValueError naming the entry)."""
+    from repro.interop.saelens_import import NotImportable, importable_kind, read_config
+
+    seen = set()
+    for i, entry in enumerate(config.get("external") or ()):
+        key = f"external[{i}] ({entry['name']})"
+        if entry["name"] in seen:
+            raise ValueError(f"{key}.name: {entry['name']!r} is used twice")
+        seen.add(entry["name"])
+        role = entry["backbone"]
+        if role not in config["backbones"]:
+            raise ValueError(f"{key}.backbone: no backbone configured for role {role!r}")
+        if "lm_loss" in (entry.get("evals") or ()) and config["backbones"][role]["name"] not in CAUSAL_LMS:
+            raise ValueError(f"{key}.evals: lm_loss needs a causal language model ({', '.join(CAUSAL_LMS)})")
+        try:
+            importable_kind(read_config(entry["path"]))
+        except NotImportable as e:
+            raise ValueError(f"{key}.path: {e}") from None
 
 
 def hyperparameters(config: dict, run: Run) -> dict:

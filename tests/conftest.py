@@ -59,3 +59,22 @@ def smollm2_cache(real_cache_root):
     norm dropped: RMS token norm about 890, 70x MiniLM's."""
     pytest.importorskip("gguf")
     return _extract(real_cache_root, "smollm2-135m", "resid.29", "fortunes", 300, max_norm_ratio=3.0)
+
+
+def _assert_same_code(ours, theirs, rtol: float = 1e-5) -> None:
+    """Two libraries' codes of the same inputs agree: within ``rtol`` x the largest |value|, and with the same
+    support except where a pre-activation sits within rounding of ReLU's zero (both values below that bound
+    there; a flip at a JumpReLU or TopK boundary would differ by far more and fail the value check)."""
+    import torch
+
+    bound = rtol * float(theirs.abs().max())
+    differ = (ours != 0) != (theirs != 0)
+    flipped = torch.maximum(ours.abs(), theirs.abs())[differ]
+    assert flipped.numel() == 0 or float(flipped.max()) <= bound, f"supports differ by up to {float(flipped.max())}"
+    assert float((ours - theirs).abs().max()) <= bound
+
+
+@pytest.fixture
+def same_code():
+    """:func:`_assert_same_code`."""
+    return _assert_same_code

@@ -114,7 +114,7 @@ def test_the_catalogue_names_every_table_figure_and_figure_data_file():
     """The Snakefile reads the report names from repro.report.catalogue (no pandas or matplotlib)."""
     from repro.report import catalogue, figures
 
-    assert tuple(TABLES) == catalogue.TABLE_NAMES
+    assert tuple(TABLES) == catalogue.TABLE_NAMES + (catalogue.EXTERNAL_TABLE,)
     assert {name: source for name, (_, source) in figures.FIGURES.items()} == catalogue.FIGURE_SOURCES
     sources = set(catalogue.FIGURE_SOURCES.values()) - {"metrics"}
     assert sources <= set(catalogue.FIGURE_DATA)
@@ -130,3 +130,24 @@ def test_the_workflow_and_report_modules_import_without_torch():
             "assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_external_table_sets_an_imported_sae_beside_ours_at_its_l0(tmp_path):
+    """An imported TopK at L0 20 beside our TopK runs at L0 10 (NMSE 0.2) and 40 (0.1): ours at its L0 is
+    0.2 + (ln 20 - ln 10) / (ln 40 - ln 10) x (0.1 - 0.2) = 0.15; an imported SAE at L0 100 is outside our
+    sweeps; neither enters the other tables."""
+    rows = [row("topk", 2, "reconstruction", m, v, setting=s, seed=seed)
+            for s, l0, nmse in (("k=10", 10.0, 0.2), ("k=40", 40.0, 0.1)) for seed in (0, 1)
+            for m, v in (("l0", l0), ("nmse", nmse))]
+    for name, kind, l0, nmse in (("theirs", "topk", 20.0, 0.12), ("dense", "relu", 100.0, 0.05)):
+        for metric, value in (("l0", l0), ("nmse", nmse), ("nmse_ci_lo", nmse - 0.01), ("nmse_ci_hi", nmse + 0.01),
+                              ("ev", 0.9), ("dead_fraction", 0.25)):
+            rows.append(row(kind, 16, "reconstruction", metric, value, setting="external", seed=None)
+                        | {"run": f"language/external/{name}"})
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    text = render_table("external", path, tmp_path / "e")[0].read_text()
+    assert "| theirs | smollm2-135m (fortunes) | h | TopK | 9216 | 20.0 | 0.1200 [0.1100, 0.1300] | 0.900 | 25.0% " \
+           "| TopK ×2 0.1500 |" in text
+    assert "| dense | smollm2-135m (fortunes) | h | ReLU | 9216 | 100.0 |" in text and "outside our sweeps" in text
+    assert "theirs" not in render_table("matched_l0", path, tmp_path / "m")[0].read_text()

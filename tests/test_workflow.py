@@ -166,6 +166,8 @@ def test_settings_round_trip():
     (lambda c: c["hyperparameters"].update(topk={"kk": 8}), "kk"),
     (lambda c: c["backbones"]["vision"].update(name="resnet-9000"), "backbones.vision.name"),
     (lambda c: c["experiments"]["ablation"].update(evals=["lm_loss"]), "experiments.ablation.evals"),
+    (lambda c: c.update(external=[{"name": "x", "path": "/nowhere", "backbone": "vision"}]), "external[0] (x).path"),
+    (lambda c: c.update(external=[{"name": "x", "path": "/nowhere", "backbone": "vision", "layer": 3}]), "layer"),
 ])
 def test_a_bad_config_is_rejected_before_any_job_naming_the_key(tmp_path, edit, named):
     config = load("tiny")
@@ -177,12 +179,31 @@ def test_a_bad_config_is_rejected_before_any_job_naming_the_key(tmp_path, edit, 
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
 
 
+def saelens_topk(folder: Path) -> Path:
+    """A TopK SAE (k = 6, 576 latents) for SmolLM2's residual stream after block 20, written by SAELens itself,
+    named as SAELens names it (model HuggingFaceTB/SmolLM2-135M, hook blocks.20.hook_resid_post)."""
+    import sae_lens
+    import torch
+
+    cfg = sae_lens.TopKSAEConfig(d_in=576, d_sae=576, k=6)
+    cfg.metadata.model_name, cfg.metadata.hook_name = "HuggingFaceTB/SmolLM2-135M", "blocks.20.hook_resid_post"
+    sae = sae_lens.TopKSAE(cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 576 ** -0.5)
+        sae.W_dec.copy_(sae.W_enc.T)
+    sae.save_model(str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_dag(tmp_path_factory):
-    """The whole tiny DAG, built once in a temporary folder."""
+    """The whole tiny DAG, built once in a temporary folder, with one SAELens SAE among the runs (`external`)."""
     work = tmp_path_factory.mktemp("dag")
     config = work / "tiny.yaml"
-    config.write_text((REPO / "config" / "tiny.yaml").read_text())
+    cfg = load("tiny") | {"external": [{"name": "sl-topk", "path": str(saelens_topk(work / "sl-topk")),
+                                        "backbone": "language", "evals": ["reconstruction", "lm_loss"]}]}
+    config.write_text(yaml.safe_dump(cfg))
     out = snakemake(work, "--cores", "2", "--configfile", str(config))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return work, config
@@ -197,11 +218,31 @@ def test_tiny_dag_builds_every_output(tiny_dag):
         assert (folder / "train.json").is_file() and (folder / "sae" / "cfg.json").is_file()
         for e in plan.evals[run.id]:
             assert (folder / "eval" / f"{e}.json").is_file(), (run.id, e)
+    for run_id, evals in ((i, plan.evals[i]) for i in plan.external):
+        assert {f"{e}.json" for e in evals} <= {p.name for p in (work / cfg["runs_root"] / run_id / "eval").iterdir()}
     metrics = (work / cfg["results_root"] / "metrics.csv").read_text().splitlines()
     assert metrics[0].startswith("config,run,backbone") and len(metrics) > 100
     assert (work / cfg["results_root"] / "audit.md").read_text().startswith("# Paper audit")
     benchmarks = list((work / cfg["runs_root"] / "benchmarks").rglob("*.tsv"))
     assert len(benchmarks) >= len(plan.runs)  # every training (and evaluation) job records its time and memory
+
+
+def test_an_imported_saelens_sae_reaches_its_table_and_the_frontier_but_not_the_others(tiny_dag):
+    work, config = tiny_dag
+    cfg = yaml.safe_load(config.read_text())
+    results = work / cfg["results_root"]
+    record = yaml.safe_load((work / cfg["runs_root"] / "language/external/sl-topk/train.json").read_text())
+    assert record["imported"]["hook"] == "resid.20" and record["kind"] == "topk"
+    table = (results / "tables" / "external.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| sl-topk |"))
+    assert "smollm2-135m (fortunes)" in row and "| resid.20 | TopK | 576 |" in row
+    assert "| 6.0 |" in row  # L0 = k
+    assert re.search(r"\| -?\d+\.\d{4} \|", row)  # the CE degradation was measured
+    metrics = (results / "metrics.csv").read_text()
+    assert ",language/external/sl-topk," in metrics and ",external,lm_loss,ce_delta," in metrics
+    for other in ("matched_l0", "table_a", "guidance"):
+        assert "external" not in (results / "tables" / f"{other}.md").read_text()
+    assert "sl-topk" not in (results / "audit.md").read_text()
 
 
 def test_a_second_run_does_nothing(tiny_dag):

@@ -565,9 +565,11 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
 # ----- public API ------------------------------------------------------------------------------------------
 def run_audit(metrics: pd.DataFrame, config: str | None = None, reference: dict | None = None) -> list[dict]:
     """Audit rows (module docstring) for a tidy metrics frame: every paper cell, the Food101 range, then every
-    claim per data group. ``config`` keeps only that config's rows (None: all rows)."""
+    claim per data group. ``config`` keeps only that config's rows (None: all rows). SAEs imported from
+    elsewhere (setting ``external``) are left out: the paper's claims are about methods trained here."""
     ref = reference if reference is not None else load_reference()
     df = validate_metrics(metrics)
+    df = df[df["setting"] != "external"]
     if config is not None:
         df = df[df["config"] == config]
     agg = aggregate(df).astype(object)  # one object block: selecting rows of a small frame is ~2x faster

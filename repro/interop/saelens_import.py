@@ -71,14 +71,12 @@ def _saelens6_config(cfg: dict) -> dict:
     return out
 
 
-def read_saelens(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config, tensors) of an SAELens folder, the config as SAELens 6 reads it; NotImportable for a missing,
-    unreadable or truncated file."""
-    from safetensors.torch import load_file
-
+def read_config(folder: str | os.PathLike) -> dict:
+    """The config of an SAELens folder as SAELens 6 reads it; NotImportable when a file is missing or the
+    config is not a JSON object."""
     folder = Path(folder)
-    cfg_file, weights_file = folder / CFG_FILE, folder / WEIGHTS_FILE
-    for f in (cfg_file, weights_file):
+    cfg_file = folder / CFG_FILE
+    for f in (cfg_file, folder / WEIGHTS_FILE):
         if not f.is_file():
             raise NotImportable(f"{folder} is not an SAELens SAE folder: {f.name} is missing")
     try:
@@ -87,11 +85,21 @@ def read_saelens(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tenso
         raise NotImportable(f"{cfg_file}: not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise NotImportable(f"{cfg_file}: expected a JSON object")
+    return _saelens6_config(cfg)
+
+
+def read_saelens(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, tensors) of an SAELens folder (:func:`read_config`); NotImportable for a missing, unreadable or
+    truncated file."""
+    from safetensors.torch import load_file
+
+    cfg = read_config(folder)
+    weights_file = Path(folder) / WEIGHTS_FILE
     try:
         tensors = load_file(str(weights_file))
     except Exception as e:  # safetensors raises its own error types on truncation or corruption
         raise NotImportable(f"{weights_file}: unreadable ({e})") from None
-    return _saelens6_config(cfg), tensors
+    return cfg, tensors
 
 
 def saelens_names(cfg: dict) -> tuple[str | None, str | None]:
@@ -100,7 +108,7 @@ def saelens_names(cfg: dict) -> tuple[str | None, str | None]:
     return meta.get("model_name") or cfg.get("model_name"), meta.get("hook_name") or cfg.get("hook_name")
 
 
-def _refuse_unsupported(cfg: dict) -> str:
+def importable_kind(cfg: dict) -> str:
     """Our kind for ``cfg``, or NotImportable naming the key SAELens computes differently from every kind of ours."""
     arch = cfg.get("architecture")
     if arch not in OUR_KIND:
@@ -133,7 +141,7 @@ def sae_from_saelens(cfg: dict, tensors: dict[str, torch.Tensor]):
     """Our SAE computing what SAELens computes with ``cfg`` and ``tensors`` (module docstring), in eval mode."""
     from repro.sae import create
 
-    kind = _refuse_unsupported(cfg)
+    kind = importable_kind(cfg)
     d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (d_in, d_sae)):
         raise NotImportable(f"cfg.json: d_in and d_sae must be positive integers, got {d_in!r}, {d_sae!r}")
@@ -256,5 +264,5 @@ def import_run(folder: str | os.PathLike, out_dir: str | os.PathLike, cache: str
     return out_dir
 
 
-__all__ = ["NotImportable", "OUR_KIND", "import_run", "read_saelens", "resolve_target", "sae_from_saelens",
-           "saelens_names"]
+__all__ = ["NotImportable", "OUR_KIND", "import_run", "importable_kind", "read_config", "read_saelens",
+           "resolve_target", "sae_from_saelens", "saelens_names"]

@@ -3,6 +3,7 @@ plotting code. The Snakefile reads these at every start (on a cluster, twice ins
 not pull in pandas or matplotlib, which cost about a second to import."""
 
 TABLE_NAMES = ("table_a", "table_b", "topn_methods", "guidance", "matched_l0", "probing")
+EXTERNAL_TABLE = "external"  # built only when the config lists external SAEs (config key `external`)
 
 FIGURE_DATA = ("latents", "training_curves", "l0_distribution", "concepts")
 

@@ -5,7 +5,8 @@ that every figure rebuilds from committed files without the runs:
 
 - ``latents.json``: per run with an interpretability evaluation, per alive latent its token firing rate,
   mean activation when firing, label entropy and purity of its top examples;
-- ``training_curves.json``: per run, the training log (step, loss, MSE, L0) thinned to at most 100 points;
+- ``training_curves.json``: per trained run (imported ones have no log), the training log (step, loss, MSE,
+  L0) thinned to at most 100 points;
 - ``l0_distribution.json``: per sparsemax/TopK/BatchTopK run, the per-token L0 histogram and the
   held-out examples with the fewest and the most active latents, with their text or image;
 - ``concepts.json``: per run with an interpretability evaluation, its purest latents with their top
@@ -99,7 +100,7 @@ def collect(index_files, out_dir: str | Path) -> dict[str, Path]:
             out["concepts"][run_id] = meta | {"modality": modality,
                                               "latents": _concepts(res, test, modality, lookup, tokens)}
         elif record["eval"] == "reconstruction":
-            if run_id not in out["training_curves"]:
+            if run_id not in out["training_curves"] and (run_dir / "log.csv").is_file():  # imported runs have none
                 out["training_curves"][run_id] = meta | _curve(run_dir / "log.csv")
             if record["kind"] in L0_KINDS and "example_l0" in res:
                 out["l0_distribution"][run_id] = meta | _l0(res, test, modality, lookup)

@@ -41,6 +41,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter, NullLocator
 
 from repro.report.catalogue import FIGURE_SOURCES
+from repro.workflow import EXTERNAL
 
 KIND_ORDER = ("sparsemax_attention", "sparsemax_attention_paper", "mlp_sparsemax", "attention_relu", "relu",
               "jumprelu", "gated", "topk", "batchtopk")
@@ -304,17 +305,30 @@ def _setting_keys(settings: Iterable[str]) -> list[str]:
     return sorted(keys)
 
 
+def _imported_points(nmse: pd.DataFrame, l0: pd.DataFrame) -> pd.DataFrame:
+    """One row per imported SAE (setting ``external``): backbone, name, kind, expansion, nmse, l0."""
+    cols = ["backbone", "run", "kind", "expansion"]
+    a, b = nmse[nmse["setting"] == EXTERNAL], l0[l0["setting"] == EXTERNAL]
+    pts = a[cols + ["value"]].merge(b[cols + ["value"]], on=cols, suffixes=("_nmse", "_l0"))
+    pts = pts.rename(columns={"value_nmse": "nmse", "value_l0": "l0"})
+    pts = pts[(pts["nmse"] > 0) & (pts["l0"] > 0)]
+    return pts.assign(name=pts["run"].astype(str).str.rsplit("/", n=1).str[-1])
+
+
 def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
     """The NMSE–L0 frontier per backbone: every run at the sweep's expansion, joined per kind in order of L0.
 
     The sweep's expansion is the most common one among non-default settings (all runs' when there are none);
     every run at that expansion is shown, averaged over seeds (min–max bars on both axes; with one seed the bootstrap
     intervals of NMSE and L0), annotated with its
-    setting.
+    setting. SAEs imported from elsewhere (setting ``external``) are black hexagons on their backbone's panel, at
+    whatever size they have (named, with their kind and expansion), outside the kinds' lines.
     """
     keys = ["backbone", "kind", "setting", "expansion"]
     nmse = _select(metrics, "reconstruction", "nmse")
     l0 = _select(metrics, "reconstruction", "l0")
+    imported = _imported_points(nmse, l0)
+    nmse, l0 = nmse[nmse["setting"] != EXTERNAL], l0[l0["setting"] != EXTERNAL]
     backbones = sorted(set(nmse["backbone"]) & set(l0["backbone"])) or [None]
     fig = Figure(figsize=(0.6 + 4.8 * len(backbones), 4.8), layout="constrained")
     axes = fig.subplots(1, len(backbones), squeeze=False)[0]
@@ -352,12 +366,18 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
             for x_, y_, labels in notes.values():
                 ax.annotate(" / ".join(labels), (x_, y_), xytext=(4, 3), textcoords="offset points", fontsize=6.5,
                             color=st["color"])
+        for _, r in imported[imported["backbone"] == bb].iterrows():
+            ax.plot(r["l0"], r["nmse"], marker="h", markersize=10, color="black", linestyle="none", zorder=5)
+            ax.annotate(f"{r['name']} ({kind_label(r['kind'])}, {_expansion_label(r['expansion'])})", (r["l0"], r["nmse"]),
+                        xytext=(5, -9), textcoords="offset points", fontsize=6.5)
         _log(ax, "x")
         _log(ax, "y")
         ax.set_xlabel("L0 (active latents per token, log)")
         ax.set_ylabel("NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred, log)")
         ax.grid(alpha=0.3, which="both")
-    _kind_legend(fig, kinds, notes={k: f"swept: {v}" for k, v in swept.items() if v})
+    extra = [Line2D([], [], marker="h", markersize=10, color="black", linestyle="none",
+                    label="imported SAE (config `external`; its size in brackets)")] if not imported.empty else None
+    _kind_legend(fig, kinds, extra=extra, notes={k: f"swept: {v}" for k, v in swept.items() if v})
     fig.suptitle("Sparsity–reconstruction frontier (lower left is better; mean over seeds, bars: min–max over "
                  "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)", fontsize=11)
     return save_figure(fig, out)

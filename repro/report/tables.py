@@ -13,7 +13,10 @@ Each table is built by one function from the metrics and written as Markdown and
   and sparsemax itself: L0, on-1 (both protocols) and NMSE (paper's Food101 tuning-guidance table);
 - ``matched_l0``: each method's NMSE and explained variance at the sparsemax SAE's L0, linearly
   interpolated in log L0 between the two runs of its sweep that bracket it (not reported by the paper);
-- ``probing``: sparse probing accuracy of the SAE latents (top 1, 2, 5) and of the raw activations.
+- ``probing``: sparse probing accuracy of the SAE latents (top 1, 2, 5) and of the raw activations;
+- ``external`` (built when the config lists external SAEs): imported SAEs beside ours (:mod:`repro.report.external`).
+
+Runs imported from elsewhere (setting ``external``) appear only in the ``external`` table.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repro.report.catalogue import TABLE_NAMES
+from repro.report.catalogue import EXTERNAL_TABLE, TABLE_NAMES
 
 KIND_ORDER = ("relu", "jumprelu", "gated", "topk", "batchtopk", "attention_relu", "mlp_sparsemax",
               "sparsemax_attention", "sparsemax_attention_paper")
@@ -322,6 +325,7 @@ def matched_l0(df: pd.DataFrame) -> Table:
     range brackets no seed's target says so."""
     t = Table("matched_l0", "Metrics at the sparsemax SAE's L0 (each method interpolated on its sweep)",
               ["backbone", "size", "method", "seeds", "sweep L0 (target)"] + [m[0] for m in MATCHED_METRICS])
+    df = df[df["setting"] != "external"]  # SAEs imported from elsewhere: the `external` table
     sweeps = df[(df["eval"] == "reconstruction") & ~df["setting"].isin(["default", "guided"])]
     for (backbone, x), _ in sweeps.groupby(["backbone", "expansion"]):
         frame = _sweep_frame(df[(df["backbone"] == backbone) & (df["expansion"] == x)])
@@ -409,8 +413,18 @@ def probing(df: pd.DataFrame) -> Table:
 _BUILD: dict[str, Callable[[pd.DataFrame], Table]] = {
     "table_a": table_a, "table_b": table_b, "topn_methods": topn_methods, "guidance": guidance,
     "matched_l0": matched_l0, "probing": probing}
-# in the catalogue's order (repro.report.catalogue, which the Snakefile reads)
+
+
+def _external(df: pd.DataFrame) -> Table:
+    from repro.report.external import external  # it builds on this module
+
+    return external(df)
+
+
+# in the catalogue's order (repro.report.catalogue, which the Snakefile reads), then the table built only when
+# the config lists external SAEs
 TABLES: dict[str, Callable[[pd.DataFrame], Table]] = {name: _BUILD[name] for name in TABLE_NAMES}
+TABLES[EXTERNAL_TABLE] = _external
 
 
 def training_notes(df: pd.DataFrame, table: Table) -> list[str]:

@@ -5,8 +5,17 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from repro.report.catalogue import FIGURE_DATA, FIGURE_SOURCES, TABLE_NAMES
-from repro.workflow import GUIDE_SOURCE, GUIDED, Run, check_config, hyperparameters, learning_rate, make_plan
+from repro.report.catalogue import EXTERNAL_TABLE, FIGURE_DATA, FIGURE_SOURCES, TABLE_NAMES
+from repro.workflow import (
+    EXTERNAL,
+    GUIDE_SOURCE,
+    GUIDED,
+    Run,
+    check_config,
+    hyperparameters,
+    learning_rate,
+    make_plan,
+)
 
 validate(config, "../../config/schema.yaml")
 config["rebuild"] = str(config.get("rebuild", False)).lower() == "true"  # `--config rebuild=true` gives a string
@@ -31,6 +40,7 @@ wildcard_constraints:
     expansion=r"\d+",
     seed=r"\d+",
     table="[a-z_0-9]+",
+    name=r"[a-z0-9][a-z0-9_.-]*",
     figure="|".join(FIGURE_SOURCES),  # not "[a-z_0-9]+": that would also claim the synthetic rule's figures
 
 
@@ -88,8 +98,31 @@ def label_options(wc):
     return f"--label config={config['name']} --label run={run_of(wc).id} --label setting={wc.setting}"
 
 
-def eval_options(wc):
-    return " ".join(f"--eval {e}" for e in sorted(PLAN.evals[run_of(wc).id]))
+def eval_options(run_id):
+    return " ".join(f"--eval {e}" for e in sorted(PLAN.evals[run_id]))
+
+
+def role_of(run_id):
+    """The backbone role of a run id (its first component)."""
+    return run_id.split("/", 1)[0]
+
+
+def external_entry(wc):
+    return PLAN.external[f"{wc.role}/{EXTERNAL}/{wc.name}"]
+
+
+def external_inputs(wc):
+    """The role's cache pointer and the SAELens folder's two files (a changed SAE is imported again)."""
+    folder = Path(external_entry(wc)["path"])
+    return {"cache": f"{CACHE}/pointers/{config['name']}/{wc.role}.json", "cfg": str(folder / "cfg.json"),
+            "weights": str(folder / "sae_weights.safetensors")}
+
+
+def import_options(wc):
+    entry = external_entry(wc)
+    run_id = f"{wc.role}/{EXTERNAL}/{wc.name}"
+    options = [f"--{key} {entry[key]}" for key in ("model", "hook") if entry.get(key)]
+    return " ".join(options + [f"--label config={config['name']} --label run={run_id} --label setting={EXTERNAL}"])
 
 
 def eval_settings():
@@ -100,8 +133,9 @@ def eval_settings():
 
 
 def eval_outputs():
-    """The evaluation index of every run of the plan."""
-    return sorted(f"{run_path(run)}/eval/index.json" for run in PLAN.runs.values())
+    """The evaluation index of every run of the plan, trained and imported."""
+    return sorted([f"{run_path(run)}/eval/index.json" for run in PLAN.runs.values()]
+                  + [f"{RUNS}/{run_id}/eval/index.json" for run_id in PLAN.external])
 
 
 def aggregate_inputs(wildcards):
@@ -138,10 +172,11 @@ def synthetic_benchmarks():
 
 
 def final_outputs():
-    """Everything `all` builds: the metrics, every table (md, tex), every figure (pdf, png), the audit, and
+    """Everything `all` builds: the metrics, every table (md, tex; ``external`` when SAEs are imported), every figure (pdf, png), the audit, and
     with ``rebuild: true`` the aggregation records (so that the rebuild starts from the runs)."""
     records = [*rebuild_record("aggregate").values(), *rebuild_record("figure_data").values()]
-    tables = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex")]
+    names = TABLE_NAMES + ((EXTERNAL_TABLE,) if PLAN.external else ())
+    tables = [f"{RESULTS}/tables/{t}.{ext}" for t in names for ext in ("md", "tex")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SOURCES for ext in ("pdf", "png")]
     synthetic = [f"{RESULTS}/{name}/table.md" for name in synthetic_benchmarks()] \
         if config["experiments"].get("synthetic", {}).get("enabled") else []

@@ -1,25 +1,27 @@
-# One job per run: every evaluation the plan asks of it (one process, so the backbone loads once), each
-# written to <run>/eval/<eval>.json with its provenance; index.json lists them.
+# One job per run, trained or imported: every evaluation the plan asks of it (one process, so the backbone loads
+# once), each written to <run>/eval/<eval>.json with its provenance; index.json lists them.
 
 
 rule evaluate:
     input:
-        summary=f"{RUN_PATTERN}/train.json",
+        summary=f"{RUNS}/{{run}}/train.json",
     output:
-        index=f"{RUN_PATTERN}/eval/index.json",
+        index=f"{RUNS}/{{run}}/eval/index.json",
+    wildcard_constraints:
+        run=r"(language|vision)/.+",
     params:
         run_dir=lambda wc, input: str(Path(input.summary).parent),
         out_dir=lambda wc, output: str(Path(output.index).parent),
-        evals=eval_options,
+        evals=lambda wc: eval_options(wc.run),
         settings=eval_settings(),
-        test_limit=lambda wc: test_limit(wc.role),
-        data_root=lambda wc: data_root_option(wc.role),
+        test_limit=lambda wc: test_limit(role_of(wc.run)),
+        data_root=lambda wc: data_root_option(role_of(wc.run)),
         cache=CACHE,
         device=DEVICE,
     log:
-        f"{RUNS}/logs/evaluate/{RUN_NAME}.log",
+        f"{RUNS}/logs/evaluate/{{run}}.log",
     benchmark:
-        f"{RUNS}/benchmarks/evaluate/{RUN_NAME}.tsv"
+        f"{RUNS}/benchmarks/evaluate/{{run}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,

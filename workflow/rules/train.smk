@@ -66,3 +66,27 @@ rule guide:
         "OMP_NUM_THREADS={threads} python -m repro.cli guide --from {params.run_dir} --no-relu --cache-root {params.cache} "
         "{params.data_root} --test-limit {params.test_limit} --device {params.device} --quiet --out {output.guide} "
         "> {log} 2>&1"
+
+
+# An SAE trained elsewhere (config key `external`: a SAELens folder) becomes the run <role>/external/<name>, to be
+# evaluated on the role's backbone, dataset and token filter at the SAE's hook (`repro import`).
+rule import_sae:
+    input:
+        unpack(external_inputs),
+    output:
+        summary=f"{RUNS}/{{role}}/{EXTERNAL}/{{name}}/train.json",
+    params:
+        folder=lambda wc, input: str(Path(input.cfg).parent),
+        run_dir=lambda wc, output: str(Path(output.summary).parent),
+        options=import_options,
+    log:
+        f"{RUNS}/logs/import/{{role}}-{{name}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "OMP_NUM_THREADS={threads} python -m repro.cli import {params.folder} --cache {input.cache} "
+        "--out {params.run_dir} {params.options} > {log} 2>&1"
