@@ -115,8 +115,10 @@ def _cache_path(value: str) -> str:
 
 def _guided(kind: str, guide_file: str) -> dict:
     """The hyperparameter a guidance file (``repro guide``) sets for ``kind``."""
+    from repro.kinds import guided_kinds
+
     guide = json.loads(Path(guide_file).read_text())
-    if kind in ("topk", "batchtopk"):
+    if kind in guided_kinds():
         return {"k": guide[kind]["k"]}
     if kind == "relu" and "relu" in guide:
         return {"l1_coefficient": guide["relu"]["l1_coefficient"]}

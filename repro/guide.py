@@ -67,6 +67,7 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     the run's own step count)."""
     from repro.cache import ActivationCache
     from repro.evaluate import EvalSettings, RunData
+    from repro.kinds import guided_kinds
     from repro.sae import create
     from repro.train import TrainConfig, train
 
@@ -79,7 +80,7 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     k = k_from_l0(l0)
     out = {"source_run": str(run_dir), "source_kind": run.sae.kind, "d_sae": run.sae.cfg.d_sae,
            "l0": l0, "l0_split": "training split, held-out tail (trainer validation tokens)",
-           "n_tokens": val.get("n_tokens"), "topk": {"k": k}, "batchtopk": {"k": k}}
+           "n_tokens": val.get("n_tokens"), **{kind: {"k": k} for kind in guided_kinds()}}
     if not relu:
         return out
     tc = dict(run.summary["train_config"])

@@ -182,6 +182,7 @@ def check_config(config: dict) -> None:
         if "lm_loss" in exp["evals"] and config["backbones"][role]["name"] not in CAUSAL_LMS:
             raise ValueError(f"experiments.{name}.evals: lm_loss needs a causal language model "
                              f"({', '.join(CAUSAL_LMS)}); backbones.{role} is {config['backbones'][role]['name']}")
+    check_kinds(config)
     check_external(config)
     for run in make_plan(config).runs.values():
         try:
@@ -189,6 +190,22 @@ def check_config(config: dict) -> None:
         except (ValueError, TypeError) as e:
             raise ValueError(f"hyperparameters of run {run.id} (hyperparameters.{run.kind} and the setting "
                              f"{run.setting!r}): {e}") from None
+
+
+def check_kinds(config: dict) -> None:
+    """Every SAE kind the config names (experiment kinds, pareto sweeps, ``hyperparameters``,
+    ``train.lr_by_kind``) is declared in :mod:`repro.kinds` (ValueError naming the key); the schema only
+    checks their spelling, so that a new kind is its module and its catalogue entry."""
+    from repro.kinds import CATALOGUE
+
+    named = [(f"hyperparameters.{k}", k) for k in config.get("hyperparameters") or {}]
+    named += [(f"train.lr_by_kind.{k}", k) for k in (config["train"].get("lr_by_kind") or {})]
+    for name, exp in experiment_entries(config):
+        named += [(f"experiments.{name}.kinds", k) for k in exp.get("kinds") or ()]
+        named += [(f"experiments.{name}.sweeps.{k}", k) for k in exp.get("sweeps") or {}]
+    for key, kind in named:
+        if kind not in CATALOGUE:
+            raise ValueError(f"{key}: unknown SAE kind {kind!r}; declared (repro/kinds.py): {', '.join(CATALOGUE)}")
 
 
 def check_external(config: dict) -> None:

@@ -145,11 +145,10 @@ def _check(paths: list[Path], out: Path) -> np.ndarray:
 
 
 def test_kind_colors_cover_all_kinds_and_are_distinct():
-    assert set(ALL_KINDS) <= set(F.KIND_COLORS) and set(ALL_KINDS) <= set(F.KIND_LABELS)
-    rgb = {to_rgb(F.KIND_COLORS[k]) for k in ALL_KINDS}
-    assert len(rgb) == len(ALL_KINDS)
-    assert len({F.KIND_LABELS[k] for k in ALL_KINDS}) == len(ALL_KINDS)
-    assert F.KIND_LABELS["sparsemax_attention"] == "Sparsemax SAE"
+    rgb = {to_rgb(F.kind_color(k)) for k in ALL_KINDS}
+    assert len(rgb) == len(ALL_KINDS) and to_rgb(F.UNKNOWN_COLOR) not in rgb
+    assert len({F.kind_label(k) for k in ALL_KINDS}) == len(ALL_KINDS)
+    assert F.kind_label("sparsemax_attention") == "Sparsemax SAE"
     assert F.kind_style("sparsemax_attention")["linewidth"] > F.kind_style("relu")["linewidth"]
     assert F.kind_style("sparsemax_attention")["marker"] == "*"
 

@@ -30,21 +30,17 @@ def _np(a: Any, dtype=np.float64) -> np.ndarray:
 
 
 def decoder_directions(sae: torch.nn.Module) -> Tensor:
-    """(d_sae, d_in) float64, detached: the direction each latent writes into input space.
-
-    - kinds with a decoder matrix (relu, topk, batchtopk, jumprelu, gated, mlp_sparsemax): row i of W_dec;
-    - attention kinds (sparsemax_attention, attention_relu, sparsemax_attention_paper), which decode
-      x_hat = (||x|| *) (a C) W_v: row i of the value matrix V = C W_v (concepts @ W_v).
+    """(d_sae, d_in) float64, detached: the direction each latent writes into input space, as the kind's own
+    :meth:`repro.sae.SAE.decoder_directions` says: row i of W_dec for the kinds with a decoder matrix (relu, topk,
+    batchtopk, jumprelu, gated, mlp_sparsemax); row i of the value matrix V = C W_v for the attention kinds
+    (sparsemax_attention, attention_relu, sparsemax_attention_paper), which decode x_hat = (||x|| *) (a C) W_v.
 
     Directions are not normalised (the per-token ||x|| scaling of the normalised kinds and the decoder
     norms do not change a direction); compare them with cosines (:func:`match_dictionary`)."""
+    if not hasattr(sae, "decoder_directions"):
+        raise ValueError(f"no decoder directions for {type(sae).__name__}: not an SAE of repro.sae")
     with torch.no_grad():
-        if hasattr(sae, "concepts") and hasattr(sae, "W_v"):
-            return sae.concepts.detach().double() @ sae.W_v.detach().double()
-        if hasattr(sae, "W_dec"):
-            return sae.W_dec.detach().double().clone()
-    raise ValueError(f"no decoder directions for SAE kind {getattr(sae, 'kind', type(sae).__name__)!r}: "
-                     "expected a W_dec matrix or concepts and W_v")
+        return sae.decoder_directions()
 
 
 def _unit_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

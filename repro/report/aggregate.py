@@ -34,6 +34,8 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from repro.kinds import knobs
+
 COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "expansion", "seed", "setting",
            "eval", "metric", "value")
 
@@ -117,7 +119,7 @@ def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[
               "last_quarter_improvement": training.get("last_quarter_improvement"),
               "val_nmse": final.get("nmse"), "val_l0": final.get("l0")}
     cfg = summary.get("sae_config") or {}
-    values |= {f"hp_{k}": cfg[k] for k in ("k", "l1_coefficient", "l0_coefficient")
+    values |= {f"hp_{k}": cfg[k] for k in knobs()  # the sparsity knobs of the kind catalogue (one per run)
                if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)}
     return [template | {"metric": m, "value": math.nan if v is None else float(v)} for m, v in values.items()]
 

@@ -16,7 +16,8 @@ import math
 
 import pandas as pd
 
-from repro.report.tables import KIND_LABELS, Table, _sweep_frame, interpolate_at
+from repro import kinds
+from repro.report.tables import Table, _sweep_frame, interpolate_at
 from repro.workflow import EXTERNAL
 
 COLUMNS = (("L0", "reconstruction", "l0", "{:.1f}"), ("NMSE", "reconstruction", "nmse", "{:.4f}"),
@@ -48,7 +49,7 @@ def ours_at(df: pd.DataFrame, backbone: str, dataset: str, hook: str, l0: float)
             if len(pts) >= 2:
                 v = interpolate_at(pts["l0"].tolist(), pts["nmse"].tolist(), l0)
                 if math.isfinite(v):
-                    found.append((v, f"{KIND_LABELS.get(kind, kind)} ×{x:g} {v:.4f}"))
+                    found.append((v, f"{kinds.label(kind)} ×{x:g} {v:.4f}"))
     return ", ".join(text for _, text in sorted(found)) if found else "outside our sweeps"
 
 
@@ -68,7 +69,7 @@ def external(df: pd.DataFrame) -> Table:
             cells[1] += f" [{lo:.4f}, {hi:.4f}]"
         versus = ours_at(df, first["backbone"], first["dataset"], first["hook"], l0) if math.isfinite(l0) else "–"
         t.rows.append([str(run).rsplit("/", 1)[-1], f"{first['backbone']} ({first['dataset']})", str(first["hook"]),
-                       KIND_LABELS.get(first["kind"], str(first["kind"])), f"{int(first['d_sae'])}", *cells, versus])
+                       kinds.label(str(first["kind"])), f"{int(first['d_sae'])}", *cells, versus])
     t.notes = ["Imported with `repro import` (config key `external`) and scored by our evaluations on the test split "
                "our runs are scored on; NMSE = Σ‖x − x̂‖² / Σ‖x‖², EV centred, L0 active latents per token.",
                "Ours at this L0: each kind of ours with two or more runs on the same backbone, dataset and hook at one "

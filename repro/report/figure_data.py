@@ -23,11 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from repro import kinds
 from repro.report.aggregate import expand_indexes
 from repro.report.catalogue import FIGURE_DATA
 
-L0_KINDS = ("sparsemax_attention", "topk", "batchtopk", "mlp_sparsemax")
 MAX_POINTS = 100
+
+
+def _l0_figure(kind: str) -> bool:
+    """Whether the L0 distribution figure shows ``kind`` (``repro.kinds``: adaptive or fixed-k codes)."""
+    entry = kinds.info(kind)
+    return bool(entry and entry.l0_figure)
 
 
 def _clean(v):
@@ -102,7 +108,7 @@ def collect(index_files, out_dir: str | Path) -> dict[str, Path]:
         elif record["eval"] == "reconstruction":
             if run_id not in out["training_curves"] and (run_dir / "log.csv").is_file():  # imported runs have none
                 out["training_curves"][run_id] = meta | _curve(run_dir / "log.csv")
-            if record["kind"] in L0_KINDS and "example_l0" in res:
+            if _l0_figure(record["kind"]) and "example_l0" in res:
                 out["l0_distribution"][run_id] = meta | _l0(res, test, modality, lookup)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = {}

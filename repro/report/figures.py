@@ -3,8 +3,8 @@
 One function per figure, ``figure_<name>(input, out) -> [<out>.pdf, <out>.png]``; both files are written
 atomically (a temporary file in the same folder, then :func:`os.replace`). Figures are built on
 :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot, no global state). Every SAE kind has one
-colour and label across all figures (:data:`KIND_COLORS`, :data:`KIND_LABELS`); sparsemax kinds are drawn with a
-star marker and a thicker line. A panel without data shows "no data" instead of failing.
+colour, marker and label across all figures, from the kind catalogue (:mod:`repro.kinds`); the sparsemax family
+is drawn larger and with a thicker line, and the paper's method comes first. A panel without data shows "no data" instead of failing.
 
 Figures (:data:`FIGURES`, name -> (function, input)):
 
@@ -40,38 +40,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter, NullLocator
 
+from repro import kinds
 from repro.report.catalogue import FIGURE_SOURCES
 from repro.workflow import EXTERNAL
 
-KIND_ORDER = ("sparsemax_attention", "sparsemax_attention_paper", "mlp_sparsemax", "attention_relu", "relu",
-              "jumprelu", "gated", "topk", "batchtopk")
-KIND_COLORS: dict[str, str] = {
-    "sparsemax_attention": "#d62728",  # red: the method of the paper
-    "sparsemax_attention_paper": "#e377c2",  # pink
-    "mlp_sparsemax": "#9467bd",  # purple
-    "attention_relu": "#8c564b",  # brown
-    "relu": "#1f77b4",  # blue
-    "jumprelu": "#17becf",  # cyan
-    "gated": "#bcbd22",  # olive
-    "topk": "#2ca02c",  # green
-    "batchtopk": "#ff7f0e",  # orange
-}
-KIND_LABELS: dict[str, str] = {
-    "sparsemax_attention": "Sparsemax SAE",
-    "sparsemax_attention_paper": "Sparsemax (paper eq.)",
-    "mlp_sparsemax": "MLP + sparsemax",
-    "attention_relu": "Attention + ReLU",
-    "relu": "ReLU",
-    "jumprelu": "JumpReLU",
-    "gated": "Gated",
-    "topk": "TopK",
-    "batchtopk": "BatchTopK",
-}
-KIND_MARKERS: dict[str, str] = {
-    "sparsemax_attention": "*", "sparsemax_attention_paper": "*", "mlp_sparsemax": "P", "attention_relu": "X",
-    "relu": "o", "jumprelu": "v", "gated": "D", "topk": "s", "batchtopk": "^",
-}
-FIXED_K_KINDS = ("topk", "batchtopk")
 UNKNOWN_COLOR = "#555555"
 NAN_COLOR = "#c8c8c8"
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
@@ -82,24 +54,38 @@ DPI = 150
 
 
 def is_sparsemax(kind: str) -> bool:
-    """Whether ``kind`` is one of the sparsemax SAEs (emphasised in every figure)."""
-    return "sparsemax" in str(kind)
+    """Whether ``kind`` is one of the sparsemax SAEs (emphasised in every figure; ``repro.kinds``)."""
+    entry = kinds.info(str(kind))
+    return bool(entry and entry.emphasised)
+
+
+def is_fixed_k(kind: str) -> bool:
+    """Whether ``kind``'s L0 is set by its ``k`` (``repro.kinds``: the guided kinds)."""
+    return str(kind) in kinds.guided_kinds()
 
 
 def kind_label(kind: str) -> str:
     """The display name of an SAE kind (the kind itself when unknown)."""
-    return KIND_LABELS.get(kind, str(kind))
+    return kinds.label(kind)
+
+
+def kind_color(kind: str) -> str:
+    """The colour of ``kind`` in every figure (``repro.kinds``; grey when it is not declared)."""
+    entry = kinds.info(str(kind))
+    return entry.color if entry else UNKNOWN_COLOR
 
 
 def kind_style(kind: str) -> dict:
     """Line/marker keyword arguments for ``kind``: its colour and marker; sparsemax thicker, larger and on top."""
     sm = is_sparsemax(kind)
-    return {"color": KIND_COLORS.get(kind, UNKNOWN_COLOR), "marker": KIND_MARKERS.get(kind, "o"),
+    entry = kinds.info(str(kind))
+    return {"color": entry.color if entry else UNKNOWN_COLOR, "marker": entry.marker if entry else "o",
             "linewidth": 2.8 if sm else 1.5, "markersize": 13 if sm else 6, "zorder": 5 if sm else 3}
 
 
-def _kind_rank(kind: str) -> tuple[int, str]:
-    return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), str(kind))
+def _kind_rank(kind: str) -> tuple[bool, int, str]:
+    """Figure order: the paper's method first, then the catalogue's order (``repro.kinds``)."""
+    return (kind != kinds.PAPER_METHOD, kinds.rank(kind), str(kind))
 
 
 def _expansion_label(x: float) -> str:
@@ -450,7 +436,7 @@ def figure_l0_distribution(data: dict, out: str | Path) -> list[Path]:
         left, right = sub.subfigures(1, 2, width_ratios=[1.35, 1])
         ax = left.subplots()
         members = by_bb.get(bb, [])
-        shown = [(rid, r) for rid, r in members if is_sparsemax(r.get("kind", "")) or r.get("kind") in FIXED_K_KINDS]
+        shown = [(rid, r) for rid, r in members if is_sparsemax(r.get("kind", "")) or is_fixed_k(r.get("kind", ""))]
         shown = shown or members
         ax.set_title(f"{bb}: per-token L0" if bb is not None else "per-token L0", fontsize=10)
         _l0_histograms(ax, shown)
@@ -479,7 +465,7 @@ def _l0_histograms(ax: Axes, shown: list[tuple[str, dict]]) -> None:
         return
     # the x range covers 99.5 % of every run's tokens, so that one long tail does not squash the rest
     x_max = max(int(np.searchsorted(np.cumsum(d), 0.995 * d.sum())) for _, _, d in hists)
-    var_max = max((d.max() for _, r, d in hists if r.get("kind") not in FIXED_K_KINDS), default=None)
+    var_max = max((d.max() for _, r, d in hists if not is_fixed_k(r.get("kind", ""))), default=None)
     top = 1.35 * var_max if var_max else None
     clipped = top is not None and any(d.max() > 2 * var_max for *_, d in hists)
     styles: dict[str, int] = {}
@@ -494,7 +480,7 @@ def _l0_histograms(ax: Axes, shown: list[tuple[str, dict]]) -> None:
                   fill=False, zorder=st["zorder"])
         if is_sparsemax(kind):
             ax.stairs(d, edges, color=st["color"], alpha=0.15, fill=True, zorder=1)
-        if kind in FIXED_K_KINDS:
+        if is_fixed_k(kind):
             k = _fixed_k(run, np.asarray(run.get("hist"), dtype=float))
             if k is not None:
                 ax.axvline(k, color=st["color"], linestyle=ls, linewidth=1.0, alpha=0.8)
@@ -504,7 +490,7 @@ def _l0_histograms(ax: Axes, shown: list[tuple[str, dict]]) -> None:
                             textcoords="offset points", rotation=90, va="top", fontsize=7, color=st["color"])
                 x_max = max(x_max, int(math.ceil(k)))
     for run in missing:
-        ax.plot([], [], color=KIND_COLORS.get(run.get("kind", ""), UNKNOWN_COLOR), alpha=0.4,
+        ax.plot([], [], color=kind_color(run.get("kind", "")), alpha=0.4,
                 label=f"{kind_label(run.get('kind', ''))} ({run.get('setting', '?')}): no data")
     if clipped:
         ax.set_ylim(0, top)
@@ -543,7 +529,7 @@ def figure_firing_vs_activation(data: dict, out: str | Path) -> list[Path]:
         ent = np.concatenate([ent[:m], np.full(max(m - ent.size, 0), np.nan)])
         ok = np.isfinite(fr) & np.isfinite(ma) & (fr > 0) & (ma > 0)
         title = f"{kind_label(kind)} — {run.get('backbone', '?')}, {_expansion_label(float(run.get('expansion', 0)))}"
-        ax.set_title(title, fontsize=9, color=KIND_COLORS.get(kind, UNKNOWN_COLOR), fontweight="bold")
+        ax.set_title(title, fontsize=9, color=kind_color(kind), fontweight="bold")
         if not ok.any():
             _no_data(ax)
             continue
@@ -688,12 +674,12 @@ def figure_concepts(data: dict, out: str | Path, max_latents: int = 4, max_examp
             rid, run = payload
             kind = run.get("kind", "")
             fig.text(_LEFT / width, (y + h / 2) / height, f"{kind_label(kind)}  ({rid})", fontsize=10,
-                     fontweight="bold", color=KIND_COLORS.get(kind, UNKNOWN_COLOR), va="center", parse_math=False)
+                     fontweight="bold", color=kind_color(kind), va="center", parse_math=False)
             continue
         if kind_of_row == "empty":
             _no_data(fig.add_axes(rect), payload)
             continue
-        color = KIND_COLORS.get(current[1].get("kind", ""), UNKNOWN_COLOR)
+        color = kind_color(current[1].get("kind", ""))
         exs = (payload.get("examples") or [])[:max_examples]
         label = f"latent {payload.get('latent', '?')}"
         if kind_of_row == "text":

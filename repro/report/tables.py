@@ -29,13 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repro import kinds
 from repro.report.catalogue import EXTERNAL_TABLE, TABLE_NAMES
 
-KIND_ORDER = ("relu", "jumprelu", "gated", "topk", "batchtopk", "attention_relu", "mlp_sparsemax",
-              "sparsemax_attention", "sparsemax_attention_paper")
-KIND_LABELS = {"relu": "ReLU", "jumprelu": "JumpReLU", "gated": "Gated", "topk": "TopK", "batchtopk": "BatchTopK",
-               "attention_relu": "Attention + ReLU", "mlp_sparsemax": "MLP + sparsemax",
-               "sparsemax_attention": "Sparsemax SAE", "sparsemax_attention_paper": "Sparsemax SAE (paper eq.)"}
 TABLE_A_KINDS = ("relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention")
 TABLE_B_KINDS = ("relu", "attention_relu", "mlp_sparsemax", "sparsemax_attention")
 METHOD_KINDS = ("relu", "topk", "batchtopk", "sparsemax_attention")
@@ -153,7 +149,7 @@ def table_a(df: pd.DataFrame) -> Table:
         ev = "lm_loss" if eval_name == "ce_delta" else "reconstruction"
         cells = {(k, x): _stats(sub, kind=k, expansion=x, eval=ev, metric=eval_name) for k in TABLE_A_KINDS for x in xs}
         for k in TABLE_A_KINDS:
-            row = [metric, KIND_LABELS[k]]
+            row = [metric, kinds.label(k)]
             for x in xs:
                 col = [cells[(kk, x)][0] for kk in TABLE_A_KINDS if math.isfinite(cells[(kk, x)][0])]
                 is_best = best is not None and col and cells[(k, x)][0] == best(col)
@@ -174,10 +170,10 @@ def _fmt_x(x) -> str:
     return f"{x:g}"
 
 
-def _topn_rows(t: Table, sub: pd.DataFrame, kinds, protocol: str, ns: list[int], label: str, setting="default",
+def _topn_rows(t: Table, sub: pd.DataFrame, kind_names, protocol: str, ns: list[int], label: str, setting="default",
                side: str = "on"):
-    for k in kinds:
-        row = [label, KIND_LABELS.get(k, k)]
+    for k in kind_names:
+        row = [label, kinds.label(k)]
         row += [_cell_ci(sub, fmt="{:.1f}", kind=k, setting=setting, eval="topn", metric=f"{protocol}/{side}_{n}")
                 for n in ns]
         t.rows.append(row)
@@ -213,7 +209,7 @@ def table_b(df: pd.DataFrame) -> Table:
                  for m in ("no_sae", "sae", "on_all")]
         gate = _stats(sub, kind=k, setting="default", eval="topn", metric="gate_usable")
         verdict = "–" if gate[2] == 0 else ("usable" if gate[0] == 1 else f"FAILED ({gate[0]:.0%} of seeds usable)")
-        refs.append(f"{KIND_LABELS[k]}: no SAE {cells[0]}, full SAE {cells[1]}, on all {cells[2]}; gate {verdict}.")
+        refs.append(f"{kinds.label(k)}: no SAE {cells[0]}, full SAE {cells[1]}, on all {cells[2]}; gate {verdict}.")
     t.notes = ["on n: only each class's n latents with the most nonzero activations on the counting split kept in "
                "the reconstruction spliced at the hook (code without the frequency mask, as the official "
                "forward_clamp); class-balanced accuracy; mean ± std over seeds, or with one seed the accuracy "
@@ -238,7 +234,7 @@ def topn_methods(df: pd.DataFrame) -> Table:
         g = g[g["expansion"] == x]
         for k in METHOD_KINDS:
             for protocol in ("official", "heldout"):
-                row = [f"{dataset} ({backbone}, {_fmt_x(x)}×d)", KIND_LABELS[k], protocol]
+                row = [f"{dataset} ({backbone}, {_fmt_x(x)}×d)", kinds.label(k), protocol]
                 row += [_cell_ci(g, fmt="{:.1f}", kind=k, metric=f"{protocol}/{side}_{n}")
                         for side in ("on", "off") for n in ns]
                 row.append(_cell_ci(g, fmt="{:.1f}", kind=k, metric="sae"))
@@ -257,7 +253,7 @@ def guidance(df: pd.DataFrame) -> Table:
     for (backbone, dataset, x), _ in guided.groupby(["backbone", "dataset", "expansion"]):
         g = df[(df["backbone"] == backbone) & (df["dataset"] == dataset) & (df["expansion"] == x)]
         entries = [("sparsemax_attention", "default", "default")]  # (kind, setting, label)
-        for k in ("topk", "batchtopk"):
+        for k in kinds.guided_kinds():
             fixed = {s: int(s[2:]) for s in g[g["kind"] == k]["setting"].unique() if s.startswith("k=")}
             default_k = _stats(g, kind=k, setting="default", eval="train", metric="hp_k")
             if default_k[2]:
@@ -274,7 +270,7 @@ def guidance(df: pd.DataFrame) -> Table:
             on1 = [_cell_ci(g, fmt="{:.1f}", kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1")
                    for p in ("official", "heldout")]
             rec = {"kind": kind, "setting": setting, "eval": "reconstruction"}
-            t.rows.append([f"{dataset} ({backbone}, {_fmt_x(x)}×d)", KIND_LABELS[kind], name,
+            t.rows.append([f"{dataset} ({backbone}, {_fmt_x(x)}×d)", kinds.label(kind), name,
                            _cell_ci(g, fmt="{:.1f}", metric="l0", **rec), *on1,
                            _cell_ci(g, fmt="{:.4f}", metric="nmse", **rec)])
     t.notes = ["The paper (Food101, CLIP): sparsemax on-1 26.11 % against 0.99–8.64 % for TopK/BatchTopK at K = 24/32.",
@@ -335,20 +331,20 @@ def matched_l0(df: pd.DataFrame) -> Table:
         seeds = sorted(ref.index)
         targets = {s: float(ref.loc[s, "l0"]) for s in seeds}
         mean_target = float(np.mean(list(targets.values())))
-        row = [backbone, f"{_fmt_x(x)}×d", KIND_LABELS["sparsemax_attention"], str(len(seeds)),
+        row = [backbone, f"{_fmt_x(x)}×d", kinds.label("sparsemax_attention"), str(len(seeds)),
                f"L0 = {mean_target:.1f}"
                + (f" ± {np.std(list(targets.values()), ddof=1):.1f}" if len(seeds) > 1 else "")]
         for _, _, metric, fmt in MATCHED_METRICS:
             vals = [float(ref.loc[s, metric]) for s in seeds if metric in ref]
             row.append(_seed_cell(vals, fmt) + (_ci_text(ref, seeds, fmt) if metric == "nmse" else ""))
         t.rows.append(row)
-        kinds = sorted({k for k, _, _ in frame.index} - {"sparsemax_attention"}, key=KIND_ORDER.index)
-        for kind in kinds:
+        others = sorted({k for k, _, _ in frame.index} - {"sparsemax_attention"}, key=lambda k: (kinds.rank(k), k))
+        for kind in others:
             pts = frame.loc[kind]
             kind_seeds = sorted(set(pts.index.get_level_values("seed")) & set(seeds))
             l0s = pts["l0"].dropna()
             span = f"{l0s.min():.1f}–{l0s.max():.1f} ({pts.index.get_level_values('setting').nunique()} settings)"
-            row = [backbone, f"{_fmt_x(x)}×d", KIND_LABELS.get(kind, kind), str(len(kind_seeds)), span]
+            row = [backbone, f"{_fmt_x(x)}×d", kinds.label(kind), str(len(kind_seeds)), span]
             if pts.index.get_level_values("setting").nunique() < 2:  # no sparsity knob (MLP + sparsemax)
                 row[3] = str(pts.index.get_level_values("seed").nunique())
                 t.rows.append(row + [f"no sweep: one setting (L0 {l0s.mean():.1f}), nothing to interpolate"]
@@ -402,8 +398,8 @@ def probing(df: pd.DataFrame) -> Table:
         where = f"{dataset} ({backbone})"
         t.rows.append([where, "raw activations"] + [_cell(*_stats(g, metric=f"raw_top_{k}")) for k in (1, 2, 5)]
                       + [_cell(*_stats(g, metric="raw_all"))])
-        for k in [k for k in KIND_ORDER if k in set(g["kind"])]:
-            t.rows.append([where, f"{KIND_LABELS[k]} latents ({_fmt_x(g[g['kind'] == k]['expansion'].iloc[0])}×d)"]
+        for k in sorted(set(g["kind"]), key=lambda k: (kinds.rank(k), k)):
+            t.rows.append([where, f"{kinds.label(k)} latents ({_fmt_x(g[g['kind'] == k]['expansion'].iloc[0])}×d)"]
                           + [_cell(*_stats(g, kind=k, metric=f"sae_top_{n}")) for n in (1, 2, 5)] + ["–"])
     t.notes = ["SAEBench recipe: encode every token, mean-pool over real tokens, top-k latents by |mean difference| "
                "on the training split, logistic regression (C = 1); raw rows use the pooled activations."]

@@ -114,6 +114,10 @@ class ConceptAttention:
     def decode_post(self) -> Tensor:
         return self.W_v
 
+    def decoder_directions(self) -> Tensor:
+        """Row i of the value matrix V = C W_v: latent i decodes to (||x|| x) its row."""
+        return self.concepts.detach().double() @ self.W_v.detach().double()
+
 
 class NormalisedSparsemaxSAE(NormalisedSAE):
     """Shared machinery of ``sparsemax_attention`` and ``mlp_sparsemax``: scores z = q(x_n) R^T for rows R
@@ -390,6 +394,10 @@ class SparsemaxAttentionPaperSAE(SAE):
 
     def decode(self, acts: Tensor, ctx: Tensor | None = None) -> Tensor:
         return (acts @ self.concepts) @ self.W_v
+
+    def decoder_directions(self) -> Tensor:
+        """Row i of the value matrix V = C W_V."""
+        return self.concepts.detach().double() @ self.W_v.detach().double()
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         x = self.check_input(x).reshape(-1, self.cfg.d_in)

@@ -128,6 +128,13 @@ class SAE(nn.Module):
         :meth:`input_context` of the inputs: required when ``needs_context``, ignored otherwise."""
         raise NotImplementedError
 
+    def decoder_directions(self) -> Tensor:
+        """(d_sae, d_in) float64, detached: the direction each latent writes into input space (row i of
+        ``W_dec``; kinds without one override this). Not normalised: compare directions with cosines."""
+        if not hasattr(self, "W_dec"):
+            raise ValueError(f"SAE kind {self.kind!r} has no W_dec and does not say how it decodes a latent")
+        return self.W_dec.detach().double().clone()
+
     @property
     def needs_context(self) -> bool:
         """Whether ``decode`` needs :meth:`input_context` (a per-token normalisation)."""

@@ -112,7 +112,7 @@ rule synthetic:
         bench="|".join(synthetic_benchmarks()),
     params:
         out_dir=lambda wc, output: str(Path(output.table).parent),
-        figures=FIGURES,
+        figures=lambda wc, output: str(Path(output.figures[0]).parent),
     log:
         f"{RESULTS}/logs/{{bench}}.log",
     threads: 2
