@@ -334,6 +334,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from repro.evals import registry
     parser = argparse.ArgumentParser(prog="repro",
                                      description="sae-repro: train, evaluate and audit sparse autoencoders")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -404,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="run downstream evaluations of a trained run, one JSON each")
     ev.add_argument("--run", required=True, help="a run folder written by repro train")
     ev.add_argument("--eval", action="append", required=True,
-                    help="reconstruction, interpretability, probing, topn, lm_loss or all (repeatable)")
+                    help=f"{', '.join(registry.names())} or all (repeatable; repro/evals/registry.py)")
     ev.add_argument("--out", help="folder for <eval>.json (default RUN/eval)")
     ev.add_argument("--index", help="also write a JSON {eval: file} of what was written (for workflows)")
     ev.add_argument("--selection", choices=("nonzero", "sum", "threshold"),

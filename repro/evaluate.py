@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from repro.evals import topn
+from repro.evals import registry, topn
 
-EVALS = ("reconstruction", "interpretability", "probing", "topn", "lm_loss")
+EVALS = registry.names()  # the built-in evaluations (repro.evals.registry; one more is one declare there)
 HEADS = ("auto", "cosine", "linear", "zero-shot")
 TRAIN_SUMMARY = "train.json"
 
@@ -213,7 +213,8 @@ class RunData:
 
 
 # ------------------------------------------------------------------------------------- evaluations
-def _reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
+def evaluate_reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    """The ``reconstruction`` evaluation (module docstring) on the test split: (results, splits read)."""
     from repro.cache import ActivationCache
     from repro.evals.calibration import complexity_scores, l0_calibration
     from repro.metrics import bootstrap_ratio_ci
@@ -264,7 +265,8 @@ def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> l
     return out
 
 
-def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
+def evaluate_interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    """The ``interpretability`` evaluation (module docstring) on the test split: (results, splits read)."""
     from repro.evals.interpretability import firing_stats, interpretability_scores
 
     enc = run.encoded("test")
@@ -276,7 +278,8 @@ def _interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
             "concepts": concept_examples(run)}, ("test",)
 
 
-def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
+def evaluate_probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    """The ``probing`` evaluation (module docstring): fit on the training split, scored on the test split."""
     from repro.evals.probing import sparse_probing
 
     tr, te = run.encoded("train"), run.encoded("test")
@@ -290,7 +293,8 @@ def _probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
     return out, ("train", "test")
 
 
-def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
+def evaluate_topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    """The ``topn`` evaluation (module docstring), both protocols: (results, splits read)."""
     from repro.backbones import ClipBackbone
     from repro.evals.topn import (
         ZeroShotHead,
@@ -329,7 +333,8 @@ def _topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
     return res, ("train", "test")
 
 
-def _lm_loss(run: RunData) -> tuple[dict, tuple[str, ...]]:
+def evaluate_lm_loss(run: RunData) -> tuple[dict, tuple[str, ...]]:
+    """The ``lm_loss`` evaluation (module docstring) on test-split texts of a causal LM: (results, splits read)."""
     from repro.backbones import CausalLMBackbone
     from repro.evals.lm_loss import lm_loss
 
@@ -339,15 +344,10 @@ def _lm_loss(run: RunData) -> tuple[dict, tuple[str, ...]]:
     return lm_loss(run.backbone, run.sae, texts, run.hook, batch_size=min(8, run.settings.batch_size)), ("test",)
 
 
-_EVALUATORS = {"reconstruction": _reconstruction, "interpretability": _interpretability, "probing": _probing,
-               "topn": _topn, "lm_loss": _lm_loss}
-
-
 def applicable(run: RunData, name: str) -> bool:
-    """Whether evaluation ``name`` applies to this run's backbone (lm_loss: causal LMs only)."""
-    if name == "lm_loss":
-        return run.cache_spec["backbone"].get("family") == "causal-lm"
-    return True
+    """Whether evaluation ``name`` applies to this run's backbone (:mod:`repro.evals.registry`: lm_loss needs a
+    causal LM)."""
+    return registry.get(name).applies_to(run.cache_spec["backbone"])
 
 
 def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settings: EvalSettings | None = None,
@@ -360,19 +360,19 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
     settings = settings or EvalSettings()
     settings.validate()
     names = list(names)
-    unknown = sorted(set(names) - set(EVALS) - {"all"})
+    unknown = sorted(set(names) - set(registry.names()) - {"all"})
     if unknown:
-        raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; known: {', '.join(EVALS)}, all")
+        raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; known: {', '.join(registry.names())}, all")
     run = RunData(run_dir, settings, pooled="probing" in names or "all" in names)
     if "all" in names:
-        names = [n for n in EVALS if applicable(run, n)]
+        names = [n for n in registry.names() if applicable(run, n)]
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     written = {}
     for name in names:
         began = time.perf_counter()
-        results, splits = _EVALUATORS[name](run)
+        results, splits = registry.get(name).function()(run)
         record = {"eval": name, "run": str(run_dir), "kind": run.sae.kind,
                   "sae_config": dataclasses.asdict(run.sae.cfg), "train_config": run.summary["train_config"],
                   "seed": run.summary["train_config"].get("seed"), "data": run.data_record(splits),

@@ -156,13 +156,24 @@ def learning_rate(config: dict, kind: str) -> float:
     return float(config["train"].get("lr_by_kind", {}).get(kind, config["train"]["lr"]))
 
 
-CAUSAL_LMS = ("smollm2-135m", "gpt2-small")
+def check_evals(key: str, evals, backbone: str) -> None:
+    """Each of ``evals`` is a declared evaluation (:mod:`repro.evals.registry`) that applies to ``backbone``
+    (lm_loss: a causal language model, :func:`repro.backbones.is_causal`); ValueError naming ``key``."""
+    from repro.backbones import is_causal
+    from repro.evals.registry import EVALUATIONS
+
+    for e in evals or ():
+        if e not in EVALUATIONS:
+            raise ValueError(f"{key}: unknown evaluation {e!r}; declared: {', '.join(EVALUATIONS)}")
+        if EVALUATIONS[e].causal_only and not is_causal(backbone):
+            raise ValueError(f"{key}: {e} needs a causal language model; the backbone is {backbone}")
 
 
 def check_config(config: dict) -> None:
     """Checks beyond the JSON schema, before any job runs (ValueError naming the key): registered backbone
-    and dataset names, experiments on configured roles, lm_loss only on causal language models, and every
-    run's hyperparameters accepted by its SAE kind (with ``expansion`` × a nominal width)."""
+    and dataset names, experiments on configured roles, declared evaluations that apply to the role's backbone
+    (lm_loss only on causal language models), declared SAE kinds, the external SAEs, and every run's
+    hyperparameters accepted by its SAE kind (with ``expansion`` × a nominal width)."""
     from repro.backbones import BACKBONES, PREFIXES
     from repro.data import DATASETS
     from repro.data import PREFIXES as DATA_PREFIXES
@@ -179,9 +190,7 @@ def check_config(config: dict) -> None:
         role = exp["backbone"]
         if role not in config["backbones"]:
             raise ValueError(f"experiments.{name}.backbone: no backbone configured for role {role!r}")
-        if "lm_loss" in exp["evals"] and config["backbones"][role]["name"] not in CAUSAL_LMS:
-            raise ValueError(f"experiments.{name}.evals: lm_loss needs a causal language model "
-                             f"({', '.join(CAUSAL_LMS)}); backbones.{role} is {config['backbones'][role]['name']}")
+        check_evals(f"experiments.{name}.evals", exp["evals"], config["backbones"][role]["name"])
     check_kinds(config)
     check_external(config)
     for run in make_plan(config).runs.values():
@@ -223,8 +232,7 @@ def check_external(config: dict) -> None:
         role = entry["backbone"]
         if role not in config["backbones"]:
             raise ValueError(f"{key}.backbone: no backbone configured for role {role!r}")
-        if "lm_loss" in (entry.get("evals") or ()) and config["backbones"][role]["name"] not in CAUSAL_LMS:
-            raise ValueError(f"{key}.evals: lm_loss needs a causal language model ({', '.join(CAUSAL_LMS)})")
+        check_evals(f"{key}.evals", entry.get("evals"), config["backbones"][role]["name"])
         try:
             importable_kind(read_config(entry["path"]))
         except NotImportable as e:

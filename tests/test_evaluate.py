@@ -172,3 +172,41 @@ def test_figure_data_gathers_images_token_maps_and_curves(run, tmp_path):
     assert curve["step"][-1] == 60 and len(curve["loss"]) == 60
     lat = data["latents"][run_id]
     assert len(lat["firing_rate"]) == len(lat["entropy"]) > 0 and all(r > 0 for r in lat["firing_rate"])
+
+
+def toy_decoder_spread(run_data):
+    """A toy evaluation (its own function plus one catalogue entry): the mean L0 of the test split's codes and
+    the spread of the decoder's row norms."""
+    enc = run_data.encoded("test")
+    norms = run_data.sae.decoder_directions().norm(dim=1)
+    return {"test_l0": float(enc.reconstruction["l0"]), "norm_spread": float(norms.max() - norms.min())}, ("test",)
+
+
+def test_a_new_evaluation_is_its_function_plus_one_catalogue_entry(run, tmp_path):
+    """Declared here and nowhere else, the toy evaluation runs through ``repro evaluate`` and ``repro aggregate``
+    and is accepted by the workflow's config check."""
+    import csv
+
+    import yaml
+
+    from repro.evals import registry
+    from repro.workflow import check_config
+
+    root, settings = run
+    registry.declare(registry.Evaluation("toy_spread", toy_decoder_spread, registry.scalars))
+    try:
+        assert main(["evaluate", "--run", str(root / "run"), "--eval", "toy_spread", "--eval", "reconstruction",
+                     "--test-limit", "40", "--cache-root", settings.cache_root, "--out", str(tmp_path / "ev"),
+                     "--quiet"]) == 0
+        record = json.loads((tmp_path / "ev" / "toy_spread.json").read_text())
+        assert record["results"]["test_l0"] == 8.0 and record["data"]["splits"]["test"]["cache"]
+        assert main(["aggregate", str(tmp_path / "ev" / "toy_spread.json"), "--out", str(tmp_path / "m.csv")]) == 0
+        rows = {r["metric"]: r for r in csv.DictReader(open(tmp_path / "m.csv")) if r["eval"] == "toy_spread"}
+        assert set(rows) == {"test_l0", "norm_spread"} and rows["test_l0"]["value"] == "8.0"
+        config = yaml.safe_load(open("config/tiny.yaml"))
+        config["experiments"]["ablation"]["evals"].append("toy_spread")
+        check_config(config)
+    finally:
+        registry.EVALUATIONS.pop("toy_spread", None)
+    with pytest.raises(ValueError, match="unknown evaluation 'toy_spread'"):
+        check_config(config)

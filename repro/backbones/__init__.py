@@ -45,14 +45,17 @@ from repro.backbones.efficientnet import EfficientNetBackbone, load_effnet_lite0
 from repro.backbones.hf import HFAutoBackbone, load_hf_auto
 from repro.backbones.timm_models import TimmBackbone, load_timm
 
-_LOADERS: dict[str, Callable[..., Backbone]] = {
-    "effnet-lite0": load_effnet_lite0,
-    "minilm-l6": load_minilm_l6,
-    "smollm2-135m": load_smollm2,
-    "clip-vit-b16": load_clip_vit_b16,
-    "gpt2-small": load_gpt2_small,
+# name -> (loader, the class it returns: the backbone's traits, e.g. causal, are its class's)
+_DECLARED: dict[str, tuple[Callable[..., Backbone], type[Backbone]]] = {
+    "effnet-lite0": (load_effnet_lite0, EfficientNetBackbone),
+    "minilm-l6": (load_minilm_l6, BertBackbone),
+    "smollm2-135m": (load_smollm2, CausalLMBackbone),
+    "clip-vit-b16": (load_clip_vit_b16, ClipBackbone),
+    "gpt2-small": (load_gpt2_small, CausalLMBackbone),
 }
-_PREFIXES: dict[str, Callable[..., Backbone]] = {"hf:": load_hf_auto, "timm:": load_timm}
+_LOADERS: dict[str, Callable[..., Backbone]] = {name: loader for name, (loader, _) in _DECLARED.items()}
+_PREFIXES: dict[str, tuple[Callable[..., Backbone], type[Backbone]]] = {"hf:": (load_hf_auto, HFAutoBackbone),
+                                                                      "timm:": (load_timm, TimmBackbone)}
 
 #: Registered backbone names, in a fixed order.
 BACKBONES: tuple[str, ...] = tuple(_LOADERS)
@@ -109,10 +112,26 @@ _CACHE: dict[tuple, Backbone] = {}
 _LOCK = threading.RLock()
 
 
+def backbone_class(name: str) -> type[Backbone]:
+    """The class of backbone ``name`` (registered or prefixed), without loading it."""
+    if name in _DECLARED:
+        return _DECLARED[name][1]
+    for prefix, (_, cls) in _PREFIXES.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return cls
+    _loader(name)  # raises, naming the registered backbones
+    raise AssertionError(name)
+
+
+def is_causal(name: str) -> bool:
+    """Whether backbone ``name`` is a causal language model (so the LM-loss evaluation applies)."""
+    return issubclass(backbone_class(name), CausalLMBackbone)
+
+
 def _loader(name: str) -> Callable[..., Backbone]:
     if name in _LOADERS:
         return _LOADERS[name]
-    for prefix, loader in _PREFIXES.items():
+    for prefix, (loader, _) in _PREFIXES.items():
         if name.startswith(prefix) and len(name) > len(prefix):
             return lambda **kw: loader(name[len(prefix):], **kw)
     raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}; "
@@ -154,8 +173,10 @@ __all__ = [
     "ImageBackbone",
     "TextBackbone",
     "TimmBackbone",
+    "backbone_class",
     "canonical_name",
     "clear_cache",
     "external_hook",
+    "is_causal",
     "load",
 ]

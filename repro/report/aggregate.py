@@ -5,7 +5,7 @@ Columns (:data:`COLUMNS`): ``config``, ``run``, ``backbone``, ``dataset``, ``hoo
 "k=24", "guided"), ``eval``, ``metric``, ``value``. ``config``, ``run`` and ``setting`` come from the labels
 recorded at training time (``repro train --label key=value``); the rest from the evaluation record.
 
-Metrics per evaluation (:func:`flatten`):
+Metrics per evaluation (:func:`flatten`, each evaluation's ``flatten`` in :mod:`repro.evals.registry`):
 
 - ``reconstruction``: every scalar key of :mod:`repro.metrics` (``nmse``, ``ev``, ``mse``, ``l0``, …) plus
   the per-token L0 quantiles as ``l0_p5`` … ``l0_p99``, ``l0_min``, ``l0_max``, and the bootstrap 95 %
@@ -40,48 +40,16 @@ COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "exp
            "eval", "metric", "value")
 
 
-def _scalars(d: dict, prefix: str = "") -> dict[str, float]:
-    return {prefix + k: float(v) for k, v in d.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def _ratio(a: int, b: int) -> int | float:
     return a // b if a % b == 0 else round(a / b, 4)
 
 
-def _ci_bounds(results: dict) -> dict[str, float]:
-    """The bootstrap intervals of ``results["ci95"]`` ({metric: {lo, hi}}) as ``<metric>_ci_lo/_ci_hi``."""
-    return {f"{metric}_ci_{b}": float(ci[b]) for metric, ci in (results.get("ci95") or {}).items() for b in ("lo", "hi")}
-
-
 def flatten(name: str, results: dict) -> dict[str, float]:
-    """The metrics of one evaluation's ``results`` as {metric: value} (see the module docstring)."""
-    if name == "reconstruction":
-        out = _scalars(results)
-        out |= _scalars(results.get("l0_quantiles") or {}, "l0_")
-        out |= _ci_bounds(results)
-        if results.get("l0_calibration"):
-            rho = results["l0_calibration"]["spearman_rho"]  # None in JSON when undefined (TopK: constant L0)
-            out["l0_complexity_rho"] = math.nan if rho is None else float(rho)
-        return out
-    if name == "lm_loss":
-        return _scalars(results)
-    if name == "topn":
-        gate = results.get("gate")
-        return (_scalars(results["mean_pct"]) | _ci_bounds(results)
-                | ({} if gate is None else {"gate_usable": float(gate["usable"])}))
-    if name == "probing":
-        return _scalars(results["summary"])
-    if name == "interpretability":
-        s, f = results["scores"], results["firing"]
-        out = {}
-        for key in ("purity", "entropy", "entropy_official"):
-            for stat in ("mean", "median"):
-                out[f"{key}_{stat}"] = s[key][stat]
-        out |= {"baseline_purity": s["baseline"]["purity"], "baseline_entropy": s["baseline"]["entropy"],
-                "n_alive": s["n_alive"], "n_scored": s["n_scored"], "n_dead": f["n_dead"]}
-        return {k: (math.nan if v is None else float(v)) for k, v in out.items()}
-    raise ValueError(f"unknown evaluation {name!r}")
+    """The metrics of one evaluation's ``results`` as {metric: value}: its ``flatten`` in the evaluation
+    catalogue (:mod:`repro.evals.registry`; names in the module docstring)."""
+    from repro.evals.registry import get
+
+    return get(name).flatten(results)
 
 
 def _identity(record: dict, labels: dict) -> dict:
