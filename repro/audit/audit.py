@@ -49,8 +49,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "expansion", "seed", "setting",
-           "eval", "metric", "value")
+from repro.report import metrics_csv
+
+COLUMNS = metrics_csv.COLUMNS
 KEYS = ["config", "backbone", "dataset", "hook", "kind", "expansion", "setting", "eval", "metric"]
 GROUP = ["config", "backbone", "dataset", "hook"]
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not comparable", "no data")
@@ -74,35 +75,14 @@ def load_reference(path: str | Path | None = None) -> dict:
 
 
 def validate_metrics(metrics: pd.DataFrame, source: str = "metrics") -> pd.DataFrame:
-    """A normalised copy of a tidy metrics frame: all :data:`COLUMNS` required (ValueError naming the
-    missing ones and ``source``); names stripped, backbone and dataset lower-cased, empty ``config`` → "",
-    empty ``setting`` → "default", ``expansion``/``d_sae``/``seed``/``value`` numeric (unparsable → NaN)."""
-    missing = [c for c in COLUMNS if c not in metrics.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
-    df = metrics.loc[:, list(COLUMNS)].copy()
-    for c in ("config", "run", "backbone", "dataset", "hook", "kind", "setting", "eval", "metric"):
-        df[c] = df[c].astype("string").fillna("").str.strip().astype(object)
-    df.loc[df["setting"] == "", "setting"] = "default"
-    for c in ("backbone", "dataset"):
-        df[c] = df[c].str.lower()
-    for c in ("d_sae", "expansion", "seed", "value"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
-    df["expansion"] = df["expansion"].round(4)
-    return df
+    """A checked, normalised copy of a tidy metrics frame (:func:`repro.report.metrics_csv.normalise`)."""
+    return metrics_csv.normalise(metrics, source)
 
 
 def read_metrics(csv_path: str | Path) -> pd.DataFrame:
-    """The tidy metrics CSV at ``csv_path``, validated (:func:`validate_metrics`); a missing, empty or
-    unreadable file or missing columns raise ValueError naming the file."""
-    path = Path(csv_path)
-    if not path.is_file():
-        raise ValueError(f"metrics file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read metrics file {path}: {e}") from None
-    return validate_metrics(df, source=str(path))
+    """The tidy metrics CSV at ``csv_path``, normalised (:func:`repro.report.metrics_csv.read`); a missing, empty
+    or unreadable file or missing columns raise ValueError naming the file."""
+    return metrics_csv.read(csv_path)
 
 
 def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:

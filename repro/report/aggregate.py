@@ -28,16 +28,14 @@ Metrics per evaluation (:func:`flatten`, each evaluation's ``flatten`` in :mod:`
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 
 from repro.kinds import knobs
-
-COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "expansion", "seed", "setting",
-           "eval", "metric", "value")
+from repro.report import metrics_csv
+from repro.report.metrics_csv import COLUMNS  # the tidy CSV's contract: columns, writer, reader
 
 
 def _ratio(a: int, b: int) -> int | float:
@@ -104,9 +102,7 @@ def expand_indexes(files: Iterable[str | Path]) -> list[str]:
 
 def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
     """Write the tidy CSV of the given evaluation JSONs or index files (atomically); labels are read from
-    each run's ``train.json``. Returns the number of rows."""
-    from repro.files import atomic_write
-
+    each run's ``train.json`` (:func:`repro.report.metrics_csv.write`). Returns the number of rows."""
     rows, seen = [], set()
     for path in sorted(expand_indexes(eval_files)):
         record = json.loads(Path(path).read_text())
@@ -117,15 +113,4 @@ def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
         if summary and record["run"] not in seen:
             seen.add(record["run"])
             rows += train_rows(record, summary, labels)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            for r in rows:
-                missing = r["value"] is None or math.isnan(r["value"])
-                w.writerow({**r, "value": "" if missing else repr(r["value"])})
-
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(out_csv), write)
-    return len(rows)
+    return metrics_csv.write(rows, out_csv)

@@ -42,6 +42,7 @@ from matplotlib.ticker import LogFormatter, NullLocator
 
 from repro import kinds
 from repro.report.catalogue import FIGURE_SOURCES
+from repro.report.metrics_csv import read as read_metrics
 from repro.workflow import EXTERNAL
 
 UNKNOWN_COLOR = "#555555"
@@ -771,10 +772,7 @@ def render(name: str, metrics_csv: Path | None, data_dir: Path | None, out: Path
     if source == "metrics":
         if metrics_csv is None:
             raise ValueError(f"figure {name!r} needs the metrics CSV")
-        path = Path(metrics_csv)
-        if not path.is_file():
-            raise FileNotFoundError(f"metrics CSV for figure {name!r} not found: {path}")
-        return fn(pd.read_csv(path), out)
+        return fn(read_metrics(metrics_csv), out)
     if data_dir is None:
         raise ValueError(f"figure {name!r} needs the figure-data folder holding {source}.json")
     path = Path(data_dir) / f"{source}.json"

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from repro import kinds
+from repro.report import metrics_csv
 from repro.report.catalogue import EXTERNAL_TABLE, TABLE_NAMES
 
 TABLE_A_KINDS = ("relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention")
@@ -67,13 +68,8 @@ class Table:
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
-    """The tidy CSV with numeric columns parsed."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics (run the workflow or `repro aggregate` first)")
-    df = pd.read_csv(path, dtype={"setting": str, "run": str})
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    return df
+    """The tidy CSV, parsed and normalised (:func:`repro.report.metrics_csv.read`)."""
+    return metrics_csv.read(path)
 
 
 def _stats(df: pd.DataFrame, **where) -> tuple[float, float, int]:
