@@ -1,24 +1,48 @@
 """The activation cache: a content-addressed, memory-mapped, checksummed store of hook-point activations.
 
-Protocol (version 1). A cache lives in ``<root>/<spec_hash>/`` where ``spec_hash`` is the sha256 of the
-canonical JSON (sorted keys, no spaces) of the extraction spec: backbone identity (name, package
-version, weights digest, preprocessing), hook point, dataset identity (name, split, seed, limit,
-source version), token selection, storage dtype, extraction batch size, shard size and protocol
-version. It holds:
+The cache protocol, version 1 (:data:`PROTOCOL`)
+================================================
 
-- ``metadata.json``: the spec, its hash, ``d_model``, ``dtype``, ``n_tokens``, ``n_examples``, the shard
-  list (file names, token counts, sha256 of each file), provenance;
-- ``shards/acts_NNNNN.bin``: raw little-endian activations, shape (tokens, d_model), C order, in the
-  storage dtype (float32, float16, or bfloat16 stored as its 16-bit pattern);
-- ``shards/index_NNNNN.bin``: int64 (tokens, 3): example id (the dataset's stable id), token position
-  within the example, label.
+Identity and hashing. A cache is named by what determines its bytes, the *extraction spec*
+(:func:`extraction_spec`): ``protocol``; ``backbone`` (the backbone's ``spec()``: name, family, package
+version, weights digest, preprocessing); ``hook``; ``dataset`` (the dataset's ``spec()``: name, split, seed,
+limit, source version, modality); ``token_selection`` ("backbone-mask": the tokens the backbone's attention mask
+keeps); ``dtype``; ``batch_size``; ``shard_tokens``; and, only when they apply, ``token_filter`` (an active
+outlier-norm filter, :mod:`repro.backbones.token_filter`) and ``length_sorted_window`` (text: batches formed
+from windows of that many examples sorted by length). ``spec_hash`` = sha256 (hex) of the canonical JSON of
+the spec (:func:`canonical_json`: sorted keys, separators ``,`` and ``:``, ASCII). Two extractions with equal
+specs produce the same bytes and share one folder; any change to the spec is a new folder.
 
-Shards hold whole examples. Extraction writes into ``<root>/.<spec_hash>.partial/``: each finished
-shard is renamed into place and recorded in ``progress.json``, so an interrupted extraction resumes
-after its last finished shard; the folder is renamed to ``<spec_hash>`` only when complete. A folder
-named by a hash is therefore always complete, and :func:`verify` checks that it is intact.
+On-disk layout, under a cache root (``cache/`` in the workflow):
+
+- ``<spec_hash>/metadata.json``: ``spec``, ``spec_hash``, ``d_model``, ``dtype``, ``n_tokens``, ``n_examples``,
+  ``shards`` (one record per shard: ``acts`` and ``index`` file names, their ``acts_sha256`` and
+  ``index_sha256``, ``n_tokens``), the token selection's statistics and provenance;
+- ``<spec_hash>/shards/acts_NNNNN.bin``: raw little-endian activations, shape (tokens, d_model), C order, in the
+  storage dtype (float32, float16, or bfloat16 stored as its 16-bit pattern, :data:`DTYPES`);
+- ``<spec_hash>/shards/index_NNNNN.bin``: little-endian int64, shape (tokens, 3): the example's stable id in its
+  dataset, the token's position within the example, the example's label;
+- ``.<spec_hash>.partial/`` (with ``progress.json``) while an extraction runs, and ``.<spec_hash>.lock``;
+- ``pointers/<config>/<role>.json`` (written by ``repro extract --pointer``, the workflow's DAG nodes):
+  {"cache": absolute folder, "spec_hash"}.
+
+Shards hold whole examples, in dataset order; a shard closes at the end of the first batch (or length-sorted
+window of batches) that brings it to ``shard_tokens`` tokens or more, and at the end of the dataset.
+
+Writing. Extraction takes an exclusive ``flock`` on ``.<spec_hash>.lock`` (concurrent extractions of one spec:
+one works, the others wait and then reuse its result) and writes into ``.<spec_hash>.partial/``: each finished
+shard is renamed into place and recorded in ``progress.json`` (with its checksums), so an interrupted
+extraction resumes after its last finished shard; when the progress is of another spec or a recorded shard
+no longer matches its checksum, it starts over. ``metadata.json`` is written last and the
+folder renamed to ``<spec_hash>`` only when complete, so a folder named by a hash is always complete.
+
+Validation (:func:`verify`, run by :meth:`ActivationCache.open`): ``metadata.json`` exists and parses; the spec
+hashes to both the recorded ``spec_hash`` and the folder's name; the dtype is known; every shard file exists
+and holds exactly ``n_tokens`` rows of its width; the shards' token counts sum to ``n_tokens``; and, unless
+``checksums=False`` (sizes and hash only, for a quick look), every shard's sha256 equals the recorded one. A
+cache that fails is refused with every problem listed (:class:`CacheError`) and the command that rebuilds it,
+never read. Readers memory-map the shards and never load a cache whole.
 """
-
 from __future__ import annotations
 
 import contextlib

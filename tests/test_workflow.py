@@ -151,6 +151,14 @@ def test_each_ground_truth_benchmark_is_a_dag_target_with_its_own_figures(tmp_pa
     assert "figure=synthetic" not in out.stdout
 
 
+def test_snakemake_lint_is_clean(tmp_path):
+    """`snakemake --lint` (the Snakemake catalogue's checks: no hard-coded paths in params, logs, resources, ...)
+    finds nothing in the workflow."""
+    out = snakemake(tmp_path, "--lint", "--configfile", str(REPO / "config" / "default.yaml"), timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
+
+
 def test_settings_round_trip():
     assert parse_setting("k=24") == {"k": 24}
     assert parse_setting(format_setting("l1_coefficient", 1e-4)) == {"l1_coefficient": 1e-4}

@@ -6,14 +6,14 @@ import statistics
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+# Built on matplotlib.figure.Figure (an Agg canvas of its own): no pyplot, no backend switched at import.
 
 
 def method_colours(names: list[str]) -> dict[str, tuple]:
     """One consistent colour per method."""
-    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    cmap = matplotlib.colormaps["tab20" if len(names) > 10 else "tab10"]
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
@@ -24,14 +24,14 @@ def _save(fig, stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     for ext in ("pdf", "png"):
         fig.savefig(stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_l0_vs_count(runs: list[dict], order: list[str], stem: Path) -> None:
     """Mean per-sample L0 against the true number of active features, one line per method (mean over
     seeds, error bars = std over seeds), with the identity line (perfect tracking)."""
     colours = method_colours(order)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     top = 1
     for i, name in enumerate(order):
         by_seed = [r["sparsity_tracking"]["by_count"] for r in runs if r["method"] == name]
@@ -59,7 +59,8 @@ def plot_mcc(runs: list[dict], order: list[str], stem: Path) -> None:
     """Dictionary recovery per method: MCC (mean matched |cosine|) and the share of features recovered
     above 0.9 cosine; bars = mean over seeds, dots = seeds."""
     colours = method_colours(order)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=False)
+    fig = Figure(figsize=(10, 4.5))
+    axes = fig.subplots(1, 2, sharey=False)
     for ax, key, label in ((axes[0], "mcc", "MCC (mean matched |cos|)"),
                            (axes[1], "recovered", "features recovered (|cos| > 0.9)")):
         for i, name in enumerate(order):
