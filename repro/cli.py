@@ -302,11 +302,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from repro import run_record
     from repro.interop.saelens_import import import_run
 
     out = import_run(args.folder, args.out, _cache_path(args.cache), model=args.model, hook=args.hook,
                      labels=_parse_labels(args.label))
-    record = json.loads((out / "train.json").read_text())
+    record = run_record.read(out)
     imported = record["imported"]
     print(f"{args.folder} ({imported['architecture']}, {imported['model_name']} {imported['hook_name']}) -> {out} "
           f"({record['kind']}, d_sae {record['sae_config']['d_sae']}, {imported['backbone']} {imported['hook']}); "

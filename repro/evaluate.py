@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from repro import run_record
 from repro.evals import registry, topn
 
 EVALS = registry.names()  # the built-in evaluations (repro.evals.registry; one more is one declare there)
 HEADS = ("auto", "cosine", "linear", "zero-shot")
-TRAIN_SUMMARY = "train.json"
+TRAIN_SUMMARY = run_record.FILE
 
 
 @dataclass
@@ -102,17 +103,11 @@ class EvalSettings:
 
 # ----------------------------------------------------------------------------------------- the run
 def read_run(run_dir: str | Path) -> dict:
-    """``train.json`` of a finished run, checked to name its activation cache."""
-    run_dir = Path(run_dir)
-    path = run_dir / TRAIN_SUMMARY
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished run: {TRAIN_SUMMARY} is missing "
-                                "(train it with `repro train`, or resume it with --resume)")
-    summary = json.loads(path.read_text())
-    data = summary.get("data") or {}
-    if "spec" not in data:
-        raise ValueError(f"{path} does not record the activation cache the SAE was trained on "
-                         "(runs trained before this was recorded must be retrained with `repro train`)")
+    """The run record (:func:`repro.run_record.read`) of a finished run, checked to name its activation cache."""
+    summary = run_record.read(run_dir)
+    if "spec" not in (summary.get("data") or {}):
+        raise ValueError(f"{Path(run_dir) / TRAIN_SUMMARY} does not record the activation cache the SAE was trained "
+                         "on (runs trained before this was recorded must be retrained with `repro train`)")
     return summary
 
 

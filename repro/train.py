@@ -59,6 +59,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from repro import run_record
 from repro.files import atomic_write
 from repro.metrics import ReconstructionMetrics
 from repro.provenance import provenance
@@ -67,7 +68,7 @@ from repro.sae.base import DEFAULT_DEAD_WINDOW, SAE, file_sha256, load
 CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "sae"
 LOG_FILE = "log.csv"
-SUMMARY_FILE = "train.json"
+SUMMARY_FILE = run_record.FILE  # the run record (repro/run_record.py)
 TRAINER_WEIGHTS = "trainer.safetensors"
 TRAINER_META = "trainer.json"
 CONVERGED_RTOL = 0.02  # the plateau window improves held-out NMSE by less than this (relative)
@@ -650,5 +651,5 @@ def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, f
     summary = {"kind": sae.kind, "sae_config": dataclasses.asdict(sae.cfg), "train_config": dataclasses.asdict(cfg),
                "last_step": parts, "seconds_this_session": seconds, "resumed_from_step": resumed_from,
                "training": record or {}, "data": data, "provenance": provenance()}
-    atomic_write(run_dir / SUMMARY_FILE, lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    run_record.write(run_dir, summary)
     return final

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from repro import run_record
 from repro.files import atomic_write
 
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
@@ -105,7 +106,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     sae = load(run_dir / "sae").eval()
-    record = json.loads((run_dir / "train.json").read_text())
+    record = run_record.read(run_dir)
     spec = record["data"]["spec"]
     firing = run_dir / "eval" / "interpretability.json"
     provenance = {"run": str(run_dir), "kind": sae.kind, "sae_config": record.get("sae_config"),

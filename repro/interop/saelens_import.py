@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from repro.files import atomic_write
+from repro import run_record
 
 OUR_KIND = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 UNSCALED_NORMS = ("none", "expected_average_only_in")  # SAELens applies no input transform for these
@@ -221,7 +221,7 @@ def import_run(folder: str | os.PathLike, out_dir: str | os.PathLike, cache: str
     from repro.sae.base import file_sha256
 
     out_dir = Path(out_dir)
-    if (out_dir / "train.json").exists():
+    if run_record.exists(out_dir):
         raise FileExistsError(f"{out_dir} already holds a run (train.json); remove it or choose another --out")
     cfg, tensors = read_saelens(folder)
     sae = sae_from_saelens(cfg, tensors)
@@ -260,7 +260,7 @@ def import_run(folder: str | os.PathLike, out_dir: str | os.PathLike, cache: str
                      "model_name": model_name, "hook_name": hook_name, "backbone": backbone, "hook": hook,
                      "weights_sha256": file_sha256(folder / WEIGHTS_FILE), "cfg": cfg},
     }
-    atomic_write(out_dir / "train.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    run_record.write(out_dir, summary)
     return out_dir
 
 

@@ -33,6 +33,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from repro import run_record
 from repro.kinds import knobs
 from repro.report import metrics_csv
 from repro.report.metrics_csv import COLUMNS  # the tidy CSV's contract: columns, writer, reader
@@ -106,8 +107,7 @@ def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
     rows, seen = [], set()
     for path in sorted(expand_indexes(eval_files)):
         record = json.loads(Path(path).read_text())
-        summary_path = Path(record["run"]) / "train.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        summary = run_record.read(record["run"]) if run_record.exists(record["run"]) else {}
         labels = (summary.get("data") or {}).get("labels", {})
         rows += rows_of(record, labels)
         if summary and record["run"] not in seen:

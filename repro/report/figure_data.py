@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repro import kinds
+from repro import kinds, run_record
 from repro.report.aggregate import expand_indexes
 from repro.report.catalogue import FIGURE_DATA
 
@@ -56,8 +56,7 @@ def _meta(record: dict, labels: dict) -> dict:
 
 
 def _labels(run_dir: Path) -> dict:
-    summary = run_dir / "train.json"
-    return (json.loads(summary.read_text()).get("data") or {}).get("labels", {}) if summary.is_file() else {}
+    return run_record.labels(run_dir)
 
 
 class ExampleLookup:
