@@ -1,12 +1,26 @@
-"""Atomic file writes: a crash or a killed job never leaves a half-written file under its final name.
-Kept free of heavy imports (torch, pandas), so that light commands such as the report rules start fast."""
+"""File helpers: atomic writes (a crash or a killed job never leaves a half-written file under its final name)
+and a checked JSON-object reader. Kept free of heavy imports (torch, pandas), so that light commands such as the report rules start fast."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueError) -> dict:
+    """The JSON object in ``path``; ``error`` naming the file when it is not valid JSON (truncated, not UTF-8)
+    or holds something other than an object. The caller checks that the file exists."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: unreadable ({e})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object")
+    return value
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[str], object]) -> None:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from repro.files import atomic_write, read_json_object
+
 FILE = "train.json"
 VERSION = 1
 
 
 def write(run_dir: str | Path, record: dict) -> Path:
     """Write ``record`` (with ``record_version``) as ``<run_dir>/train.json`` atomically; returns its path."""
-    from repro.files import atomic_write
-
     path = Path(run_dir) / FILE
     text = json.dumps({"record_version": VERSION, **record}, indent=2)
     atomic_write(path, lambda p: Path(p).write_text(text))
@@ -43,12 +43,7 @@ def read(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run: {FILE} is missing "
                                 "(train it with `repro train`, or resume it with --resume)")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: unreadable ({e})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+    record = read_json_object(path)
     version = record.get("record_version", 1)
     if not isinstance(version, int) or version > VERSION:
         raise ValueError(f"{path}: record_version {version!r} is newer than this version of repro reads ({VERSION})")

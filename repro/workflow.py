@@ -129,15 +129,15 @@ def make_plan(config: dict) -> Plan:
             else:
                 raise ValueError(f"unknown experiment {name!r}")
     for entry in config.get("external") or ():
-        run_id = external_run_id(entry)
+        run_id = external_run_id(entry["backbone"], entry["name"])
         plan.external[run_id] = entry
         plan.evals[run_id] = set(entry.get("evals") or ["reconstruction"])
     return plan
 
 
-def external_run_id(entry: dict) -> str:
-    """The run id of an ``external`` config entry: ``<role>/external/<name>``."""
-    return f"{entry['backbone']}/{EXTERNAL}/{entry['name']}"
+def external_run_id(role: str, name: str) -> str:
+    """The run id of the ``external`` entry ``name`` on backbone ``role``: ``<role>/external/<name>``."""
+    return f"{role}/{EXTERNAL}/{name}"
 
 
 def experiment_entries(config: dict) -> list[tuple[str, dict]]:

@@ -24,6 +24,9 @@ def test_a_missing_unreadable_or_newer_record_is_refused(tmp_path):
     (tmp_path / run_record.FILE).write_text('{"kind": "topk"')  # truncated
     with pytest.raises(ValueError, match="unreadable"):
         run_record.read(tmp_path)
+    (tmp_path / run_record.FILE).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        run_record.read(tmp_path)
     (tmp_path / run_record.FILE).write_text(json.dumps({"record_version": run_record.VERSION + 1}))
     with pytest.raises(ValueError, match="newer"):
         run_record.read(tmp_path)

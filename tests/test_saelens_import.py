@@ -188,6 +188,9 @@ def test_a_truncated_weights_file_or_a_hook_of_the_wrong_width_is_detected(minil
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(NotImportable, match="unreadable"):
         read_saelens(folder)
+    (folder / "cfg.json").write_text('{"d_in": 384')  # a truncated config
+    with pytest.raises(NotImportable, match=r"cfg\.json: unreadable"):
+        read_saelens(folder)
     folder = _saved(tmp_path / "b")  # 384-d, so the embeddings hook fits but a hook that is not ours does not
     assert main(["import", str(folder), "--cache", str(minilm_cache.path), "--out", str(tmp_path / "r"),
                  "--hook", "embeddings"]) == 0

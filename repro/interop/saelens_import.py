@@ -32,7 +32,6 @@ name in :data:`repro.backbones.EXTERNAL_HOOKS`); ``model`` and ``hook`` override
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 
 from repro import run_record
+from repro.files import read_json_object
 
 OUR_KIND = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 UNSCALED_NORMS = ("none", "expected_average_only_in")  # SAELens applies no input transform for these
@@ -79,13 +79,7 @@ def read_config(folder: str | os.PathLike) -> dict:
     for f in (cfg_file, folder / WEIGHTS_FILE):
         if not f.is_file():
             raise NotImportable(f"{folder} is not an SAELens SAE folder: {f.name} is missing")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NotImportable(f"{cfg_file}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise NotImportable(f"{cfg_file}: expected a JSON object")
-    return _saelens6_config(cfg)
+    return _saelens6_config(read_json_object(cfg_file, NotImportable))
 
 
 def read_saelens(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:

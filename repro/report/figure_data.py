@@ -128,8 +128,7 @@ def _latents(res: dict) -> dict:
 
 
 def _curve(log_csv: Path) -> dict:
-    if not log_csv.is_file():
-        return {"step": [], "loss": [], "mse": [], "l0": []}
+    """The run's training log (which exists: imported runs have none and are skipped), thinned."""
     rows = list(csv.DictReader(open(log_csv)))
     keep = np.unique(np.linspace(0, len(rows) - 1, min(MAX_POINTS, len(rows))).round().astype(int)) if rows else []
     pick = [rows[i] for i in keep]

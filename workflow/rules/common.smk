@@ -12,6 +12,7 @@ from repro.workflow import (
     GUIDED,
     Run,
     check_config,
+    external_run_id,
     hyperparameters,
     learning_rate,
     make_plan,
@@ -94,8 +95,13 @@ def set_options(wc):
     return " ".join(f"--set {k}={json.dumps(v)}" for k, v in hyperparameters(config, run_of(wc)).items())
 
 
+def labels_of(run_id, setting):
+    """The labels a run records for aggregation (repro train/import --label)."""
+    return f"--label config={config['name']} --label run={run_id} --label setting={setting}"
+
+
 def label_options(wc):
-    return f"--label config={config['name']} --label run={run_of(wc).id} --label setting={wc.setting}"
+    return labels_of(run_of(wc).id, wc.setting)
 
 
 def eval_options(run_id):
@@ -108,7 +114,7 @@ def role_of(run_id):
 
 
 def external_entry(wc):
-    return PLAN.external[f"{wc.role}/{EXTERNAL}/{wc.name}"]
+    return PLAN.external[external_run_id(wc.role, wc.name)]
 
 
 def external_inputs(wc):
@@ -120,9 +126,8 @@ def external_inputs(wc):
 
 def import_options(wc):
     entry = external_entry(wc)
-    run_id = f"{wc.role}/{EXTERNAL}/{wc.name}"
     options = [f"--{key} {entry[key]}" for key in ("model", "hook") if entry.get(key)]
-    return " ".join(options + [f"--label config={config['name']} --label run={run_id} --label setting={EXTERNAL}"])
+    return " ".join(options + [labels_of(external_run_id(wc.role, wc.name), EXTERNAL)])
 
 
 def eval_settings():
@@ -172,8 +177,9 @@ def synthetic_benchmarks():
 
 
 def final_outputs():
-    """Everything `all` builds: the metrics, every table (md, tex; ``external`` when SAEs are imported), every figure (pdf, png), the audit, and
-    with ``rebuild: true`` the aggregation records (so that the rebuild starts from the runs)."""
+    """Everything `all` builds: the metrics, every table (md, tex; ``external`` when SAEs are imported), every
+    figure (pdf, png), the audit, and with ``rebuild: true`` the aggregation records (so that the rebuild starts
+    from the runs)."""
     records = [*rebuild_record("aggregate").values(), *rebuild_record("figure_data").values()]
     names = TABLE_NAMES + ((EXTERNAL_TABLE,) if PLAN.external else ())
     tables = [f"{RESULTS}/tables/{t}.{ext}" for t in names for ext in ("md", "tex")]
