@@ -74,32 +74,60 @@ def main() -> None:
     start = cache.validation_start(args.heldout)
     heldout = cache.tokens(start)
     d = cache.d_model
-    print(f"cache {cache.path.name[:12]}: {cache.n_tokens} tokens of {d} ({start} for training, "
-          f"{len(heldout)} held out); {args.steps} x {args.batch_size} = {args.steps * args.batch_size:,} tokens per "
-          f"run, {args.expansion * d} latents", file=sys.stderr, flush=True)
+    print(
+        f"cache {cache.path.name[:12]}: {cache.n_tokens} tokens of {d} ({start} for training, "
+        f"{len(heldout)} held out); {args.steps} x {args.batch_size} = {args.steps * args.batch_size:,} tokens per "
+        f"run, {args.expansion * d} latents",
+        file=sys.stderr,
+        flush=True,
+    )
     records = []
     for group, kind, hp, overrides in runs(args.only):
         began = time.perf_counter()
         sae = create(kind, d, args.expansion * d, seed=args.seed, **hp)
-        cfg = TrainConfig(**{"steps": args.steps, "lr": args.lr, "warmup_steps": args.warmup, "seed": args.seed,
-                             "progress": False, **overrides})
+        cfg = TrainConfig(
+            **{
+                "steps": args.steps,
+                "lr": args.lr,
+                "warmup_steps": args.warmup,
+                "seed": args.seed,
+                "progress": False,
+                **overrides,
+            }
+        )
         with tempfile.TemporaryDirectory() as run_dir:
-            result = train(sae, cache.batches(args.batch_size, seed=args.seed, stop=start), cfg, run_dir,
-                           validation=heldout)
+            result = train(
+                sae, cache.batches(args.batch_size, seed=args.seed, stop=start), cfg, run_dir, validation=heldout
+            )
         rec = result.record
-        entry = {"group": group, "kind": kind, "hparams": hp, "train": overrides, **rec["final_validation"],
-                 "converged": rec["converged"], "last_quarter_improvement": rec["last_quarter_improvement"],
-                 "penalty_share": rec["penalty_share"], "thresholds": rec["thresholds"], "finish": rec["finish"],
-                 "warnings": rec["warnings"], "seconds": time.perf_counter() - began}
+        entry = {
+            "group": group,
+            "kind": kind,
+            "hparams": hp,
+            "train": overrides,
+            **rec["final_validation"],
+            "converged": rec["converged"],
+            "last_quarter_improvement": rec["last_quarter_improvement"],
+            "penalty_share": rec["penalty_share"],
+            "thresholds": rec["thresholds"],
+            "finish": rec["finish"],
+            "warnings": rec["warnings"],
+            "seconds": time.perf_counter() - began,
+        }
         if kind == "batchtopk":  # held-out L0 with the moving-average threshold, for comparison
             with torch.no_grad():
                 sae.threshold.fill_(rec["finish"]["threshold_ema"])
                 entry["l0_ema_threshold"] = float((sae.eval().encode(heldout) != 0).sum(-1).double().mean())
         records.append(entry)
-        print(f"  {group} {hp}: NMSE {entry['nmse']:.4f}, L0 {entry['l0']:.1f}, dead {entry['dead_fraction']:.4f}, "
-              f"{entry['seconds']:.0f} s", file=sys.stderr, flush=True)
-    print("| group | setting | held-out NMSE | EV | L0 | dead % | converged (last-quarter gain) | penalty share "
-          "| note |")
+        print(
+            f"  {group} {hp}: NMSE {entry['nmse']:.4f}, L0 {entry['l0']:.1f}, dead {entry['dead_fraction']:.4f}, "
+            f"{entry['seconds']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        "| group | setting | held-out NMSE | EV | L0 | dead % | converged (last-quarter gain) | penalty share | note |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for e in records:
         setting = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in e["hparams"].items())
@@ -109,9 +137,11 @@ def main() -> None:
         elif e["kind"] == "jumprelu" and e["thresholds"]:
             note = f"mean threshold {e['thresholds']['mean_start']:.3f} -> {e['thresholds']['mean_end']:.3f}"
         share = "-" if e["penalty_share"] is None else f"{e['penalty_share']:.3f}"
-        print(f"| {e['group']} | {setting} | {e['nmse']:.4f} | {e['ev']:.4f} | {e['l0']:.1f} | "
-              f"{100 * e['dead_fraction']:.2f} | {e['converged']} ({100 * e['last_quarter_improvement']:.1f} %) | "
-              f"{share} | {note} |")
+        print(
+            f"| {e['group']} | {setting} | {e['nmse']:.4f} | {e['ev']:.4f} | {e['l0']:.1f} | "
+            f"{100 * e['dead_fraction']:.2f} | {e['converged']} ({100 * e['last_quarter_improvement']:.1f} %) | "
+            f"{share} | {note} |"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(records, indent=1))
 

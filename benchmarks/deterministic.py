@@ -82,8 +82,10 @@ def main() -> None:
             models[kind, flag] = (sae, torch.optim.Adam(sae.parameters(), lr=1e-5))
     keys = list(models)
     times: dict = {key: [] for key in keys}
-    print(f"d_in={args.d_in} d_sae={args.d_sae} tokens={args.tokens} threads={args.threads} torch={torch.__version__}",
-          flush=True)
+    print(
+        f"d_in={args.d_in} d_sae={args.d_sae} tokens={args.tokens} threads={args.threads} torch={torch.__version__}",
+        flush=True,
+    )
     for rep in range(args.reps + 1):
         shift = rep % len(keys)
         for key in keys[shift:] + keys[:shift]:
@@ -98,8 +100,9 @@ def main() -> None:
         off, on = statistics.median(times[kind, False]), statistics.median(times[kind, True])
         a, b = final_weights(kind, args, batches), final_weights(kind, args, batches)
         same = all(torch.equal(a[n], b[n]) for n in a)
-        print(f"| {kind} | {off:.3f} | {on:.3f} | {on / off:.2f} | {'bit-identical' if same else 'DIFFER'} |",
-              flush=True)
+        print(
+            f"| {kind} | {off:.3f} | {on:.3f} | {on / off:.2f} | {'bit-identical' if same else 'DIFFER'} |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from repro.data import load as load_data
 def bare(backbone, data, hook: str, batch_size: int) -> int:
     tokens = 0
     for lo in range(0, len(data), batch_size):
-        acts, mask = backbone.activations(backbone.preprocess(data.examples[lo:lo + batch_size]), hook)
+        acts, mask = backbone.activations(backbone.preprocess(data.examples[lo : lo + batch_size]), hook)
         tokens += int(mask.sum())
     return tokens
 
@@ -58,14 +58,17 @@ def main() -> None:
             else:
                 with tempfile.TemporaryDirectory() as root:
                     start = time.perf_counter()
-                    path = extract(backbone, data, args.hook, root, dtype=args.dtype, batch_size=args.batch_size,
-                                   progress=False)
+                    path = extract(
+                        backbone, data, args.hook, root, dtype=args.dtype, batch_size=args.batch_size, progress=False
+                    )
                     times[name].append(time.perf_counter() - start)
                     assert ActivationCache.open(path).n_tokens == tokens or tokens == 0  # outside the timing
             print(f"  rep {rep} {name}: {times[name][-1]:.2f} s", flush=True)
     a, b = statistics.median(times["bare"]), statistics.median(times["extract"])
-    print(f"\n{args.backbone}:{args.hook} on {args.dataset} ({len(data)} examples, {tokens} tokens, "
-          f"batch {args.batch_size}, {args.dtype}, {args.threads} threads)")
+    print(
+        f"\n{args.backbone}:{args.hook} on {args.dataset} ({len(data)} examples, {tokens} tokens, "
+        f"batch {args.batch_size}, {args.dtype}, {args.threads} threads)"
+    )
     print(f"bare forward: {a:.2f} s ({tokens / a:.0f} tokens/s); extraction: {b:.2f} s ({tokens / b:.0f} tokens/s)")
     print(f"extraction / bare = {b / a:.3f} (target <= 1.15)")
 

@@ -52,13 +52,19 @@ def main() -> None:
             full_s.append(t1 - t0)
             cached_s.append(t2 - t1)
             diff = max(diff, float((full - cached).abs().max()))
-            print(f"repeat {r}: full forward {t1 - t0:.2f} s, from the cache {t2 - t1:.2f} s, "
-                  f"ratio {(t1 - t0) / (t2 - t1):.1f}x")
+            print(
+                f"repeat {r}: full forward {t1 - t0:.2f} s, from the cache {t2 - t1:.2f} s, "
+                f"ratio {(t1 - t0) / (t2 - t1):.1f}x"
+            )
     full_m, cached_m = statistics.median(full_s), statistics.median(cached_s)
-    print(f"{args.backbone} @{args.image_size}px, hook {args.hook}, {len(data)} {args.dataset} images, "
-          f"{torch.get_num_threads()} threads")
-    print(f"median: full forward {full_m:.2f} s ({len(data) / full_m:.0f} img/s), from the cache {cached_m:.2f} s "
-          f"({len(data) / cached_m:.0f} img/s), ratio {full_m / cached_m:.1f}x; max |difference| {diff:.2e}")
+    print(
+        f"{args.backbone} @{args.image_size}px, hook {args.hook}, {len(data)} {args.dataset} images, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"median: full forward {full_m:.2f} s ({len(data) / full_m:.0f} img/s), from the cache {cached_m:.2f} s "
+        f"({len(data) / cached_m:.0f} img/s), ratio {full_m / cached_m:.1f}x; max |difference| {diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

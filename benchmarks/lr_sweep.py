@@ -53,8 +53,10 @@ def main() -> None:
         hparams.setdefault(kind, {})[name] = json.loads(value)
     val_start = cache.validation_start(args.val_tokens)
     validation = cache.tokens(val_start)
-    print(f"cache {path.name[:12]}: d={cache.d_model}, {val_start} training tokens, "
-          f"{cache.n_tokens - val_start} held out; {args.steps} steps x {args.batch_size}")
+    print(
+        f"cache {path.name[:12]}: d={cache.d_model}, {val_start} training tokens, "
+        f"{cache.n_tokens - val_start} held out; {args.steps} steps x {args.batch_size}"
+    )
     rows = []
     for label in args.kinds:
         kind, _, extra = label.partition(":")
@@ -65,11 +67,19 @@ def main() -> None:
             cfg = TrainConfig(steps=args.steps, lr=lr, warmup_steps=args.warmup, seed=args.seed, progress=False)
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
-                rec = train(sae, cache.batches(args.batch_size, seed=args.seed, stop=val_start), cfg, tmp,
-                            validation=validation).record
+                rec = train(
+                    sae, cache.batches(args.batch_size, seed=args.seed, stop=val_start), cfg, tmp, validation=validation
+                ).record
             final = rec["final_validation"]
-            row = {"kind": label, "lr": lr, "nmse": final["nmse"], "ev": final.get("ev"),
-                   "l0": final["l0"], "converged": rec.get("converged"), "seconds": time.perf_counter() - start}
+            row = {
+                "kind": label,
+                "lr": lr,
+                "nmse": final["nmse"],
+                "ev": final.get("ev"),
+                "l0": final["l0"],
+                "converged": rec.get("converged"),
+                "seconds": time.perf_counter() - start,
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| kind | lr | held-out NMSE | EV | L0 | converged | s |\n|---|---|---|---|---|---|---|")
@@ -79,8 +89,10 @@ def main() -> None:
         for r in mine:
             mark = " **best**" if r is best else ""
             ev = "–" if r["ev"] is None else f"{r['ev']:.3f}"
-            print(f"| {kind} | {r['lr']:g}{mark} | {r['nmse']:.4f} | {ev} | {r['l0']:.1f} | {r['converged']} | "
-                  f"{r['seconds']:.0f} |")
+            print(
+                f"| {kind} | {r['lr']:g}{mark} | {r['nmse']:.4f} | {ev} | {r['l0']:.1f} | {r['converged']} | "
+                f"{r['seconds']:.0f} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -116,13 +116,25 @@ import numpy as np
 import torch
 
 LIBRARIES = ("ours", "sae_lens", "sparsify", "overcomplete")
-DISTRIBUTIONS = {"ours": "sae-repro", "sae_lens": "sae-lens", "sparsify": "eai-sparsify",
-                 "overcomplete": "overcomplete"}
+DISTRIBUTIONS = {
+    "ours": "sae-repro",
+    "sae_lens": "sae-lens",
+    "sparsify": "eai-sparsify",
+    "overcomplete": "overcomplete",
+}
 KINDS = ("topk", "relu")
-DEFAULTS = dict(steps=500, batch_size=4096, expansion=4, heldout=24_576, eval_at="50,100,250,500",
-                max_train_tokens=1 << 20, timing_warmup=3)
-QUICK = dict(steps=40, batch_size=1024, expansion=2, heldout=4096, eval_at="10,20,40",
-             max_train_tokens=1 << 15, timing_warmup=2)
+DEFAULTS = dict(
+    steps=500,
+    batch_size=4096,
+    expansion=4,
+    heldout=24_576,
+    eval_at="50,100,250,500",
+    max_train_tokens=1 << 20,
+    timing_warmup=3,
+)
+QUICK = dict(
+    steps=40, batch_size=1024, expansion=2, heldout=4096, eval_at="10,20,40", max_train_tokens=1 << 15, timing_warmup=2
+)
 
 Codec = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # x -> (x_hat, code), raw units
 
@@ -189,15 +201,22 @@ class Data:
         self.batch_size, self.seed, self.steps = args.batch_size, args.seed, args.steps
         self.per_epoch = self.n_train // args.batch_size
         self._epoch, self._perm = -1, None
-        self.spec = {"cache": self.cache_path, "d_model": self.d_model, "n_tokens": n, "split_at": split,
-                     "n_train_used": self.n_train, "n_heldout": n - split,
-                     "epochs": args.steps / self.per_epoch, "batch_plan_sha256": self.fingerprint()}
+        self.spec = {
+            "cache": self.cache_path,
+            "d_model": self.d_model,
+            "n_tokens": n,
+            "split_at": split,
+            "n_train_used": self.n_train,
+            "n_heldout": n - split,
+            "epochs": args.steps / self.per_epoch,
+            "batch_plan_sha256": self.fingerprint(),
+        }
 
     def indices(self, i: int) -> np.ndarray:
         epoch, j = divmod(i, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n_train)
-        return self._perm[j * self.batch_size:(j + 1) * self.batch_size]
+        return self._perm[j * self.batch_size : (j + 1) * self.batch_size]
 
     def batch(self, i: int) -> torch.Tensor:
         return self.train[torch.from_numpy(self.indices(i))]
@@ -222,15 +241,19 @@ class HeldoutMetric:
     def __call__(self, codec: Codec) -> dict[str, float]:
         sse, nonzero, fired = 0.0, 0, None
         for lo in range(0, len(self.x), self.chunk):
-            x = self.x[lo:lo + self.chunk]
+            x = self.x[lo : lo + self.chunk]
             x_hat, code = codec(x.to(self.device))
             code = code.to_dense() if code.is_sparse else code
             sse += float((x.double() - x_hat.detach().cpu().double()).pow(2).sum())
             nz = code.detach().cpu() != 0
             nonzero += int(nz.sum())
             fired = nz.any(0) if fired is None else fired | nz.any(0)
-        return {"nmse": sse / self.sum_sq, "ev": 1 - sse / self.total_var, "l0": nonzero / len(self.x),
-                "dead": float((~fired).double().mean())}
+        return {
+            "nmse": sse / self.sum_sq,
+            "ev": 1 - sse / self.total_var,
+            "l0": nonzero / len(self.x),
+            "dead": float((~fired).double().mean()),
+        }
 
 
 # ----- ours ------------------------------------------------------------------------------------------
@@ -248,8 +271,11 @@ def train_ours(kind: str, batches, heldout: torch.Tensor, args, on_step=None) ->
     hparams = {"k": args.k} if kind == "topk" else {"l1_coefficient": args.l1_coefficient}
     sae = create(kind, args.d_in, args.d_sae, seed=args.seed, **hparams).to(args.device)
     # our recipe, with the warm-up scaled to the run (TrainConfig's 500 steps would span a 500-step run)
-    schedule = ({"warmup_steps": 0, "decay": "none"} if args.schedule == "constant"
-                else {"warmup_steps": max(1, min(500, args.steps // 10))})
+    schedule = (
+        {"warmup_steps": 0, "decay": "none"}
+        if args.schedule == "constant"
+        else {"warmup_steps": max(1, min(500, args.steps // 10))}
+    )
     cfg = TrainConfig(steps=args.steps, lr=args.lr, seed=args.seed, progress=False, **schedule)
 
     @torch.no_grad()
@@ -266,8 +292,11 @@ def train_ours(kind: str, batches, heldout: torch.Tensor, args, on_step=None) ->
         result = train(sae, batches, cfg, run_dir, on_step=hook)
     record = getattr(result, "record", None) or {}
     keep = ("data_init", "finish", "dead_window_tokens", "warnings")
-    return codec, {"sae_config": dataclasses.asdict(sae.cfg), "train_config": dataclasses.asdict(cfg),
-                   **{k: record[k] for k in keep if isinstance(record, dict) and k in record}}
+    return codec, {
+        "sae_config": dataclasses.asdict(sae.cfg),
+        "train_config": dataclasses.asdict(cfg),
+        **{k: record[k] for k in keep if isinstance(record, dict) and k in record},
+    }
 
 
 # ----- peers -----------------------------------------------------------------------------------------
@@ -305,20 +334,28 @@ class SAELensPeer(Peer):
 
         torch.manual_seed(args.seed)  # its init draws from the global RNG (kaiming_uniform_)
         if kind == "topk":  # defaults kept: aux_loss_coefficient=1, rescale_acts_by_decoder_norm, init norm 0.1
-            sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k,
-                                                        device=args.device))
+            sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, device=args.device))
         else:  # L1 of acts x decoder norms, mean over tokens; l1_warm_up_steps=0; init norm 0.1
-            sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=args.d_in, d_sae=args.d_sae,
-                                                                l1_coefficient=coef, device=args.device))
+            sae = StandardTrainingSAE(
+                StandardTrainingSAEConfig(d_in=args.d_in, d_sae=args.d_sae, l1_coefficient=coef, device=args.device)
+            )
         # SAETrainerConfig defaults: constant lr, no warm-up, dead_feature_window=1000 steps; lr_end = lr / 10
         # as its runner config sets it (unused by "constant"). The trainer clips the grad norm at 1.0.
-        tcfg = SAETrainerConfig(total_training_samples=args.steps * args.batch_size,
-                                train_batch_size_samples=args.batch_size, lr=args.lr, lr_end=args.lr / 10,
-                                device=args.device, logger=LoggingConfig(log_to_wandb=False))
+        tcfg = SAETrainerConfig(
+            total_training_samples=args.steps * args.batch_size,
+            train_batch_size_samples=args.batch_size,
+            lr=args.lr,
+            lr_end=args.lr / 10,
+            device=args.device,
+            logger=LoggingConfig(log_to_wandb=False),
+        )
         self.trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(()))
-        self.settings = {"sae_config": {k: str(v) for k, v in vars(sae.cfg).items()},
-                         "schedule": tcfg.lr_scheduler_name, "clip": "grad norm 1.0",
-                         "normalize_activations": sae.cfg.normalize_activations}
+        self.settings = {
+            "sae_config": {k: str(v) for k, v in vars(sae.cfg).items()},
+            "schedule": tcfg.lr_scheduler_name,
+            "clip": "grad norm 1.0",
+            "normalize_activations": sae.cfg.normalize_activations,
+        }
 
     def step(self, x):
         t = self.trainer  # what SAETrainer.fit does per iteration, minus wandb/checkpoint/progress bar
@@ -341,8 +378,9 @@ class SparsifyPeer(Peer):
     def __init__(self, kind, coef, args):
         super().__init__(kind, coef, args)
         if kind != "topk":
-            raise NotImplementedError("sparsify has no ReLU/L1 SAE (SparseCoderConfig.activation is "
-                                      "'topk' or 'groupmax')")
+            raise NotImplementedError(
+                "sparsify has no ReLU/L1 SAE (SparseCoderConfig.activation is 'topk' or 'groupmax')"
+            )
         from sparsify import SparseCoder, SparseCoderConfig
 
         torch.manual_seed(args.seed)  # its Trainer seeds torch before building each coder (init_seeds=[0])
@@ -359,9 +397,15 @@ class SparsifyPeer(Peer):
         self.auxk_alpha = args.sparsify_auxk_alpha
         self.tokens_since_fired = torch.zeros(args.d_sae, dtype=torch.long, device=args.device)
         self.global_step = 0
-        self.settings = {"sae_config": dataclasses.asdict(cfg), "auxk_alpha": self.auxk_alpha, "loss": "fvu",
-                         "clip": "none", "schedule": (f"linear warm-up {self.LR_WARMUP_STEPS} steps, linear decay "
-                                                      f"to 0 at step {args.steps}") if self.sched else "constant"}
+        self.settings = {
+            "sae_config": dataclasses.asdict(cfg),
+            "auxk_alpha": self.auxk_alpha,
+            "loss": "fvu",
+            "clip": "none",
+            "schedule": (f"linear warm-up {self.LR_WARMUP_STEPS} steps, linear decay to 0 at step {args.steps}")
+            if self.sched
+            else "constant",
+        }
 
     def step(self, x):
         sae = self.sae  # sparsify.Trainer.fit, loss_fn="fvu", grad_acc_steps = micro_acc_steps = 1
@@ -401,7 +445,8 @@ def import_overcomplete():
 
         if not hasattr(matplotlib.cm, "get_cmap"):
             matplotlib.cm.get_cmap = lambda name=None, lut=None: (
-                matplotlib.colormaps[name] if lut is None else matplotlib.colormaps[name].resampled(lut))
+                matplotlib.colormaps[name] if lut is None else matplotlib.colormaps[name].resampled(lut)
+            )
     except ImportError:
         pass
     import overcomplete.sae
@@ -428,12 +473,26 @@ class OvercompletePeer(Peer):
             self.criterion = lambda x, x_hat, pre, z, dictionary: mse_l1(x, x_hat, pre, z, dictionary, penalty=coef)
             loss = "mse_l1: mean over batch x d_in of (x - x_hat)^2 + penalty * sum over the batch of |z|"
         self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr)
-        self.settings = {"loss": loss, "clip": "grad norm 1.0 (train_sae default)", "schedule": "constant (none)",
-                         "decoder_bias": False, "dictionary": "unit-norm rows (projected before use)"}
+        self.settings = {
+            "loss": loss,
+            "clip": "grad norm 1.0 (train_sae default)",
+            "schedule": "constant (none)",
+            "decoder_bias": False,
+            "dictionary": "unit-norm rows (projected before use)",
+        }
 
     def step(self, x):
-        self.train_sae(self.model, [x], self.criterion, self.opt, scheduler=None, nb_epochs=1, clip_grad=1.0,
-                       monitoring=0, device=self.args.device)
+        self.train_sae(
+            self.model,
+            [x],
+            self.criterion,
+            self.opt,
+            scheduler=None,
+            nb_epochs=1,
+            clip_grad=1.0,
+            monitoring=0,
+            device=self.args.device,
+        )
 
     @torch.no_grad()
     def codec(self, x):
@@ -511,9 +570,15 @@ def run_group(kind: str, coefs: dict[str, float | None], data: Data, metric: Hel
     peers: list[Peer] = []
     records: dict[str, dict] = {}
     for lib, coef in coefs.items():
-        records[lib] = {"library": lib, "version": version(lib), "kind": kind, "coef": coef,
-                        "coef_normalised_units": None if coef is None else coef / coef_factor(lib, args),
-                        "evals": {}, "step_seconds": []}
+        records[lib] = {
+            "library": lib,
+            "version": version(lib),
+            "kind": kind,
+            "coef": coef,
+            "coef_normalised_units": None if coef is None else coef / coef_factor(lib, args),
+            "evals": {},
+            "step_seconds": [],
+        }
         if lib == "ours":
             continue
         try:
@@ -525,11 +590,17 @@ def run_group(kind: str, coefs: dict[str, float | None], data: Data, metric: Hel
         peers.append(peer)
         records[lib]["settings"] = peer.settings
     gemm_w = torch.randn(args.d_in, args.d_sae, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
-    records["gemm"] = {"library": "gemm", "version": None, "kind": kind, "coef": None, "coef_normalised_units": None,
-                       "evals": {}, "step_seconds": [],
-                       "settings": {"what": f"({args.batch_size} x {args.d_in}) @ ({args.d_in} x {args.d_sae}), fp32"}}
-    timed: list[tuple[str, Callable]] = [(p.library, p.step) for p in peers] + \
-        [("gemm", lambda x: torch.mm(x, gemm_w))]
+    records["gemm"] = {
+        "library": "gemm",
+        "version": None,
+        "kind": kind,
+        "coef": None,
+        "coef_normalised_units": None,
+        "evals": {},
+        "step_seconds": [],
+        "settings": {"what": f"({args.batch_size} x {args.d_in}) @ ({args.d_in} x {args.d_sae}), fp32"},
+    }
+    timed: list[tuple[str, Callable]] = [(p.library, p.step) for p in peers] + [("gemm", lambda x: torch.mm(x, gemm_w))]
     stream = BatchStream(data, args)
     clock = {"end": time.perf_counter(), "build": 0.0}  # when the harness last handed back control
     began = time.perf_counter()
@@ -537,9 +608,13 @@ def run_group(kind: str, coefs: dict[str, float | None], data: Data, metric: Hel
     def evaluate(step: int, codecs: list[tuple[str, Codec]], note: str = "") -> None:
         for lib, codec in codecs:
             records[lib]["evals"][step] = metric(codec)
-        log(f"  {kind} step {step}/{args.steps}{note} ({time.perf_counter() - began:.0f} s): " + ", ".join(
-            f"{lib} NMSE {records[lib]['evals'][step]['nmse']:.4f} L0 {records[lib]['evals'][step]['l0']:.1f}"
-            for lib, _ in codecs))
+        log(
+            f"  {kind} step {step}/{args.steps}{note} ({time.perf_counter() - began:.0f} s): "
+            + ", ".join(
+                f"{lib} NMSE {records[lib]['evals'][step]['nmse']:.4f} L0 {records[lib]['evals'][step]['l0']:.1f}"
+                for lib, _ in codecs
+            )
+        )
 
     def after_step(step: int, ours_codec: Codec | None = None) -> None:
         if ours_codec is not None:  # our step: since the harness last returned, less batch building
@@ -558,8 +633,9 @@ def run_group(kind: str, coefs: dict[str, float | None], data: Data, metric: Hel
         if float(b.double().sum()) != checksum:
             raise RuntimeError(f"step {step}: a library modified the shared batch in place")
         if step in args.eval_steps:
-            evaluate(step, ([("ours", ours_codec)] if ours_codec is not None else [])
-                     + [(p.library, p.codec) for p in peers])
+            evaluate(
+                step, ([("ours", ours_codec)] if ours_codec is not None else []) + [(p.library, p.codec) for p in peers]
+            )
         clock["end"], clock["build"] = time.perf_counter(), stream.build_s
 
     if "ours" in coefs:
@@ -604,53 +680,91 @@ def fmt(v, spec: str) -> str:
 
 
 def markdown(rows: list[dict], eval_steps: list[int]) -> str:
-    head = (["library", "version", "kind", "coef (own units)", "lr"] + [f"NMSE@{s}" for s in eval_steps]
-            + ["EV", "L0", "dead %", "median step s", "× ours"])
+    head = (
+        ["library", "version", "kind", "coef (own units)", "lr"]
+        + [f"NMSE@{s}" for s in eval_steps]
+        + ["EV", "L0", "dead %", "median step s", "× ours"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     last = eval_steps[-1]
     for r in rows:
         final = r["evals"].get(last, {})
-        coef = "–" if r["coef"] is None else f"{r['coef']:.4g}" + (
-            f" (= {r['coef_normalised_units']:.4g})" if r["library"] != "ours" else "")
+        coef = (
+            "–"
+            if r["coef"] is None
+            else f"{r['coef']:.4g}" + (f" (= {r['coef_normalised_units']:.4g})" if r["library"] != "ours" else "")
+        )
         cells = [r["library"], r["version"] or "–", r["kind"], coef, fmt(r.get("lr"), "g")]
         cells += [fmt(r["evals"].get(s, {}).get("nmse"), ".4f") for s in eval_steps]
-        cells += [fmt(final.get("ev"), ".4f"), fmt(final.get("l0"), ".1f"),
-                  fmt(None if "dead" not in final else 100 * final["dead"], ".2f"),
-                  fmt(r["median_step_s"], ".4f"), fmt(r["ratio_to_ours"], ".2f")]
+        cells += [
+            fmt(final.get("ev"), ".4f"),
+            fmt(final.get("l0"), ".1f"),
+            fmt(None if "dead" not in final else 100 * final["dead"], ".2f"),
+            fmt(r["median_step_s"], ".4f"),
+            fmt(r["ratio_to_ours"], ".2f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--cache", required=True, help="activation cache folder, or a pointer JSON with key 'cache'")
-    p.add_argument("--quick", action="store_true",
-                   help=f"end-to-end check: {QUICK['steps']} steps of {QUICK['batch_size']} tokens, expansion "
-                        f"{QUICK['expansion']}, {QUICK['heldout']} held-out tokens (explicit options still win)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"end-to-end check: {QUICK['steps']} steps of {QUICK['batch_size']} tokens, expansion "
+        f"{QUICK['expansion']}, {QUICK['heldout']} held-out tokens (explicit options still win)",
+    )
     p.add_argument("--libs", default=",".join(LIBRARIES), help="comma-separated subset of " + ", ".join(LIBRARIES))
     p.add_argument("--kinds", default=",".join(KINDS), help="topk, relu or both")
     p.add_argument("--steps", type=int, help=f"optimiser steps (default {DEFAULTS['steps']})")
     p.add_argument("--batch-size", type=int, help=f"tokens per step (default {DEFAULTS['batch_size']})")
-    p.add_argument("--heldout", type=int,
-                   help=f"held-out tokens at the end of the cache (default {DEFAULTS['heldout']})")
+    p.add_argument(
+        "--heldout", type=int, help=f"held-out tokens at the end of the cache (default {DEFAULTS['heldout']})"
+    )
     p.add_argument("--expansion", type=int, help=f"d_sae / d_in (default {DEFAULTS['expansion']})")
     p.add_argument("--eval-at", help=f"comma-separated steps (default {DEFAULTS['eval_at']}; the last step is added)")
-    p.add_argument("--max-train-tokens", type=int,
-                   help=f"use at most this many training tokens, the first ones (memory; default "
-                        f"{DEFAULTS['max_train_tokens']}; 0 = all)")
-    p.add_argument("--timing-warmup", type=int,
-                   help=f"steps left out of the medians (default {DEFAULTS['timing_warmup']})")
+    p.add_argument(
+        "--max-train-tokens",
+        type=int,
+        help=f"use at most this many training tokens, the first ones (memory; default "
+        f"{DEFAULTS['max_train_tokens']}; 0 = all)",
+    )
+    p.add_argument(
+        "--timing-warmup", type=int, help=f"steps left out of the medians (default {DEFAULTS['timing_warmup']})"
+    )
     p.add_argument("--k", type=int, default=32)
-    p.add_argument("--lr", type=float, nargs="+", default=[3e-4],
-                   help="Adam learning rate(s): every group trains once per value; with several, a best-of-grid "
-                        "table (each library at its own best lr) follows the full one")
-    p.add_argument("--l1", type=float, nargs="+", default=[5.0],
-                   help="ReLU L1 coefficient(s) in normalised units (module docstring), converted per library")
-    p.add_argument("--relu-coef", nargs="*", default=[], metavar="LIB=V[,V...]",
-                   help="per-library ReLU coefficient(s) in the library's own units (override --l1)")
-    p.add_argument("--schedule", choices=("library", "constant"), default="library",
-                   help="library: each library's lr schedule defaults; constant: no warm-up/decay anywhere")
+    p.add_argument(
+        "--lr",
+        type=float,
+        nargs="+",
+        default=[3e-4],
+        help="Adam learning rate(s): every group trains once per value; with several, a best-of-grid "
+        "table (each library at its own best lr) follows the full one",
+    )
+    p.add_argument(
+        "--l1",
+        type=float,
+        nargs="+",
+        default=[5.0],
+        help="ReLU L1 coefficient(s) in normalised units (module docstring), converted per library",
+    )
+    p.add_argument(
+        "--relu-coef",
+        nargs="*",
+        default=[],
+        metavar="LIB=V[,V...]",
+        help="per-library ReLU coefficient(s) in the library's own units (override --l1)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("library", "constant"),
+        default="library",
+        help="library: each library's lr schedule defaults; constant: no warm-up/decay anywhere",
+    )
     p.add_argument("--sparsify-auxk-alpha", type=float, default=0.0, help="sparsify's auxk_alpha (its default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -668,8 +782,9 @@ def parse_args(argv=None):
         p.error(f"unknown library or kind: {', '.join(bad)}")
     if args.timing_warmup < 1:
         p.error("--timing-warmup must be >= 1 (step 1 holds our data-dependent initialisation)")
-    args.eval_steps = sorted({s for s in (int(v) for v in args.eval_at.split(",") if v) if 0 < s <= args.steps}
-                             | {args.steps})
+    args.eval_steps = sorted(
+        {s for s in (int(v) for v in args.eval_at.split(",") if v) if 0 < s <= args.steps} | {args.steps}
+    )
     return args
 
 
@@ -684,8 +799,11 @@ def available_peers(libs: list[str]) -> tuple[list[str], dict[str, str]]:
             ok.append(lib)
         except Exception as e:  # any import failure: skip the peer, say why
             skipped[lib] = f"{type(e).__name__}: {e}"
-            print(f"[skip] {lib}: cannot import it ({skipped[lib]}); install it with "
-                  f"`pip install {DISTRIBUTIONS[lib]}` in this environment", flush=True)
+            print(
+                f"[skip] {lib}: cannot import it ({skipped[lib]}); install it with "
+                f"`pip install {DISTRIBUTIONS[lib]}` in this environment",
+                flush=True,
+            )
     return ok, skipped
 
 
@@ -699,10 +817,12 @@ def main(argv=None) -> int:
     args.d_in, args.d_sae = data.d_model, args.expansion * data.d_model
     mean_sq = sum(float(x.double().pow(2).sum()) for x in data.train.split(65_536)) / data.n_train
     args.c = math.sqrt(args.d_in / mean_sq)
-    log(f"cache {data.cache_path}: d={data.d_model}, {data.n_train} training tokens used (split at {data.split}), "
+    log(
+        f"cache {data.cache_path}: d={data.d_model}, {data.n_train} training tokens used (split at {data.split}), "
         f"{len(data.heldout)} held-out; {args.steps} steps x {args.batch_size} = {args.steps * args.batch_size} tokens "
         f"({data.spec['epochs']:.2f} epochs); d_sae={args.d_sae}, k={args.k}, lr={args.lr}, schedule={args.schedule}, "
-        f"{args.threads} threads; input scale c = sqrt(d / mean ||x||^2) = {args.c:.5g}")
+        f"{args.threads} threads; input scale c = sqrt(d / mean ||x||^2) = {args.c:.5g}"
+    )
     metric = HeldoutMetric(data.heldout, args.device)
     relu_coefs = parse_relu_coefs(args.relu_coef)
     groups: list[tuple[str, dict]] = []
@@ -711,8 +831,11 @@ def main(argv=None) -> int:
     if "relu" in args.kinds:
         relu_libs = [lib for lib in libs if lib != "sparsify"]
         if "sparsify" in libs:
-            print("[skip] sparsify relu: sparsify has no ReLU/L1 SAE (SparseCoderConfig.activation is 'topk' "
-                  "or 'groupmax')", flush=True)
+            print(
+                "[skip] sparsify relu: sparsify has no ReLU/L1 SAE (SparseCoderConfig.activation is 'topk' "
+                "or 'groupmax')",
+                flush=True,
+            )
         lists = {lib: relu_coefs.get(lib) or [v * coef_factor(lib, args) for v in args.l1] for lib in relu_libs}
         for j in range(max((len(v) for v in lists.values()), default=0)):
             groups.append(("relu", {lib: v[j] for lib, v in lists.items() if j < len(v)}))
@@ -721,26 +844,36 @@ def main(argv=None) -> int:
         lr_args = copy.copy(args)
         lr_args.lr = lr
         for kind, coefs in groups:
-            log(f"{kind} at lr {lr:g}: " + ", ".join(
-                f"{lib}" + ("" if c is None else f" coef {c:.4g}") for lib, c in coefs.items()))
+            log(
+                f"{kind} at lr {lr:g}: "
+                + ", ".join(f"{lib}" + ("" if c is None else f" coef {c:.4g}") for lib, c in coefs.items())
+            )
             for row in run_group(kind, coefs, data, metric, lr_args):
                 rows.append(row | {"lr": lr})
     lrs = ", ".join(f"{v:g}" for v in args.lr)
-    print(f"\nHeld-out metrics ({len(data.heldout)} tokens of {data.cache_path}) after "
-          f"{args.steps} steps x {args.batch_size} tokens; d_sae {args.d_sae}, k {args.k}, Adam lr {lrs}, "
-          f"schedule {args.schedule}; step times: medians of steps {args.timing_warmup + 1}..{args.steps - 1}, "
-          f"{args.threads} threads, interleaved; × ours within each group.\n")
+    print(
+        f"\nHeld-out metrics ({len(data.heldout)} tokens of {data.cache_path}) after "
+        f"{args.steps} steps x {args.batch_size} tokens; d_sae {args.d_sae}, k {args.k}, Adam lr {lrs}, "
+        f"schedule {args.schedule}; step times: medians of steps {args.timing_warmup + 1}..{args.steps - 1}, "
+        f"{args.threads} threads, interleaved; × ours within each group.\n"
+    )
     print(markdown(rows, args.eval_steps))
     if len(args.lr) > 1:
-        print(f"\nBest of the lr grid ({lrs}): for each library, kind and coefficient, the lr with the lowest "
-              "final held-out NMSE (ReLU: L0 differs between rates, so compare at matched L0 instead).\n")
+        print(
+            f"\nBest of the lr grid ({lrs}): for each library, kind and coefficient, the lr with the lowest "
+            "final held-out NMSE (ReLU: L0 differs between rates, so compare at matched L0 instead).\n"
+        )
         print(markdown(best_of_grid(rows, args.eval_steps[-1]), args.eval_steps))
     for lib, why in skipped.items():
         print(f"\nskipped {lib}: {why}")
     if args.out:
-        record = {"args": {k: v for k, v in vars(args).items()}, "data": data.spec,
-                  "versions": {lib: version(lib) for lib in LIBRARIES} | {"torch": torch.__version__},
-                  "skipped": skipped, "rows": rows}
+        record = {
+            "args": {k: v for k, v in vars(args).items()},
+            "data": data.spec,
+            "versions": {lib: version(lib) for lib in LIBRARIES} | {"torch": torch.__version__},
+            "skipped": skipped,
+            "rows": rows,
+        }
         Path(args.out).write_text(json.dumps(record, indent=1, default=str))
         log(f"wrote {args.out}")
     return 0

@@ -126,10 +126,13 @@ def main() -> None:
     times: dict[str, list[float]] = {label: [] for label in labels + ["gemm"]}
     l0s: dict[str, list[float]] = {label: [] for label in labels}
     w = torch.randn(args.d_in, args.d_sae)
-    print(f"d_in={args.d_in} d_sae={args.d_sae} tokens={args.tokens} threads={args.threads} "
-          f"regime={args.regime} torch={torch.__version__}", flush=True)
+    print(
+        f"d_in={args.d_in} d_sae={args.d_sae} tokens={args.tokens} threads={args.threads} "
+        f"regime={args.regime} torch={torch.__version__}",
+        flush=True,
+    )
     for rep in range(args.reps + 1):
-        order = labels[rep % len(labels):] + labels[:rep % len(labels)]
+        order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
         for label in order:
             t, l0 = runners[label].step(x)
             if rep:
@@ -142,8 +145,10 @@ def main() -> None:
             times["gemm"].append(time.perf_counter() - start)
     gemm = statistics.median(times["gemm"])
     ref = statistics.median(times["topk"]) if "topk" in times and times["topk"] else None
-    print(f"\nGEMM {args.tokens}x{args.d_in} @ {args.d_in}x{args.d_sae}: {gemm:.3f} s "
-          f"({2 * args.tokens * args.d_in * args.d_sae / gemm / 1e9:.1f} GFLOP/s)\n")
+    print(
+        f"\nGEMM {args.tokens}x{args.d_in} @ {args.d_in}x{args.d_sae}: {gemm:.3f} s "
+        f"({2 * args.tokens * args.d_in * args.d_sae / gemm / 1e9:.1f} GFLOP/s)\n"
+    )
     print("| variant | median s | / topk | / GEMM | L0 (median) | all s |")
     print("|---|---|---|---|---|---|")
     for label in labels:

@@ -31,8 +31,18 @@ def run_dag(work: Path, config: Path, extra: list[str]) -> tuple[float, str]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     shutil.copy(config, work / config.name)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-           "--configfile", str(work / config.name), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(work),
+        "--configfile",
+        str(work / config.name),
+        *extra,
+    ]
     began = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - began
@@ -53,8 +63,13 @@ def job_seconds(work: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(REPO / "config" / "micro.yaml"))
-    ap.add_argument("--inits", type=int, nargs="+", default=[1, 5, 10, 20],
-                    help="values of --slurm-init-seconds-before-status-checks to try")
+    ap.add_argument(
+        "--inits",
+        type=int,
+        nargs="+",
+        default=[1, 5, 10, 20],
+        help="values of --slurm-init-seconds-before-status-checks to try",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="SLURM jobs at a time (and local cores)")
     ap.add_argument("--work", default="/tmp/sae-repro-slurm-bench")
     args = ap.parse_args()
@@ -68,9 +83,18 @@ def main() -> None:
     print(f"local: {local:.0f} s", flush=True)
     for init in args.inits:
         folder = work / f"slurm-init{init}"
-        seconds, log = run_dag(folder, config, ["--profile", str(REPO / "profiles" / "slurm"), "--jobs",
-                                                str(args.jobs), "--slurm-init-seconds-before-status-checks",
-                                                str(init)])
+        seconds, log = run_dag(
+            folder,
+            config,
+            [
+                "--profile",
+                str(REPO / "profiles" / "slurm"),
+                "--jobs",
+                str(args.jobs),
+                "--slurm-init-seconds-before-status-checks",
+                str(init),
+            ],
+        )
         rows.append((f"slurm, init {init} s", seconds, job_seconds(folder), log.count("submitted with SLURM jobid")))
         print(f"slurm init {init}: {seconds:.0f} s", flush=True)
 

@@ -43,6 +43,7 @@ and holds exactly ``n_tokens`` rows of its width; the shards' token counts sum t
 cache that fails is refused with every problem listed (:class:`CacheError`) and the command that rebuilds it,
 never read. Readers memory-map the shards and never load a cache whole.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,6 +84,7 @@ class BackboneLike(Protocol):
     def d_model(self, hook: str) -> int: ...
     def preprocess(self, examples: Any) -> dict[str, Tensor]: ...
     def activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]: ...  # + filtered=False
+
     # when the backbone carries an active ``token_filter`` (repro.backbones.base.Backbone does)
 
 
@@ -106,8 +108,15 @@ def spec_hash(spec: dict) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
 
 
-def extraction_spec(backbone: BackboneLike, dataset: DatasetLike, hook: str, *, dtype: str = "float32",
-                    batch_size: int = 32, shard_tokens: int = 1 << 18) -> dict:
+def extraction_spec(
+    backbone: BackboneLike,
+    dataset: DatasetLike,
+    hook: str,
+    *,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    shard_tokens: int = 1 << 18,
+) -> dict:
     """Everything that determines the bytes of a cache (see the module docstring)."""
     if dtype not in DTYPES:
         raise ValueError(f"invalid cache dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
@@ -143,13 +152,13 @@ def _window_batches(backbone, examples, lo: int, hi: int, batch_size: int, by_le
     if by_length:
         lengths = np.asarray(backbone.example_lengths(_take(examples, offsets)))
         offsets = offsets[np.argsort(lengths, kind="stable")]
-    return [offsets[i:i + batch_size] for i in range(0, len(offsets), batch_size)]
+    return [offsets[i : i + batch_size] for i in range(0, len(offsets), batch_size)]
 
 
 def _take(examples, offsets: np.ndarray):
     """examples[offsets] for a list or an array (a contiguous range as a slice, as before sorting existed)."""
     if len(offsets) and offsets[-1] - offsets[0] + 1 == len(offsets) and (np.diff(offsets) == 1).all():
-        return examples[int(offsets[0]):int(offsets[-1]) + 1]
+        return examples[int(offsets[0]) : int(offsets[-1]) + 1]
     if isinstance(examples, np.ndarray):
         return examples[offsets]
     return [examples[int(i)] for i in offsets]
@@ -206,15 +215,24 @@ def from_storage(array: np.ndarray, dtype: str) -> Tensor:
     return t.to(torch.float32)
 
 
-def extract(backbone: BackboneLike, dataset: DatasetLike, hook: str, root: str | os.PathLike, *,
-            dtype: str = "float32", batch_size: int = 32, shard_tokens: int = 1 << 18,
-            progress: bool = True) -> Path:
+def extract(
+    backbone: BackboneLike,
+    dataset: DatasetLike,
+    hook: str,
+    root: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    shard_tokens: int = 1 << 18,
+    progress: bool = True,
+) -> Path:
     """Extract ``hook`` activations of every example of ``dataset`` into the cache folder for this spec
     under ``root`` (returned). An existing complete cache is reused; an interrupted one resumes."""
     modalities = (getattr(backbone, "modality", None), getattr(dataset, "modality", None))
     if None not in modalities and modalities[0] != modalities[1]:
-        raise ValueError(f"backbone {backbone.name} takes {modalities[0]} inputs but the dataset holds "
-                         f"{modalities[1]} examples")
+        raise ValueError(
+            f"backbone {backbone.name} takes {modalities[0]} inputs but the dataset holds {modalities[1]} examples"
+        )
     spec = extraction_spec(backbone, dataset, hook, dtype=dtype, batch_size=batch_size, shard_tokens=shard_tokens)
     digest = spec_hash(spec)
     root = Path(root)
@@ -240,8 +258,16 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, spec: dict, digest: str, root: Path,
-                      dtype: str, progress: bool) -> Path:
+def _extract_unlocked(
+    backbone: BackboneLike,
+    dataset: DatasetLike,
+    hook: str,
+    spec: dict,
+    digest: str,
+    root: Path,
+    dtype: str,
+    progress: bool,
+) -> Path:
     final = root / digest
     shard_tokens = spec["shard_tokens"]
     batch_size = spec["batch_size"]
@@ -253,8 +279,9 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
     d_model = backbone.d_model(hook)
     n = len(dataset)
     began, tokens_done = time.perf_counter(), 0
-    bar = tqdm(total=n, initial=state["examples_done"], disable=not progress, unit="ex",
-               desc=f"extract {backbone.name}:{hook}")
+    bar = tqdm(
+        total=n, initial=state["examples_done"], disable=not progress, unit="ex", desc=f"extract {backbone.name}:{hook}"
+    )
     window = spec.get("length_sorted_window") or batch_size
     try:
         start = state["examples_done"]
@@ -275,8 +302,13 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
                     raise CacheError(f"{backbone.name}:{hook} returned width {acts.shape[-1]}, expected {d_model}")
                 rows, positions = torch.nonzero(mask, as_tuple=True)
                 where = batch[rows.numpy()]
-                pieces.append((where, acts[rows, positions], np.stack(
-                    [dataset.ids[where], positions.numpy(), dataset.labels[where]], axis=1)))
+                pieces.append(
+                    (
+                        where,
+                        acts[rows, positions],
+                        np.stack([dataset.ids[where], positions.numpy(), dataset.labels[where]], axis=1),
+                    )
+                )
                 tokens_done += len(where)
                 bar.update(len(batch))
                 bar.set_postfix(tok_per_s=f"{tokens_done / max(time.perf_counter() - began, 1e-9):.0f}")
@@ -284,8 +316,10 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
                 writer.add(pieces[0][1], pieces[0][2])
             elif pieces:  # back to dataset order: by example, each example's tokens already in position order
                 order = np.argsort(np.concatenate([p[0] for p in pieces]), kind="stable")
-                writer.add(torch.cat([p[1] for p in pieces])[torch.from_numpy(order)],
-                           np.concatenate([p[2] for p in pieces])[order])
+                writer.add(
+                    torch.cat([p[1] for p in pieces])[torch.from_numpy(order)],
+                    np.concatenate([p[2] for p in pieces])[order],
+                )
             if writer.n_tokens >= shard_tokens or whi == n:
                 record = writer.flush(len(state["shards"]))
                 state["shards"].append(record)
@@ -296,14 +330,23 @@ def _extract_unlocked(backbone: BackboneLike, dataset: DatasetLike, hook: str, s
     if n == 0 and not state["shards"]:  # the loop flushes at the last batch; an empty dataset gets one empty shard
         state["shards"].append(writer.flush(0))
     t = state["tokens"]
-    selection = {"counted_tokens": t.get("counted_tokens", 0), "dropped_tokens": t.get("dropped_tokens", 0),
-                 "dropped_share": t["dropped_tokens"] / t["counted_tokens"] if t.get("counted_tokens") else 0.0,
-                 "dropped_energy_share": t["dropped_energy"] / t["counted_energy"] if t.get("counted_energy") else 0.0,
-                 "rule": spec.get("token_filter")}
+    selection = {
+        "counted_tokens": t.get("counted_tokens", 0),
+        "dropped_tokens": t.get("dropped_tokens", 0),
+        "dropped_share": t["dropped_tokens"] / t["counted_tokens"] if t.get("counted_tokens") else 0.0,
+        "dropped_energy_share": t["dropped_energy"] / t["counted_energy"] if t.get("counted_energy") else 0.0,
+        "rule": spec.get("token_filter"),
+    }
     metadata = {
-        "spec": spec, "spec_hash": digest, "d_model": d_model, "dtype": dtype,
-        "n_tokens": sum(s["n_tokens"] for s in state["shards"]), "n_examples": n, "token_selection": selection,
-        "shards": state["shards"], "provenance": provenance(),
+        "spec": spec,
+        "spec_hash": digest,
+        "d_model": d_model,
+        "dtype": dtype,
+        "n_tokens": sum(s["n_tokens"] for s in state["shards"]),
+        "n_examples": n,
+        "token_selection": selection,
+        "shards": state["shards"],
+        "provenance": provenance(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (partial / METADATA).write_text(json.dumps(metadata, indent=1))
@@ -343,8 +386,10 @@ def _sha256_file(path: Path) -> str:
 
 
 def _shard_intact(folder: Path, record: dict) -> bool:
-    return all((folder / record[k]).is_file() and _sha256_file(folder / record[k]) == record[f"{k}_sha256"]
-               for k in ("acts", "index"))
+    return all(
+        (folder / record[k]).is_file() and _sha256_file(folder / record[k]) == record[f"{k}_sha256"]
+        for k in ("acts", "index")
+    )
 
 
 # ----- verification ----------------------------------------------------------------------------------
@@ -362,8 +407,10 @@ def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
         return [f"{path / METADATA}: unreadable ({e})"]
     actual = spec_hash(meta.get("spec", {}))
     if actual != meta.get("spec_hash") or actual != path.name:
-        problems.append(f"spec hash mismatch: the spec hashes to {actual[:16]}…, metadata says "
-                        f"{str(meta.get('spec_hash'))[:16]}…, folder is {path.name[:16]}…")
+        problems.append(
+            f"spec hash mismatch: the spec hashes to {actual[:16]}…, metadata says "
+            f"{str(meta.get('spec_hash'))[:16]}…, folder is {path.name[:16]}…"
+        )
     dtype = meta.get("dtype")
     if dtype not in DTYPES:
         return problems + [f"unknown dtype {dtype!r}"]
@@ -376,8 +423,9 @@ def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
                 problems.append(f"missing shard file {f.name}")
                 continue
             if f.stat().st_size != s["n_tokens"] * row_bytes:
-                problems.append(f"{f.name}: {f.stat().st_size} bytes, expected {s['n_tokens'] * row_bytes} "
-                                f"(truncated or wrong)")
+                problems.append(
+                    f"{f.name}: {f.stat().st_size} bytes, expected {s['n_tokens'] * row_bytes} (truncated or wrong)"
+                )
             elif checksums and _sha256_file(f) != s[f"{key}_sha256"]:
                 problems.append(f"{f.name}: checksum mismatch (corrupted)")
         total += s["n_tokens"]
@@ -410,9 +458,12 @@ class ActivationCache:
         path = Path(path)
         problems = verify(path, checksums=checksums)
         if problems:
-            hint = ("\nDelete the folder and run `repro extract` again to rebuild it." if looks_like_cache(path)
-                    else "\nIt is not an activation cache: pass a folder printed by `repro extract` "
-                    "(or its --pointer file).")
+            hint = (
+                "\nDelete the folder and run `repro extract` again to rebuild it."
+                if looks_like_cache(path)
+                else "\nIt is not an activation cache: pass a folder printed by `repro extract` "
+                "(or its --pointer file)."
+            )
             raise CacheError(f"activation cache {path} is not usable:\n  - " + "\n  - ".join(problems) + hint)
         return cls(path, json.loads((path / METADATA).read_text()))
 
@@ -434,8 +485,12 @@ class ActivationCache:
         n = s["n_tokens"]
         if n == 0:
             return np.zeros((0, self.d_model), np_dtype), np.zeros((0, 3), np.int64)
-        acts = np.memmap(self.path / "shards" / s["acts"], dtype=np.dtype(np_dtype).newbyteorder("<"), mode="r",
-                         shape=(n, self.d_model))
+        acts = np.memmap(
+            self.path / "shards" / s["acts"],
+            dtype=np.dtype(np_dtype).newbyteorder("<"),
+            mode="r",
+            shape=(n, self.d_model),
+        )
         index = np.memmap(self.path / "shards" / s["index"], dtype="<i8", mode="r", shape=(n, 3))
         return acts, index
 
@@ -456,8 +511,10 @@ class ActivationCache:
 
     def tokens(self, start: int = 0, stop: int | None = None) -> Tensor:
         """float32 activations of tokens [start, stop) in storage order (only those rows are read)."""
-        out = [from_storage(self._shard_arrays(i)[0][lo:hi], self.metadata["dtype"])
-               for i, lo, hi in self._row_slices(start, stop)]
+        out = [
+            from_storage(self._shard_arrays(i)[0][lo:hi], self.metadata["dtype"])
+            for i, lo, hi in self._row_slices(start, stop)
+        ]
         return torch.cat(out) if out else torch.zeros(0, self.d_model)
 
     def index_rows(self, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -478,8 +535,17 @@ class ActivationCache:
             j -= 1
         return max(1, cut - (len(ids) - 1 - j))
 
-    def batches(self, batch_size: int, seed: int = 0, *, shuffle: bool = True, block_tokens: int = 4096,
-                buffer_blocks: int = 64, epochs: int | None = None, stop: int | None = None) -> Iterator[Tensor]:
+    def batches(
+        self,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        shuffle: bool = True,
+        block_tokens: int = 4096,
+        buffer_blocks: int = 64,
+        epochs: int | None = None,
+        stop: int | None = None,
+    ) -> Iterator[Tensor]:
         """float32 batches (batch_size, d_model) of tokens [0, stop) (default: all), seeded and deterministic
         (the same sequence on every call), repeating epochs (each reshuffled with seed + epoch) until
         ``epochs`` (None: endless).
@@ -504,9 +570,11 @@ class ActivationCache:
             order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
             carry = torch.zeros(0, self.d_model)
             for g in range(0, len(order), buffer_blocks):
-                group = [blocks[j] for j in order[g:g + buffer_blocks]]
-                rows = torch.cat([carry] + [from_storage(self._shard_arrays(i)[0][lo:hi], self.metadata["dtype"])
-                                            for i, lo, hi in group])
+                group = [blocks[j] for j in order[g : g + buffer_blocks]]
+                rows = torch.cat(
+                    [carry]
+                    + [from_storage(self._shard_arrays(i)[0][lo:hi], self.metadata["dtype"]) for i, lo, hi in group]
+                )
                 if shuffle:
                     rows = rows[torch.from_numpy(rng.permutation(len(rows)))]
                 n_full = len(rows) // batch_size * batch_size

@@ -20,8 +20,9 @@ def _demo(args: argparse.Namespace) -> int:
     if unknown:
         print(f"repro demo: unknown kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}", file=sys.stderr)
         return 2
-    records = run_demo(args.out, args.runs, steps=args.steps, kinds=tuple(args.kinds or KINDS), seed=args.seed,
-                       progress=not args.quiet)
+    records = run_demo(
+        args.out, args.runs, steps=args.steps, kinds=tuple(args.kinds or KINDS), seed=args.seed, progress=not args.quiet
+    )
     print(format_table(records))
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.csv")
     return 0
@@ -85,10 +86,16 @@ def _extract(args: argparse.Namespace) -> int:
     backbone = load_backbone(args.backbone, device=args.device, **options)
     backbone.token_filter = TokenFilter(max_norm_ratio=args.max_norm_ratio)
     hook = resolve_hook(backbone.hook_points, args.layer)
-    data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed,
-                     **({"root": args.data_root} if args.data_root else {}))
-    path = extract(backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size,
-                   progress=not args.quiet)
+    data = load_data(
+        args.dataset,
+        split=args.split,
+        limit=args.limit,
+        seed=args.seed,
+        **({"root": args.data_root} if args.data_root else {}),
+    )
+    path = extract(
+        backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size, progress=not args.quiet
+    )
     if args.pointer:
         from repro.files import atomic_write
 
@@ -97,10 +104,13 @@ def _extract(args: argparse.Namespace) -> int:
         atomic_write(Path(args.pointer), lambda p: Path(p).write_text(record))
     selection = json.loads((Path(path) / "metadata.json").read_text()).get("token_selection") or {}
     if selection.get("rule"):
-        print(f"token filter {selection['rule']}: dropped {selection['dropped_tokens']} of "
-              f"{selection['counted_tokens']} tokens ({100 * selection['dropped_share']:.3f} %), "
-              f"{100 * selection['dropped_energy_share']:.2f} % "
-              "of sum ||x||^2", file=sys.stderr)
+        print(
+            f"token filter {selection['rule']}: dropped {selection['dropped_tokens']} of "
+            f"{selection['counted_tokens']} tokens ({100 * selection['dropped_share']:.3f} %), "
+            f"{100 * selection['dropped_energy_share']:.2f} % "
+            "of sum ||x||^2",
+            file=sys.stderr,
+        )
     print(path)
     return 0
 
@@ -135,27 +145,54 @@ def _train(args: argparse.Namespace) -> int:
     hparams = _parse_hparams(args.set) | (_guided(args.kind, args.guide) if args.guide else {})
     d_sae = args.d_sae if args.d_sae is not None else args.expansion * cache.d_model
     sae = create(args.kind, cache.d_model, d_sae, seed=args.seed, **hparams).to(args.device)
-    cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, decay=args.decay,
-                      decay_start=args.decay_start, grad_clip=args.grad_clip, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    cfg = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        decay=args.decay,
+        decay_start=args.decay_start,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.quiet,
+    )
     val_tokens = args.val_tokens if args.val_tokens is not None else min(16_384, cache.n_tokens // 10)
     val_start = cache.validation_start(val_tokens)
     validation = cache.tokens(val_start) if val_start < cache.n_tokens else None
-    data = {"cache": str(Path(cache_path).resolve()), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec,
-            "batch_size": args.batch_size, "labels": _parse_labels(args.label),
-            "train_tokens": val_start, "validation": {"start": val_start, "n_tokens": cache.n_tokens - val_start}}
+    data = {
+        "cache": str(Path(cache_path).resolve()),
+        "spec_hash": cache.metadata["spec_hash"],
+        "spec": cache.spec,
+        "batch_size": args.batch_size,
+        "labels": _parse_labels(args.label),
+        "train_tokens": val_start,
+        "validation": {"start": val_start, "n_tokens": cache.n_tokens - val_start},
+    }
     try:
-        result = train(sae, cache.batches(args.batch_size, seed=args.seed, stop=val_start), cfg, args.out,
-                       resume=args.resume, data=data, validation=validation)
+        result = train(
+            sae,
+            cache.batches(args.batch_size, seed=args.seed, stop=val_start),
+            cfg,
+            args.out,
+            resume=args.resume,
+            data=data,
+            validation=validation,
+        )
     except TrainingInterrupted as e:
         print(f"repro train: {e}", file=sys.stderr)
         return 128 + signal.SIGTERM  # the exit status of a process ended by SIGTERM
     rec = result.record
-    summary = {"sae": str(result.sae_dir), "steps": result.steps, "tokens_seen": rec.get("tokens_seen"),
-               "held_out": rec.get("final_validation"), "converged": rec.get("converged"),
-               "plateau_improvement": rec.get("plateau_improvement"),
-               "last_quarter_improvement": rec.get("last_quarter_improvement"),
-               "penalty_share": rec.get("penalty_share"), "warnings": rec.get("warnings", [])}
+    summary = {
+        "sae": str(result.sae_dir),
+        "steps": result.steps,
+        "tokens_seen": rec.get("tokens_seen"),
+        "held_out": rec.get("final_validation"),
+        "converged": rec.get("converged"),
+        "plateau_improvement": rec.get("plateau_improvement"),
+        "last_quarter_improvement": rec.get("last_quarter_improvement"),
+        "penalty_share": rec.get("penalty_share"),
+        "warnings": rec.get("warnings", []),
+    }
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -163,8 +200,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval_settings(args: argparse.Namespace):
     from repro.evaluate import EvalSettings
 
-    kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet,
-          "data_root": args.data_root}
+    kw = {"cache_root": args.cache_root, "device": args.device, "progress": not args.quiet, "data_root": args.data_root}
     for name in ("test_limit", "train_limit", "threshold", "batch_size", "lm_texts", "top_k", "selection", "head"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
@@ -197,8 +233,14 @@ def _guide(args: argparse.Namespace) -> int:
     from repro.files import atomic_write
     from repro.guide import guide_from_run
 
-    result = guide_from_run(args.source, _eval_settings(args), relu=not args.no_relu, search_steps=args.search_steps,
-                            train_steps=args.train_steps, progress=not args.quiet)
+    result = guide_from_run(
+        args.source,
+        _eval_settings(args),
+        relu=not args.no_relu,
+        search_steps=args.search_steps,
+        train_steps=args.train_steps,
+        progress=not args.quiet,
+    )
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -256,8 +298,9 @@ def _report_table(args: argparse.Namespace) -> int:
 def _report_figure(args: argparse.Namespace) -> int:
     from repro.report.figures import render
 
-    for path in render(args.name, Path(args.metrics) if args.metrics else None,
-                       Path(args.data) if args.data else None, Path(args.out)):
+    for path in render(
+        args.name, Path(args.metrics) if args.metrics else None, Path(args.data) if args.data else None, Path(args.out)
+    ):
         print(path)
     return 0
 
@@ -275,8 +318,11 @@ def _report_figure_data(args: argparse.Namespace) -> int:
 
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-limit", help="at most this many test-split examples, or 'all' (default 1000)")
-    p.add_argument("--train-limit", help="at most this many training-split examples when the run's cache is "
-                   "not a training split, or 'all' (default 4000)")
+    p.add_argument(
+        "--train-limit",
+        help="at most this many training-split examples when the run's cache is "
+        "not a training split, or 'all' (default 4000)",
+    )
     p.add_argument("--cache-root", default="cache", help="where the evaluation splits' activations are cached")
     p.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
     p.add_argument("--device", default="cpu")
@@ -305,13 +351,21 @@ def _import(args: argparse.Namespace) -> int:
     from repro import run_record
     from repro.interop.saelens_import import import_run
 
-    out = import_run(args.folder, args.out, _cache_path(args.cache), model=args.model, hook=args.hook,
-                     labels=_parse_labels(args.label))
+    out = import_run(
+        args.folder,
+        args.out,
+        _cache_path(args.cache),
+        model=args.model,
+        hook=args.hook,
+        labels=_parse_labels(args.label),
+    )
     record = run_record.read(out)
     imported = record["imported"]
-    print(f"{args.folder} ({imported['architecture']}, {imported['model_name']} {imported['hook_name']}) -> {out} "
-          f"({record['kind']}, d_sae {record['sae_config']['d_sae']}, {imported['backbone']} {imported['hook']}); "
-          f"evaluate it with: repro evaluate --run {out} --eval reconstruction")
+    print(
+        f"{args.folder} ({imported['architecture']}, {imported['model_name']} {imported['hook_name']}) -> {out} "
+        f"({record['kind']}, d_sae {record['sae_config']['d_sae']}, {imported['backbone']} {imported['hook']}); "
+        f"evaluate it with: repro evaluate --run {out} --eval reconstruction"
+    )
     return 0
 
 
@@ -336,8 +390,10 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from repro.evals import registry
-    parser = argparse.ArgumentParser(prog="repro",
-                                     description="sae-repro: train, evaluate and audit sparse autoencoders")
+
+    parser = argparse.ArgumentParser(
+        prog="repro", description="sae-repro: train, evaluate and audit sparse autoencoders"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train every SAE kind on planted features and print the comparison")
     demo.add_argument("--out", default="results/demo", help="folder for metrics.json and metrics.csv")
@@ -352,9 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ext = sub.add_parser("extract", help="extract hook-point activations of a backbone on a dataset into a cache")
     ext.add_argument("--backbone", required=True)
-    ext.add_argument("--layer", required=True,
-                     help="hook point name, or a layer number (layer.L, resid.L, vision.layers.L; "
-                     "for backbones without numbered layers, an index into the hook points)")
+    ext.add_argument(
+        "--layer",
+        required=True,
+        help="hook point name, or a layer number (layer.L, resid.L, vision.layers.L; "
+        "for backbones without numbered layers, an index into the hook points)",
+    )
     ext.add_argument("--dataset", required=True)
     ext.add_argument("--split", choices=("train", "test"), default="train")
     ext.add_argument("--limit", type=int, default=None, help="number of examples (class-balanced subset)")
@@ -364,18 +423,25 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     ext.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
     ext.add_argument("--pointer", help="also write a JSON naming the cache folder here (for workflows)")
-    ext.add_argument("--max-norm-ratio", type=float,
-                     help="drop tokens whose norm exceeds this multiple of the batch's median token norm "
-                     "(attention-sink outliers; default: keep all); recorded in the cache's spec")
-    ext.add_argument("--image-size", type=int, help="input resolution of an image backbone (default: the "
-                     "backbone's own; recorded in the cache's spec)")
+    ext.add_argument(
+        "--max-norm-ratio",
+        type=float,
+        help="drop tokens whose norm exceeds this multiple of the batch's median token norm "
+        "(attention-sink outliers; default: keep all); recorded in the cache's spec",
+    )
+    ext.add_argument(
+        "--image-size",
+        type=int,
+        help="input resolution of an image backbone (default: the backbone's own; recorded in the cache's spec)",
+    )
     ext.add_argument("--device", default="cpu", help="where the backbone runs (cpu, cuda, cuda:1, ...)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)
 
     tr = sub.add_parser("train", help="train an SAE on an activation cache")
-    tr.add_argument("--cache", required=True,
-                    help="a cache folder (as printed by repro extract) or the pointer file of --pointer")
+    tr.add_argument(
+        "--cache", required=True, help="a cache folder (as printed by repro extract) or the pointer file of --pointer"
+    )
     tr.add_argument("--kind", required=True)
     width = tr.add_mutually_exclusive_group(required=True)
     width.add_argument("--d-sae", type=int, help="number of latents")
@@ -386,34 +452,55 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=4096)
     tr.add_argument("--lr", type=float, default=4e-4)
     tr.add_argument("--warmup", type=int, default=500)
-    tr.add_argument("--decay", choices=("none", "linear", "cosine"), default="linear",
-                    help="lr decay to zero from --decay-start (default: linear over the last 20 %%)")
+    tr.add_argument(
+        "--decay",
+        choices=("none", "linear", "cosine"),
+        default="linear",
+        help="lr decay to zero from --decay-start (default: linear over the last 20 %%)",
+    )
     tr.add_argument("--decay-start", type=float, default=0.8, help="fraction of the steps where the decay starts")
     tr.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm at this value (0 = off)")
-    tr.add_argument("--val-tokens", type=int,
-                    help="tokens at the end of the cache held out for the convergence record (whole examples; "
-                    "default min(16384, 10 %% of the cache); 0 = none)")
+    tr.add_argument(
+        "--val-tokens",
+        type=int,
+        help="tokens at the end of the cache held out for the convergence record (whole examples; "
+        "default min(16384, 10 %% of the cache); 0 = none)",
+    )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--checkpoint-every", type=int, default=0)
     tr.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, sae/)")
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--device", default="cpu", help="where the SAE trains (cpu, cuda, ...); batches are moved there")
-    tr.add_argument("--label", action="append", metavar="KEY=VALUE",
-                    help="a label recorded in train.json for aggregation (config, run, setting; repeatable)")
+    tr.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a label recorded in train.json for aggregation (config, run, setting; repeatable)",
+    )
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="run downstream evaluations of a trained run, one JSON each")
     ev.add_argument("--run", required=True, help="a run folder written by repro train")
-    ev.add_argument("--eval", action="append", required=True,
-                    help=f"{', '.join(registry.names())} or all (repeatable; repro/evals/registry.py)")
+    ev.add_argument(
+        "--eval",
+        action="append",
+        required=True,
+        help=f"{', '.join(registry.names())} or all (repeatable; repro/evals/registry.py)",
+    )
     ev.add_argument("--out", help="folder for <eval>.json (default RUN/eval)")
     ev.add_argument("--index", help="also write a JSON {eval: file} of what was written (for workflows)")
-    ev.add_argument("--selection", choices=("nonzero", "sum", "threshold"),
-                    help="top-n selection statistic (default nonzero: the count of nonzero activations per class)")
+    ev.add_argument(
+        "--selection",
+        choices=("nonzero", "sum", "threshold"),
+        help="top-n selection statistic (default nonzero: the count of nonzero activations per class)",
+    )
     ev.add_argument("--threshold", type=float, help="counting threshold of --selection threshold (official 0.2)")
-    ev.add_argument("--head", choices=("auto", "cosine", "linear", "zero-shot"),
-                    help="top-n head (default auto: CLIP's zero-shot head on CLIP, else cosine class means)")
+    ev.add_argument(
+        "--head",
+        choices=("auto", "cosine", "linear", "zero-shot"),
+        help="top-n head (default auto: CLIP's zero-shot head on CLIP, else cosine class means)",
+    )
     ev.add_argument("--ns", type=int, nargs="+", help="top-n sizes (default 1 5 10 50)")
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--lm-texts", type=int, help="test texts for lm_loss (default 64)")
@@ -466,8 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--config", default="config/synthetic.yaml")
     syn.add_argument("--out", default="results/synthetic")
     syn.add_argument("--figures", default="figures")
-    syn.add_argument("--name", help="figure file prefix (default: the config's file name without .yaml, e.g. "
-                                    "synthetic_hard -> figures/synthetic_hard_mcc.pdf)")
+    syn.add_argument(
+        "--name",
+        help="figure file prefix (default: the config's file name without .yaml, e.g. "
+        "synthetic_hard -> figures/synthetic_hard_mcc.pdf)",
+    )
     syn.add_argument("--quiet", action="store_true")
     syn.set_defaults(func=_synthetic)
 
@@ -480,14 +570,22 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="make a run of an SAE saved in another library's format, for repro evaluate")
     imp.add_argument("folder", help="an SAELens SAE folder (cfg.json, sae_weights.safetensors)")
     imp.add_argument("--format", choices=["saelens"], default="saelens")
-    imp.add_argument("--cache", required=True,
-                     help="an activation cache (or pointer) of ours: the backbone, dataset and token filter to "
-                          "evaluate on; the hook is the SAE's")
+    imp.add_argument(
+        "--cache",
+        required=True,
+        help="an activation cache (or pointer) of ours: the backbone, dataset and token filter to "
+        "evaluate on; the hook is the SAE's",
+    )
     imp.add_argument("--out", required=True, help="the run folder to write (sae/, train.json)")
     imp.add_argument("--model", help="our backbone's name, when the SAE's metadata.model_name is not one we know")
     imp.add_argument("--hook", help="our hook name, instead of the one mapped from the SAE's metadata.hook_name")
-    imp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                     help="a label recorded in train.json for aggregation (repeatable)")
+    imp.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label recorded in train.json for aggregation (repeatable)",
+    )
     imp.set_defaults(func=_import)
 
     cache = sub.add_parser("cache", help="activation cache tools")

@@ -28,13 +28,19 @@ HPARAMS = {"topk": {"k": 4}, "batchtopk": {"k": 4}}
 COLUMNS = ("kind", "ev", "mse", "nmse", "cosine", "l0", "l0_p5", "l0_p95", "dead_fraction", "train_seconds")
 
 
-def run_demo(out_dir: str | Path, runs_dir: str | Path, steps: int = 400, kinds: tuple[str, ...] = KINDS,
-             seed: int = 0, eval_tokens: int = 8192, progress: bool = True) -> list[dict]:
+def run_demo(
+    out_dir: str | Path,
+    runs_dir: str | Path,
+    steps: int = 400,
+    kinds: tuple[str, ...] = KINDS,
+    seed: int = 0,
+    eval_tokens: int = 8192,
+    progress: bool = True,
+) -> list[dict]:
     """Train and evaluate each kind; returns one record per kind and writes the result files."""
     out_dir, runs_dir = Path(out_dir), Path(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = TrainConfig(steps=steps, lr=1e-2, warmup_steps=20, seed=seed, checkpoint_every=0,
-                            progress=progress)
+    train_cfg = TrainConfig(steps=steps, lr=1e-2, warmup_steps=20, seed=seed, checkpoint_every=0, progress=progress)
     x_eval = next(PLANTED.batches(eval_tokens, seed=seed + 1_000))
     records = []
     for kind in kinds:
@@ -49,11 +55,16 @@ def run_demo(out_dir: str | Path, runs_dir: str | Path, steps: int = 400, kinds:
                 x_hat, acts = sae(chunk)
                 metrics.update(chunk, x_hat, acts)
         m = metrics.compute()
-        records.append({"kind": kind, "hparams": HPARAMS.get(kind, {}), "metrics": m,
-                        "train_seconds": result.seconds})
-    summary = {"experiment": "planted-features demo", "data": PLANTED.__dict__, "d_sae": D_SAE,
-               "train_config": train_cfg.__dict__, "records": records, "provenance": provenance(),
-               "date": time.strftime("%Y-%m-%d")}
+        records.append({"kind": kind, "hparams": HPARAMS.get(kind, {}), "metrics": m, "train_seconds": result.seconds})
+    summary = {
+        "experiment": "planted-features demo",
+        "data": PLANTED.__dict__,
+        "d_sae": D_SAE,
+        "train_config": train_cfg.__dict__,
+        "records": records,
+        "provenance": provenance(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     atomic_write(out_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(summary, indent=1, default=str)))
     atomic_write(out_dir / "metrics.csv", lambda p: _write_csv(p, records))
     return records
@@ -64,9 +75,20 @@ def table_rows(records: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         m = r["metrics"]
-        rows.append({"kind": r["kind"], "ev": m["ev"], "mse": m["mse"], "nmse": m["nmse"], "cosine": m["cosine"],
-                     "l0": m["l0"], "l0_p5": m["l0_quantiles"]["p5"], "l0_p95": m["l0_quantiles"]["p95"],
-                     "dead_fraction": m["dead_fraction"], "train_seconds": r["train_seconds"]})
+        rows.append(
+            {
+                "kind": r["kind"],
+                "ev": m["ev"],
+                "mse": m["mse"],
+                "nmse": m["nmse"],
+                "cosine": m["cosine"],
+                "l0": m["l0"],
+                "l0_p5": m["l0_quantiles"]["p5"],
+                "l0_p95": m["l0_quantiles"]["p95"],
+                "dead_fraction": m["dead_fraction"],
+                "train_seconds": r["train_seconds"],
+            }
+        )
     return rows
 
 

@@ -79,6 +79,7 @@ class EvalSettings:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
+
         def pos_int(v) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -88,8 +89,11 @@ class EvalSettings:
             ("threshold", isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold), "a number"),
             ("ns", len(self.ns) > 0 and all(pos_int(n) for n in self.ns), "a list of positive integers"),
             ("top_k", pos_int(self.top_k), "a positive integer"),
-            ("probe_ks", len(self.probe_ks) > 0 and all(pos_int(k) for k in self.probe_ks),
-             "a list of positive integers"),
+            (
+                "probe_ks",
+                len(self.probe_ks) > 0 and all(pos_int(k) for k in self.probe_ks),
+                "a list of positive integers",
+            ),
             ("probe_seed", isinstance(self.probe_seed, int), "an integer"),
             ("lm_texts", pos_int(self.lm_texts), "a positive integer"),
             ("head", self.head in HEADS, f"one of {', '.join(HEADS)}"),
@@ -106,8 +110,10 @@ def read_run(run_dir: str | Path) -> dict:
     """The run record (:func:`repro.run_record.read`) of a finished run, checked to name its activation cache."""
     summary = run_record.read(run_dir)
     if "spec" not in (summary.get("data") or {}):
-        raise ValueError(f"{Path(run_dir) / TRAIN_SUMMARY} does not record the activation cache the SAE was trained "
-                         "on (runs trained before this was recorded must be retrained with `repro train`)")
+        raise ValueError(
+            f"{Path(run_dir) / TRAIN_SUMMARY} does not record the activation cache the SAE was trained "
+            "on (runs trained before this was recorded must be retrained with `repro train`)"
+        )
     return summary
 
 
@@ -118,8 +124,10 @@ def backbone_from_spec(spec: dict, device: str = "cpu"):
 
     name = spec["name"]
     if name not in BACKBONES and not name.startswith(PREFIXES):
-        raise ValueError(f"backbone {name!r} of this run is not a registered backbone; only reconstruction "
-                         "metrics on its own cache can be computed")
+        raise ValueError(
+            f"backbone {name!r} of this run is not a registered backbone; only reconstruction "
+            "metrics on its own cache can be computed"
+        )
     pre = spec.get("preprocessing", {})
     options = {k: pre[k] for k in ("image_size", "max_length") if k in pre}
     if name == "effnet-lite0":
@@ -128,8 +136,10 @@ def backbone_from_spec(spec: dict, device: str = "cpu"):
     got = backbone.spec()
     for key in ("weights_digest", "preprocessing"):
         if got.get(key) != spec.get(key):
-            raise ValueError(f"backbone {name!r} as loaded here differs from the one the SAE's cache was extracted "
-                             f"with in its {key}: {got.get(key)} vs {spec.get(key)}")
+            raise ValueError(
+                f"backbone {name!r} as loaded here differs from the one the SAE's cache was extracted "
+                f"with in its {key}: {got.get(key)} vs {spec.get(key)}"
+            )
     return backbone
 
 
@@ -183,9 +193,16 @@ class RunData:
 
         if split not in self._caches:
             s = self.cache_spec
-            self._caches[split] = extract(self.backbone, self.dataset(split), self.hook, self.settings.cache_root,
-                                          dtype=s["dtype"], batch_size=s["batch_size"], shard_tokens=s["shard_tokens"],
-                                          progress=self.settings.progress)
+            self._caches[split] = extract(
+                self.backbone,
+                self.dataset(split),
+                self.hook,
+                self.settings.cache_root,
+                dtype=s["dtype"],
+                batch_size=s["batch_size"],
+                shard_tokens=s["shard_tokens"],
+                progress=self.settings.progress,
+            )
         return self._caches[split]
 
     def encoded(self, split: str):
@@ -195,16 +212,26 @@ class RunData:
 
         if split not in self._encoded:
             self._encoded[split] = encode_cache(
-                self.sae, ActivationCache.open(self.cache(split)), threshold=self.settings.threshold,
-                top_k=self.settings.top_k, pooled=self.pooled, n_classes=len(self.dataset(split).class_names),
-                device=self.settings.device)
+                self.sae,
+                ActivationCache.open(self.cache(split)),
+                threshold=self.settings.threshold,
+                top_k=self.settings.top_k,
+                pooled=self.pooled,
+                n_classes=len(self.dataset(split).class_names),
+                device=self.settings.device,
+            )
         return self._encoded[split]
 
     def data_record(self, splits: tuple[str, ...]) -> dict:
-        return {"backbone": self.cache_spec["backbone"], "hook": self.hook,
-                "training_cache": self.summary["data"].get("spec_hash"),
-                "splits": {s: {"dataset": self.dataset(s).spec() | {"class_names": None},
-                               "cache": self.cache(s).name} for s in splits}}
+        return {
+            "backbone": self.cache_spec["backbone"],
+            "hook": self.hook,
+            "training_cache": self.summary["data"].get("spec_hash"),
+            "splits": {
+                s: {"dataset": self.dataset(s).spec() | {"class_names": None}, "cache": self.cache(s).name}
+                for s in splits
+            },
+        }
 
 
 # ------------------------------------------------------------------------------------- evaluations
@@ -215,15 +242,21 @@ def evaluate_reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
     from repro.metrics import bootstrap_ratio_ci
 
     enc = run.encoded("test")
-    calibration = l0_calibration(enc.token_l0, complexity_scores(ActivationCache.open(run.cache("test"),
-                                                                                      checksums=False)))
+    calibration = l0_calibration(
+        enc.token_l0, complexity_scores(ActivationCache.open(run.cache("test"), checksums=False))
+    )
     order = np.lexsort((enc.ids, enc.example_l0))  # by mean per-token L0, ties to the lower id
     pick = [{"id": int(enc.ids[i]), "label": int(enc.labels[i]), "l0": float(enc.example_l0[i])} for i in order]
     n = min(5, len(pick) // 2)
-    examples = {"fewest": pick[:n], "most": pick[::-1][:n],
-                "definition": "mean over the example's tokens of #{i : a_ti != 0}"}
-    ci = {"nmse": bootstrap_ratio_ci(enc.example_sse, enc.example_energy),
-          "l0": bootstrap_ratio_ci(enc.example_l0, np.ones(len(enc.example_l0)))}
+    examples = {
+        "fewest": pick[:n],
+        "most": pick[::-1][:n],
+        "definition": "mean over the example's tokens of #{i : a_ti != 0}",
+    }
+    ci = {
+        "nmse": bootstrap_ratio_ci(enc.example_sse, enc.example_energy),
+        "l0": bootstrap_ratio_ci(enc.example_l0, np.ones(len(enc.example_l0))),
+    }
     ci["l0"]["definition"] = "mean over examples of the example's mean per-token L0 (examples weighted equally)"
     return enc.reconstruction | {"example_l0": examples, "ci95": ci, "l0_calibration": calibration}, ("test",)
 
@@ -237,8 +270,9 @@ def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> l
     from repro.evals.interpretability import label_distributions, purity
 
     enc = run.encoded("test")
-    probs, used = label_distributions(enc.top_values, enc.top_labels, len(run.dataset("test").class_names),
-                                      top=run.settings.top_k)
+    probs, used = label_distributions(
+        enc.top_values, enc.top_labels, len(run.dataset("test").class_names), top=run.settings.top_k
+    )
     pur = np.nan_to_num(purity(probs), nan=-1.0)
     candidates = np.flatnonzero(used >= min(n_examples, run.settings.top_k))
     chosen = candidates[np.lexsort((candidates, -used[candidates], -pur[candidates]))][:n_latents]
@@ -252,11 +286,18 @@ def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> l
             rows = np.flatnonzero(index[:, 0] == ex_id)
             with torch.no_grad():
                 acts = run.sae(cache.tokens(int(rows[0]), int(rows[-1]) + 1).to(run.settings.device))[1][:, latent]
-            examples.append({"id": ex_id, "label": int(enc.top_labels[latent, slot]),
-                             "value": float(enc.top_values[latent, slot]), "positions": index[rows, 1].tolist(),
-                             "token_acts": acts.float().cpu().tolist()})
-        out.append({"latent": int(latent), "purity": float(pur[latent]), "n_examples": int(used[latent]),
-                    "examples": examples})
+            examples.append(
+                {
+                    "id": ex_id,
+                    "label": int(enc.top_labels[latent, slot]),
+                    "value": float(enc.top_values[latent, slot]),
+                    "positions": index[rows, 1].tolist(),
+                    "token_acts": acts.float().cpu().tolist(),
+                }
+            )
+        out.append(
+            {"latent": int(latent), "purity": float(pur[latent]), "n_examples": int(used[latent]), "examples": examples}
+        )
     return out
 
 
@@ -266,11 +307,16 @@ def evaluate_interpretability(run: RunData) -> tuple[dict, tuple[str, ...]]:
 
     enc = run.encoded("test")
     n_classes = len(run.dataset("test").class_names)
-    scores = interpretability_scores(enc.top_values, enc.top_labels, n_classes, alive=enc.fire_count > 0,
-                                     top=run.settings.top_k)
+    scores = interpretability_scores(
+        enc.top_values, enc.top_labels, n_classes, alive=enc.fire_count > 0, top=run.settings.top_k
+    )
     firing = firing_stats(enc.fire_count, enc.act_sum, enc.n_tokens, enc.example_fire_count, enc.n_examples)
-    return {"scores": scores, "firing": firing, "class_names": run.dataset("test").class_names,
-            "concepts": concept_examples(run)}, ("test",)
+    return {
+        "scores": scores,
+        "firing": firing,
+        "class_names": run.dataset("test").class_names,
+        "concepts": concept_examples(run),
+    }, ("test",)
 
 
 def evaluate_probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
@@ -280,8 +326,10 @@ def evaluate_probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
     tr, te = run.encoded("train"), run.encoded("test")
     names = run.dataset("test").class_names
     kw = {"ks": run.settings.probe_ks, "seed": run.settings.probe_seed, "class_names": names}
-    out = {"sae": sparse_probing(tr.pooled, tr.labels, te.pooled, te.labels, **kw),
-           "raw": sparse_probing(tr.pooled_raw, tr.labels, te.pooled_raw, te.labels, all_features=True, **kw)}
+    out = {
+        "sae": sparse_probing(tr.pooled, tr.labels, te.pooled, te.labels, **kw),
+        "raw": sparse_probing(tr.pooled_raw, tr.labels, te.pooled_raw, te.labels, all_features=True, **kw),
+    }
     out["summary"] = {f"sae_top_{k}": out["sae"]["mean"][f"k={k}"] for k in run.settings.probe_ks}
     out["summary"] |= {f"raw_top_{k}": out["raw"]["mean"][f"k={k}"] for k in run.settings.probe_ks}
     out["summary"]["raw_all"] = out["raw"]["mean"]["all"]
@@ -301,8 +349,10 @@ def evaluate_topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
 
     backbone = run.backbone
     sel = run.settings.selection
-    selections = {p: selection_statistic(e.class_nonzero, e.class_sums, e.class_counts, sel)
-                  for p, e in (("official", run.encoded("test")), ("heldout", run.encoded("train")))}
+    selections = {
+        p: selection_statistic(e.class_nonzero, e.class_sums, e.class_counts, sel)
+        for p, e in (("official", run.encoded("test")), ("heldout", run.encoded("train")))
+    }
     kind = run.settings.head
     if kind == "auto":
         kind = "zero-shot" if isinstance(backbone, ClipBackbone) else "cosine"
@@ -311,20 +361,38 @@ def evaluate_topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
             raise ValueError(f"head 'zero-shot' needs a CLIP backbone; this run's backbone is {backbone.name}")
         renorm = run.settings.zero_shot_renormalise
         weights = backbone.zero_shot_weights(run.dataset("test").class_names, renormalise=renorm)
-        head = ZeroShotHead(weights, f"80 OpenAI ImageNet templates, template mean {'re-' if renorm else 'not '}"
-                            "normalised")
+        head = ZeroShotHead(
+            weights, f"80 OpenAI ImageNet templates, template mean {'re-' if renorm else 'not '}normalised"
+        )
     else:
         fit = fit_cosine_head if kind == "cosine" else fit_linear_head
-        head = fit(backbone, run.dataset("train"), run.settings.batch_size, run.settings.cache_root,
-                   acts_cache=run.cache("train"), hook=run.hook)
-    res = topn_classification(backbone, run.sae, run.hook, run.dataset("test"), head, selections,
-                              ns=run.settings.ns, batch_size=run.settings.batch_size, progress=run.settings.progress,
-                              acts_cache=run.cache("test"))
+        head = fit(
+            backbone,
+            run.dataset("train"),
+            run.settings.batch_size,
+            run.settings.cache_root,
+            acts_cache=run.cache("train"),
+            hook=run.hook,
+        )
+    res = topn_classification(
+        backbone,
+        run.sae,
+        run.hook,
+        run.dataset("test"),
+        head,
+        selections,
+        ns=run.settings.ns,
+        batch_size=run.settings.batch_size,
+        progress=run.settings.progress,
+        acts_cache=run.cache("test"),
+    )
     res["head"] = head.spec()
     res["selection"] = sel
     res["threshold"] = run.settings.threshold if sel == "threshold" else None
-    res["encoder"] = ("selection statistics from the SAE as trained (frequency mask frozen); classification from "
-                      "its code without the frequency mask (official forward_clamp), except setting 'sae'")
+    res["encoder"] = (
+        "selection statistics from the SAE as trained (frequency mask frozen); classification from "
+        "its code without the frequency mask (official forward_clamp), except setting 'sae'"
+    )
     return res, ("train", "test")
 
 
@@ -335,7 +403,7 @@ def evaluate_lm_loss(run: RunData) -> tuple[dict, tuple[str, ...]]:
 
     if not isinstance(run.backbone, CausalLMBackbone):
         raise ValueError(f"lm_loss needs a causal language model; this run's backbone is {run.backbone.name}")
-    texts = list(run.dataset("test").examples[:run.settings.lm_texts])
+    texts = list(run.dataset("test").examples[: run.settings.lm_texts])
     return lm_loss(run.backbone, run.sae, texts, run.hook, batch_size=min(8, run.settings.batch_size)), ("test",)
 
 
@@ -345,8 +413,12 @@ def applicable(run: RunData, name: str) -> bool:
     return registry.get(name).applies_to(run.cache_spec["backbone"])
 
 
-def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settings: EvalSettings | None = None,
-                 out_dir: str | Path | None = None) -> dict[str, Path]:
+def evaluate_run(
+    run_dir: str | Path,
+    names: tuple[str, ...] | list[str],
+    settings: EvalSettings | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Path]:
     """Run the evaluations ``names`` (see :data:`EVALS`; "all" = every applicable one) on ``run_dir``; write
     ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths."""
     from repro.files import atomic_write
@@ -368,11 +440,19 @@ def evaluate_run(run_dir: str | Path, names: tuple[str, ...] | list[str], settin
     for name in names:
         began = time.perf_counter()
         results, splits = registry.get(name).function()(run)
-        record = {"eval": name, "run": str(run_dir), "kind": run.sae.kind,
-                  "sae_config": dataclasses.asdict(run.sae.cfg), "train_config": run.summary["train_config"],
-                  "seed": run.summary["train_config"].get("seed"), "data": run.data_record(splits),
-                  "settings": dataclasses.asdict(settings), "results": results,
-                  "seconds": time.perf_counter() - began, "provenance": provenance()}
+        record = {
+            "eval": name,
+            "run": str(run_dir),
+            "kind": run.sae.kind,
+            "sae_config": dataclasses.asdict(run.sae.cfg),
+            "train_config": run.summary["train_config"],
+            "seed": run.summary["train_config"].get("seed"),
+            "data": run.data_record(splits),
+            "settings": dataclasses.asdict(settings),
+            "results": results,
+            "seconds": time.perf_counter() - began,
+            "provenance": provenance(),
+        }
         path = out_dir / f"{name}.json"
         text = json.dumps(to_plain(record, nan_as_none=True), indent=1, allow_nan=False)
         atomic_write(path, lambda p, text=text: Path(p).write_text(text))
@@ -389,7 +469,12 @@ def _save_top_examples(path: Path, enc) -> None:
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, values=enc.top_values.astype(np.float32), ids=enc.top_ids.astype(np.int64),
-                                positions=enc.top_positions.astype(np.int32), labels=enc.top_labels.astype(np.int32))
+            np.savez_compressed(
+                f,
+                values=enc.top_values.astype(np.float32),
+                ids=enc.top_ids.astype(np.int64),
+                positions=enc.top_positions.astype(np.int32),
+                labels=enc.top_labels.astype(np.int32),
+            )
 
     atomic_write(path, write)

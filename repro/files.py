@@ -1,5 +1,6 @@
 """File helpers: atomic writes (a crash or a killed job never leaves a half-written file under its final name)
-and a checked JSON-object reader. Kept free of heavy imports (torch, pandas), so that light commands such as the report rules start fast."""
+and a checked JSON-object reader. Kept free of heavy imports (torch, pandas), so that light commands such as the
+report rules start fast."""
 
 from __future__ import annotations
 

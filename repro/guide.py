@@ -33,12 +33,16 @@ def search_outcome(probes: list[dict], target: float, chosen_l0: float) -> dict:
     :data:`MATCH_RATIO` of it."""
     l0s = [p["l0"] for p in probes]
     ratio = (chosen_l0 + 0.1) / target
-    return {"bracketed": bool(min(l0s) <= target <= max(l0s)),
-            "matched": bool(1 / MATCH_RATIO <= ratio <= MATCH_RATIO), "match_ratio": MATCH_RATIO}
+    return {
+        "bracketed": bool(min(l0s) <= target <= max(l0s)),
+        "matched": bool(1 / MATCH_RATIO <= ratio <= MATCH_RATIO),
+        "match_ratio": MATCH_RATIO,
+    }
 
 
-def bisect_penalty(measure: Callable[[float], float], target: float, *, lo: float = -2.0, hi: float = 2.0,
-                   steps: int = 6) -> tuple[float, list[dict]]:
+def bisect_penalty(
+    measure: Callable[[float], float], target: float, *, lo: float = -2.0, hi: float = 2.0, steps: int = 6
+) -> tuple[float, list[dict]]:
     """The penalty p = 10**e, e in [lo, hi], whose ``measure(p)`` (an L0, decreasing in p) is closest to
     ``target`` after ``steps`` bisection probes (see the module docstring); returns (p, probes)."""
     if not (target > 0 and steps >= 1 and lo < hi):
@@ -60,8 +64,15 @@ def k_from_l0(l0: float) -> int:
     return max(1, round(l0))
 
 
-def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, search_steps: int = 6,
-                   train_steps: int | None = None, progress: bool = False) -> dict:
+def guide_from_run(
+    run_dir: str | Path,
+    settings=None,
+    *,
+    relu: bool = True,
+    search_steps: int = 6,
+    train_steps: int | None = None,
+    progress: bool = False,
+) -> dict:
     """Guidance from a trained run (module docstring): its held-out L0, k for topk/batchtopk and, with
     ``relu``, the searched ReLU L1 coefficient. ``train_steps`` shortens the probes' training (default:
     the run's own step count)."""
@@ -74,13 +85,21 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     run = RunData(run_dir, settings or EvalSettings(), pooled=False)
     val = (run.summary.get("training") or {}).get("final_validation")
     if not val:
-        raise ValueError(f"{run_dir}: train.json has no final_validation (the trainer's held-out tail of the "
-                         "training split), which guidance reads its L0 from; retrain with validation tokens")
+        raise ValueError(
+            f"{run_dir}: train.json has no final_validation (the trainer's held-out tail of the "
+            "training split), which guidance reads its L0 from; retrain with validation tokens"
+        )
     l0 = float(val["l0"])
     k = k_from_l0(l0)
-    out = {"source_run": str(run_dir), "source_kind": run.sae.kind, "d_sae": run.sae.cfg.d_sae,
-           "l0": l0, "l0_split": "training split, held-out tail (trainer validation tokens)",
-           "n_tokens": val.get("n_tokens"), **{kind: {"k": k} for kind in guided_kinds()}}
+    out = {
+        "source_run": str(run_dir),
+        "source_kind": run.sae.kind,
+        "d_sae": run.sae.cfg.d_sae,
+        "l0": l0,
+        "l0_split": "training split, held-out tail (trainer validation tokens)",
+        "n_tokens": val.get("n_tokens"),
+        **{kind: {"k": k} for kind in guided_kinds()},
+    }
     if not relu:
         return out
     tc = dict(run.summary["train_config"])
@@ -98,8 +117,9 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
     def measure(penalty: float) -> float:
         from repro.train import validation_metrics
 
-        sae = create("relu", cache.d_model, run.sae.cfg.d_sae, seed=cfg.seed, l1_coefficient=penalty,
-                     input_norm="scalar")
+        sae = create(
+            "relu", cache.d_model, run.sae.cfg.d_sae, seed=cfg.seed, l1_coefficient=penalty, input_norm="scalar"
+        )
         with tempfile.TemporaryDirectory() as tmp:
             train(sae, cache.batches(batch_size, seed=cfg.seed, stop=train_tokens), cfg, tmp)
         l0_probe = validation_metrics(sae, validation)["l0"]
@@ -109,7 +129,11 @@ def guide_from_run(run_dir: str | Path, settings=None, *, relu: bool = True, sea
 
     penalty, probes = bisect_penalty(measure, max(l0, 1e-3), steps=search_steps)
     chosen = next(p["l0"] for p in probes if p["penalty"] == penalty)
-    out["relu"] = {"l1_coefficient": penalty, "probes": probes, "train_steps": cfg.steps,
-                   **search_outcome(probes, max(l0, 1e-3), chosen),
-                   "search": f"bisection on log10 l1_coefficient in [-2, 2], {search_steps} probes"}
+    out["relu"] = {
+        "l1_coefficient": penalty,
+        "probes": probes,
+        "train_steps": cfg.steps,
+        **search_outcome(probes, max(l0, 1e-3), chosen),
+        "search": f"bisection on log10 l1_coefficient in [-2, 2], {search_steps} probes",
+    }
     return out

@@ -106,5 +106,16 @@ def knobs() -> tuple[str, ...]:
     return tuple(dict.fromkeys(k.knob for k in CATALOGUE.values() if k.knob))
 
 
-__all__ = ["CATALOGUE", "FAMILIES", "Kind", "PAPER_METHOD", "declare", "guided_kinds", "info", "knobs", "label",
-           "order", "rank"]
+__all__ = [
+    "CATALOGUE",
+    "FAMILIES",
+    "Kind",
+    "PAPER_METHOD",
+    "declare",
+    "guided_kinds",
+    "info",
+    "knobs",
+    "label",
+    "order",
+    "rank",
+]

@@ -68,8 +68,13 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["L0_QUANTILES", "VARIANCE_DEGENERATE_RTOL", "ReconstructionMetrics", "bootstrap_balanced_accuracy_ci",
-           "bootstrap_ratio_ci"]
+__all__ = [
+    "L0_QUANTILES",
+    "VARIANCE_DEGENERATE_RTOL",
+    "ReconstructionMetrics",
+    "bootstrap_balanced_accuracy_ci",
+    "bootstrap_ratio_ci",
+]
 
 #: V ≤ VARIANCE_DEGENERATE_RTOL · (Q_x/N) (or V == 0) marks the variance as degenerate.
 VARIANCE_DEGENERATE_RTOL = 1e-12
@@ -200,13 +205,9 @@ class ReconstructionMetrics:
         if x.ndim < 1 or x.shape[-1] < 1:
             raise ValueError(f"x must have shape (..., d_in) with d_in >= 1, got {tuple(x.shape)}")
         if x_hat.shape != x.shape:
-            raise ValueError(
-                f"x_hat has shape {tuple(x_hat.shape)}, expected the shape of x {tuple(x.shape)}"
-            )
+            raise ValueError(f"x_hat has shape {tuple(x_hat.shape)}, expected the shape of x {tuple(x.shape)}")
         if acts.ndim < 1 or acts.shape[-1] != self.d_sae:
-            raise ValueError(
-                f"acts has shape {tuple(acts.shape)}, expected (..., d_sae={self.d_sae})"
-            )
+            raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (..., d_sae={self.d_sae})")
         if acts.shape[:-1] != x.shape[:-1]:
             raise ValueError(
                 f"acts has leading shape {tuple(acts.shape[:-1])}, expected the leading shape "
@@ -263,9 +264,7 @@ class ReconstructionMetrics:
                 l1_b.to(xs.device),
             ]
         )
-        counts_b = torch.stack(
-            [(~nz).sum(dtype=torch.int64), l0pos_b.to(xs.device)]
-        )
+        counts_b = torch.stack([(~nz).sum(dtype=torch.int64), l0pos_b.to(xs.device)])
         mean_b = xs.mean(dim=0)
         dev_b = xs - mean_b
         m2_b = (dev_b * dev_b).sum(dim=0)
@@ -414,8 +413,9 @@ class ReconstructionMetrics:
         }
 
 
-def bootstrap_balanced_accuracy_ci(hits: np.ndarray, labels: np.ndarray, *, level: float = 0.95, n_boot: int = 2000,
-                                   seed: int = 0) -> dict:
+def bootstrap_balanced_accuracy_ci(
+    hits: np.ndarray, labels: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """Stratified percentile bootstrap of a class-balanced accuracy in percent,
     A = 100 · mean_c (Σ_{e ∈ c} hit_e / n_c) over the classes c present in ``labels``: each of the ``n_boot``
     resamples (seeded) redraws the n_c examples of every class with replacement, so class sizes stay fixed
@@ -435,12 +435,20 @@ def bootstrap_balanced_accuracy_ci(hits: np.ndarray, labels: np.ndarray, *, leve
     acc *= 100 / len(classes)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(acc, [alpha, 1 - alpha])
-    return {"value": value, "lo": float(lo), "hi": float(hi), "n_examples": int(len(hit)), "n_boot": int(n_boot),
-            "level": float(level), "unit": "example, stratified by class"}
+    return {
+        "value": value,
+        "lo": float(lo),
+        "hi": float(hi),
+        "n_examples": int(len(hit)),
+        "n_boot": int(n_boot),
+        "level": float(level),
+        "unit": "example, stratified by class",
+    }
 
 
-def bootstrap_ratio_ci(numerators: np.ndarray, denominators: np.ndarray, *, level: float = 0.95,
-                       n_boot: int = 2000, seed: int = 0) -> dict:
+def bootstrap_ratio_ci(
+    numerators: np.ndarray, denominators: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """Percentile bootstrap over examples of a ratio of sums R = Σ_e num_e / Σ_e den_e (the NMSE with
     num = per-example Σ_t ||x − x̂||², den = Σ_t ||x||²): ``n_boot`` resamples of the E examples with
     replacement (seeded), the ``level`` interval of R over them. Returns value, lo, hi, n_examples,
@@ -454,8 +462,15 @@ def bootstrap_ratio_ci(numerators: np.ndarray, denominators: np.ndarray, *, leve
     ratios = np.empty(n_boot)
     for lo in range(0, n_boot, 100):  # 100 resamples at a time: memory stays O(100 E)
         draws = rng.integers(0, len(num), size=(min(100, n_boot - lo), len(num)))
-        ratios[lo:lo + len(draws)] = num[draws].sum(1) / den[draws].sum(1)
+        ratios[lo : lo + len(draws)] = num[draws].sum(1) / den[draws].sum(1)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(ratios, [alpha, 1 - alpha])
-    return {"value": value, "lo": float(lo), "hi": float(hi), "n_examples": int(len(num)), "n_boot": int(n_boot),
-            "level": float(level), "unit": "example"}
+    return {
+        "value": value,
+        "lo": float(lo),
+        "hi": float(hi),
+        "n_examples": int(len(num)),
+        "n_boot": int(n_boot),
+        "level": float(level),
+        "unit": "example",
+    }

@@ -41,8 +41,10 @@ def read(run_dir: str | Path) -> dict:
     missing run), ValueError when it is unreadable or of a newer version than this code reads."""
     path = Path(run_dir) / FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished run: {FILE} is missing "
-                                "(train it with `repro train`, or resume it with --resume)")
+        raise FileNotFoundError(
+            f"{run_dir} is not a finished run: {FILE} is missing "
+            "(train it with `repro train`, or resume it with --resume)"
+        )
     record = read_json_object(path)
     version = record.get("record_version", 1)
     if not isinstance(version, int) or version > VERSION:

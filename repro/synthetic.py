@@ -86,10 +86,14 @@ GENERATOR_VERSION = 1  # bump whenever the bytes a given spec produces change
 BLOCK_TOKENS = 4096  # rows per block of the cache stream (see SyntheticSpec.block)
 HOOK = "planted"
 _CHUNK_ROWS = 16384  # sample() works through at most this many rows at a time (bounds temporaries)
-_TINY = 2.0 ** -30  # floor of uniform draws before a log (torch.rand can return exactly 0)
+_TINY = 2.0**-30  # floor of uniform draws before a log (torch.rand can return exactly 0)
 
-_COUNT_KEYS = {"fixed": {"k"}, "uniform": {"low", "high"}, "mixture": {"simple", "complex", "p_complex"},
-               "heavy": {"alpha", "max"}}
+_COUNT_KEYS = {
+    "fixed": {"k"},
+    "uniform": {"low", "high"},
+    "mixture": {"simple", "complex", "p_complex"},
+    "heavy": {"alpha", "max"},
+}
 _MAGNITUDE_KEYS = {"uniform": {"low", "high"}, "lognormal": {"mu", "sigma"}, "exponential": {"scale"}}
 
 
@@ -220,8 +224,11 @@ class SyntheticSpec:
             _fail("correlation", self.correlation, "a number in [0, 1)")
         hierarchy = self.hierarchy
         if hierarchy is not None:
-            if not isinstance(hierarchy, dict) or not {"parents", "children_per_parent"} <= set(hierarchy) \
-                    or not set(hierarchy) <= {"parents", "children_per_parent", "parent_weight"}:
+            if (
+                not isinstance(hierarchy, dict)
+                or not {"parents", "children_per_parent"} <= set(hierarchy)
+                or not set(hierarchy) <= {"parents", "children_per_parent", "parent_weight"}
+            ):
                 _fail("hierarchy", hierarchy, "None or {'parents': P, 'children_per_parent': C[, 'parent_weight': w]}")
             hierarchy = dict(hierarchy)
             for key in ("parents", "children_per_parent"):
@@ -283,7 +290,7 @@ class SyntheticSpec:
         parent = torch.full((self.n_features,), -1, dtype=torch.int64)
         if self.hierarchy is not None:
             p, c = self.hierarchy["parents"], self.hierarchy["children_per_parent"]
-            parent[p:p + p * c] = torch.arange(p).repeat_interleave(c)
+            parent[p : p + p * c] = torch.arange(p).repeat_interleave(c)
         return parent
 
     def groups(self) -> Tensor:
@@ -434,8 +441,16 @@ def _fixed_parts(spec: SyntheticSpec) -> _Parts:
         weights = (1 - rho) + rho * spec.n_features / sizes[:, None] * in_group
     parent = spec.parent_of()
     children = torch.nonzero(parent >= 0).squeeze(1) if spec.hierarchy is not None else None
-    return _Parts(spec.dictionary(), spec.mean(), None if spec.noise_decay == 0 else q, std, weights,
-                  None if children is None else parent[children], children, torch.tensor(-math.inf))
+    return _Parts(
+        spec.dictionary(),
+        spec.mean(),
+        None if spec.noise_decay == 0 else q,
+        std,
+        weights,
+        None if children is None else parent[children],
+        children,
+        torch.tensor(-math.inf),
+    )
 
 
 def _block_generator(seed: int, index: int) -> torch.Generator:
@@ -459,8 +474,14 @@ class _SyntheticTokens:
         self.labels = np.concatenate(counts)[:n_tokens] if counts else np.zeros(0, np.int64)
 
     def spec(self) -> dict:
-        return {"name": self.name, "generator": self.generator_spec.to_dict(), "n_tokens": self.n_tokens,
-                "seed": self.seed, "block_tokens": BLOCK_TOKENS, "generator_version": GENERATOR_VERSION}
+        return {
+            "name": self.name,
+            "generator": self.generator_spec.to_dict(),
+            "n_tokens": self.n_tokens,
+            "seed": self.seed,
+            "block_tokens": BLOCK_TOKENS,
+            "generator_version": GENERATOR_VERSION,
+        }
 
     def __len__(self) -> int:
         return self.n_tokens
@@ -479,10 +500,13 @@ class _SyntheticBackbone:
 
     def spec(self) -> dict:
         dictionary = self.generator_spec.dictionary().numpy().astype("<f4")
-        return {"name": self.name, "generator": self.generator_spec.to_dict(),
-                "generator_version": GENERATOR_VERSION,
-                "weights_digest": hashlib.sha256(dictionary.tobytes()).hexdigest(),
-                "preprocessing": {"block_tokens": BLOCK_TOKENS}}
+        return {
+            "name": self.name,
+            "generator": self.generator_spec.to_dict(),
+            "generator_version": GENERATOR_VERSION,
+            "weights_digest": hashlib.sha256(dictionary.tobytes()).hexdigest(),
+            "preprocessing": {"block_tokens": BLOCK_TOKENS},
+        }
 
     def d_model(self, hook: str) -> int:
         if hook != HOOK:
@@ -508,8 +532,16 @@ class _SyntheticBackbone:
         return out[:, None, :], torch.ones(len(index), 1, dtype=torch.bool)
 
 
-def write_cache(spec: SyntheticSpec, n_tokens: int, root: str | os.PathLike, *, batch_size: int = 4096,
-                seed: int = 0, dtype: str = "float32", progress: bool = False) -> Path:
+def write_cache(
+    spec: SyntheticSpec,
+    n_tokens: int,
+    root: str | os.PathLike,
+    *,
+    batch_size: int = 4096,
+    seed: int = 0,
+    dtype: str = "float32",
+    progress: bool = False,
+) -> Path:
     """Write tokens 0..n_tokens-1 of the seeded block stream of ``spec`` (token t = row t mod 4096 of
     ``spec.block(t // 4096, seed)``) as an activation cache under ``root`` (hook ``"planted"``, one
     position per example, label = the token's true feature count, example id = t); returns its folder.
@@ -518,5 +550,12 @@ def write_cache(spec: SyntheticSpec, n_tokens: int, root: str | os.PathLike, *, 
 
     if not (_is_int(n_tokens) and n_tokens >= 1):
         raise ValueError(f"n_tokens={n_tokens!r} must be a positive integer")
-    return extract(_SyntheticBackbone(spec, seed), _SyntheticTokens(spec, n_tokens, seed), HOOK, root,
-                   dtype=dtype, batch_size=batch_size, progress=progress)
+    return extract(
+        _SyntheticBackbone(spec, seed),
+        _SyntheticTokens(spec, n_tokens, seed),
+        HOOK,
+        root,
+        dtype=dtype,
+        batch_size=batch_size,
+        progress=progress,
+    )

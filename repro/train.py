@@ -85,8 +85,9 @@ class TrainingInterrupted(Exception):
     """SIGTERM arrived during training; a checkpoint was written at ``step``."""
 
     def __init__(self, step: int, run_dir: Path):
-        super().__init__(f"interrupted by SIGTERM after step {step}; checkpoint written in {run_dir}: "
-                         "continue with --resume")
+        super().__init__(
+            f"interrupted by SIGTERM after step {step}; checkpoint written in {run_dir}: continue with --resume"
+        )
         self.step = step
 
 
@@ -153,6 +154,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
+
         def is_int(v) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
@@ -162,8 +164,13 @@ class TrainConfig:
         checks = [
             ("steps", is_int(self.steps) and self.steps > 0, "a positive integer"),
             ("lr", is_num(self.lr) and self.lr > 0, "a number > 0"),
-            ("betas", isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
-             and all(is_num(b) and 0 <= b < 1 for b in self.betas), "two numbers in [0, 1)"),
+            (
+                "betas",
+                isinstance(self.betas, (tuple, list))
+                and len(self.betas) == 2
+                and all(is_num(b) and 0 <= b < 1 for b in self.betas),
+                "two numbers in [0, 1)",
+            ),
             ("eps", is_num(self.eps) and self.eps > 0, "a number > 0"),
             ("warmup_steps", is_int(self.warmup_steps) and self.warmup_steps >= 0, "an integer >= 0"),
             ("decay", self.decay in ("none", "linear", "cosine"), "'none', 'linear' or 'cosine'"),
@@ -173,11 +180,17 @@ class TrainConfig:
             ("seed", is_int(self.seed), "an integer"),
             ("checkpoint_every", is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "an integer >= 0"),
             ("sample_tokens", is_int(self.sample_tokens) and self.sample_tokens > 0, "a positive integer"),
-            ("dead_window_fraction", is_num(self.dead_window_fraction) and 0 < self.dead_window_fraction <= 1,
-             "a number in (0, 1]"),
+            (
+                "dead_window_fraction",
+                is_num(self.dead_window_fraction) and 0 < self.dead_window_fraction <= 1,
+                "a number in (0, 1]",
+            ),
             ("dead_window_max", is_int(self.dead_window_max) and self.dead_window_max > 0, "a positive integer"),
-            ("validate_at", isinstance(self.validate_at, (tuple, list))
-             and all(is_num(f) and 0 < f <= 1 for f in self.validate_at), "fractions in (0, 1]"),
+            (
+                "validate_at",
+                isinstance(self.validate_at, (tuple, list)) and all(is_num(f) and 0 < f <= 1 for f in self.validate_at),
+                "fractions in (0, 1]",
+            ),
             ("deterministic", isinstance(self.deterministic, bool), "true or false"),
         ]
         for name, ok, expected in checks:
@@ -248,9 +261,17 @@ class _RunState:
     validation: list[dict]
 
 
-def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | os.PathLike, *,
-          resume: bool = False, on_step: Callable[[int, dict[str, float]], None] | None = None,
-          data: dict | None = None, validation: Tensor | None = None) -> TrainResult:
+def train(
+    sae: SAE,
+    batches: Iterable[Tensor],
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    data: dict | None = None,
+    validation: Tensor | None = None,
+) -> TrainResult:
     """Train ``sae`` in place for ``cfg.steps`` steps on ``batches``; see the module docstring.
 
     ``on_step(step, parts)`` is called after each step (1-based) once its checkpoint, if any, is
@@ -264,8 +285,9 @@ def train(sae: SAE, batches: Iterable[Tensor], cfg: TrainConfig, run_dir: str | 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = _find_checkpoint(run_dir)
     if ckpt is not None and not resume:
-        raise FileExistsError(f"{run_dir} already holds a checkpoint: pass resume=True to continue it, "
-                              "or use an empty run folder")
+        raise FileExistsError(
+            f"{run_dir} already holds a checkpoint: pass resume=True to continue it, or use an empty run folder"
+        )
     _remove_stale_temporaries(run_dir)
     torch.manual_seed(cfg.seed)
     sample, tokens_per_step, batches = _training_sample(batches, cfg.sample_tokens, sae.cfg.d_in)
@@ -333,18 +355,31 @@ def _fresh_state(sae: SAE, sample: Tensor, tokens_per_step: int, cfg: TrainConfi
     """Data-dependent initialisation and the run's constants, at step 0."""
     init = sae.fit_to_data(sample.to(next(sae.parameters()).device))
     theta = sae.thresholds()
-    return _RunState(init=init, dead_window_tokens=dead_window_for(cfg, tokens_per_step),
-                     tokens_per_step=tokens_per_step,
-                     thresholds_start=None if theta is None else float(theta.double().mean()), validation=[])
+    return _RunState(
+        init=init,
+        dead_window_tokens=dead_window_for(cfg, tokens_per_step),
+        tokens_per_step=tokens_per_step,
+        thresholds_start=None if theta is None else float(theta.double().mean()),
+        validation=[],
+    )
 
 
 class _Loop:
     """Steps ``start`` .. ``cfg.steps - 1``: log, validate, checkpoint, callback. After a SIGTERM
     (``sigterm.raised``) it checkpoints the step just done and raises TrainingInterrupted."""
 
-    def __init__(self, sae: SAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, run_dir: Path,
-                 state: _RunState, validation: Tensor | None, bar: tqdm,
-                 on_step: Callable[[int, dict[str, float]], None] | None, sigterm: _SigtermFlag):
+    def __init__(
+        self,
+        sae: SAE,
+        optimizer: torch.optim.Optimizer,
+        cfg: TrainConfig,
+        run_dir: Path,
+        state: _RunState,
+        validation: Tensor | None,
+        bar: tqdm,
+        on_step: Callable[[int, dict[str, float]], None] | None,
+        sigterm: _SigtermFlag,
+    ):
         self.sae, self.optimizer, self.cfg, self.run_dir, self.state = sae, optimizer, cfg, run_dir, state
         self.validation, self.bar, self.on_step, self.sigterm = validation, bar, on_step, sigterm
         self.names = dict(sae.named_parameters())
@@ -371,8 +406,9 @@ class _Loop:
                 self.bar.set_postfix(loss=f"{parts['loss']:.4g}", l0=f"{parts['l0']:.1f}")
                 done = step + 1
                 if done in self.validate_after:
-                    self.state.validation.append({"step": done, "fraction": done / cfg.steps,
-                                                  **validation_metrics(self.sae, self.validation)})
+                    self.state.validation.append(
+                        {"step": done, "fraction": done / cfg.steps, **validation_metrics(self.sae, self.validation)}
+                    )
                     self.sae.train()
                 stopping = self.sigterm.raised and done < cfg.steps
                 if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps or stopping:
@@ -385,8 +421,9 @@ class _Loop:
         return parts
 
 
-def _step(sae: SAE, optimizer: torch.optim.Optimizer, names: dict[str, Tensor], batch: Tensor, step: int,
-          cfg: TrainConfig) -> dict[str, float]:
+def _step(
+    sae: SAE, optimizer: torch.optim.Optimizer, names: dict[str, Tensor], batch: Tensor, step: int, cfg: TrainConfig
+) -> dict[str, float]:
     """One optimiser step with finiteness checks and gradient-norm clipping; returns the loss parts (with
     ``grad_norm``, the global norm before clipping)."""
     if not torch.is_floating_point(batch):
@@ -427,20 +464,26 @@ def validation_metrics(sae: SAE, tokens: Tensor, batch_size: int = 4096) -> dict
     device = next(sae.parameters()).device
     acc = ReconstructionMetrics(sae.cfg.d_sae)
     for lo in range(0, len(tokens), batch_size):
-        x = tokens[lo:lo + batch_size].to(device)
+        x = tokens[lo : lo + batch_size].to(device)
         x_hat, acts = sae(x)
         acc.update(x, x_hat, acts)
     m = acc.compute()
-    return {"nmse": m["nmse"], "ev": m["explained_variance"], "l0": m["l0"], "dead_fraction": m["dead_fraction"],
-            "n_tokens": m["n_tokens"]}
+    return {
+        "nmse": m["nmse"],
+        "ev": m["explained_variance"],
+        "l0": m["l0"],
+        "dead_fraction": m["dead_fraction"],
+        "n_tokens": m["n_tokens"],
+    }
 
 
 def _relative_change(before: dict, after: dict, key: str) -> float:
     return (after[key] - before[key]) / before[key] if before[key] else 0.0
 
 
-def convergence(validation: list[dict], window: tuple[float, float] = (1 - PLATEAU_WINDOW, 1.0),
-                rtol: float = CONVERGED_RTOL) -> dict:
+def convergence(
+    validation: list[dict], window: tuple[float, float] = (1 - PLATEAU_WINDOW, 1.0), rtol: float = CONVERGED_RTOL
+) -> dict:
     """The convergence record from the validation records (``step``, ``fraction``, ``nmse``, ``l0``):
 
     - ``plateau_improvement`` = (NMSE_a - NMSE_b) / NMSE_a between the records a, b nearest the two ends
@@ -459,10 +502,15 @@ def convergence(validation: list[dict], window: tuple[float, float] = (1 - PLATE
     last = validation[-1]
     ref = min(validation[:-1], key=lambda r: abs(r["fraction"] - 0.75))
     improvement = -_relative_change(a, b, "nmse")
-    return {"converged": bool(improvement < rtol), "plateau_improvement": improvement,
-            "plateau_l0_change": _relative_change(a, b, "l0"), "from_step": a["step"], "to_step": b["step"],
-            "last_quarter_improvement": -_relative_change(ref, last, "nmse"),
-            "last_quarter_l0_change": _relative_change(ref, last, "l0")}
+    return {
+        "converged": bool(improvement < rtol),
+        "plateau_improvement": improvement,
+        "plateau_l0_change": _relative_change(a, b, "l0"),
+        "from_step": a["step"],
+        "to_step": b["step"],
+        "last_quarter_improvement": -_relative_change(ref, last, "nmse"),
+        "last_quarter_l0_change": _relative_change(ref, last, "l0"),
+    }
 
 
 def penalty_share(log_path: Path, steps: int) -> float | None:
@@ -476,8 +524,9 @@ def penalty_share(log_path: Path, steps: int) -> float | None:
     return sum(float(r["sparsity_loss"]) for r in rows) / loss if loss else None
 
 
-def training_record(sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, final: dict | None,
-                    log_path: Path) -> dict:
+def training_record(
+    sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, final: dict | None, log_path: Path
+) -> dict:
     """The training record of ``train.json``: initialisation, dead-latent window, validation curve, final
     held-out metrics, convergence, penalty share, thresholds and warnings."""
     conv = convergence(state.validation, convergence_window(cfg))
@@ -493,27 +542,47 @@ def training_record(sae: SAE, cfg: TrainConfig, state: _RunState, finish: dict, 
     span = f"steps {conv.get('from_step')}-{conv.get('to_step')}"
     if conv["converged"] is False:
         gain = 100 * conv["plateau_improvement"]
-        warnings.append(f"not converged: held-out NMSE still improved by {gain:.1f} % over {span}, before any "
-                        f"lr decay (threshold {100 * CONVERGED_RTOL:g} %)")
+        warnings.append(
+            f"not converged: held-out NMSE still improved by {gain:.1f} % over {span}, before any "
+            f"lr decay (threshold {100 * CONVERGED_RTOL:g} %)"
+        )
     if conv.get("plateau_l0_change") is not None and abs(conv["plateau_l0_change"]) > L0_DRIFT_MAX:
         drift = 100 * conv["plateau_l0_change"]
-        warnings.append(f"the sparsity is still moving: held-out L0 changed by {drift:+.1f} % over {span} "
-                        "(so NMSE alone does not show convergence)")
+        warnings.append(
+            f"the sparsity is still moving: held-out L0 changed by {drift:+.1f} % over {span} "
+            "(so NMSE alone does not show convergence)"
+        )
     if share is not None and share < PENALTY_SHARE_MIN:
         l0 = final["l0"] if final else None
-        cause = ("the code has collapsed" if l0 is not None and l0 < 1 else
-                 "the coefficient is too small for this input scale")
+        cause = (
+            "the code has collapsed"
+            if l0 is not None and l0 < 1
+            else "the coefficient is too small for this input scale"
+        )
         cause += f" (held-out L0 {l0:.1f})" if l0 is not None else ""
-        warnings.append(f"sparsity penalty below {PENALTY_SHARE_MIN:g} of the loss over the last quarter "
-                        f"({share:.2e}): it does not shape the code; {cause}")
+        warnings.append(
+            f"sparsity penalty below {PENALTY_SHARE_MIN:g} of the loss over the last quarter "
+            f"({share:.2e}): it does not shape the code; {cause}"
+        )
     if thresholds and thresholds["mean_start"] and thresholds.get("mean_abs_change") is not None:
         if thresholds["mean_abs_change"] < 0.01 * abs(thresholds["mean_start"]):
-            warnings.append(f"the thresholds barely moved: mean |change| {thresholds['mean_abs_change']:.3g} from "
-                            f"a mean of {thresholds['mean_start']:.3g}")
-    return {"data_init": state.init, "finish": finish, "dead_window_tokens": sae.dead_window_tokens,
-            "tokens_per_step": state.tokens_per_step, "tokens_seen": cfg.steps * state.tokens_per_step,
-            "validation": state.validation, "final_validation": final, **conv, "penalty_share": share,
-            "thresholds": thresholds, "warnings": warnings}
+            warnings.append(
+                f"the thresholds barely moved: mean |change| {thresholds['mean_abs_change']:.3g} from "
+                f"a mean of {thresholds['mean_start']:.3g}"
+            )
+    return {
+        "data_init": state.init,
+        "finish": finish,
+        "dead_window_tokens": sae.dead_window_tokens,
+        "tokens_per_step": state.tokens_per_step,
+        "tokens_seen": cfg.steps * state.tokens_per_step,
+        "validation": state.validation,
+        "final_validation": final,
+        **conv,
+        "penalty_share": share,
+        "thresholds": thresholds,
+        "warnings": warnings,
+    }
 
 
 # ----- checkpoints ----------------------------------------------------------------------------------
@@ -526,8 +595,9 @@ def _find_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig,
-                     state: _RunState) -> None:
+def _save_checkpoint(
+    run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig, state: _RunState
+) -> None:
     """Write a complete checkpoint into a temporary folder, then swap it in for ``checkpoint/``."""
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{CHECKPOINT_DIR}.tmp"))
     try:
@@ -539,8 +609,13 @@ def _save_checkpoint(run_dir: Path, sae: SAE, optimizer: torch.optim.Optimizer, 
                 tensors[f"adam.{names[id(p)]}.{key}"] = value.detach().contiguous().cpu().clone()
             moments[names[id(p)]] = sorted(opt_state)
         save_file(tensors, str(tmp / TRAINER_WEIGHTS))
-        meta = {"step": step, "adam_state": moments, "train_config": _resumable_fields(cfg),
-                "state": dataclasses.asdict(state), "sha256": {TRAINER_WEIGHTS: file_sha256(tmp / TRAINER_WEIGHTS)}}
+        meta = {
+            "step": step,
+            "adam_state": moments,
+            "train_config": _resumable_fields(cfg),
+            "state": dataclasses.asdict(state),
+            "sha256": {TRAINER_WEIGHTS: file_sha256(tmp / TRAINER_WEIGHTS)},
+        }
         (tmp / TRAINER_META).write_text(json.dumps(meta, indent=1))
         final, old = run_dir / CHECKPOINT_DIR, run_dir / f".{CHECKPOINT_DIR}.old"
         if final.exists():  # else ``old`` may be the only complete checkpoint: keep it until ``tmp`` is in place
@@ -564,21 +639,23 @@ def _resumable_fields(cfg: TrainConfig) -> dict:
     return fields
 
 
-def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer,
-                     cfg: TrainConfig) -> tuple[int, _RunState]:
+def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> tuple[int, _RunState]:
     """Restore the SAE (weights and kind state), the Adam moments and the RNG; return the step and the run
     state. Refuses a checkpoint made for another SAE config or other training settings, and a damaged one
     (a file whose sha256 differs from the recorded one), naming the file."""
     try:
         meta = json.loads((ckpt / TRAINER_META).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"corrupt checkpoint file {ckpt / TRAINER_META}: {e}; delete {ckpt} to restart the run "
-                         "from scratch") from None
+        raise ValueError(
+            f"corrupt checkpoint file {ckpt / TRAINER_META}: {e}; delete {ckpt} to restart the run from scratch"
+        ) from None
     weights = ckpt / TRAINER_WEIGHTS
     expected = meta.get("sha256", {}).get(TRAINER_WEIGHTS)
     if not weights.is_file() or file_sha256(weights) != expected:
-        raise ValueError(f"corrupt checkpoint file {weights}: missing, or its sha256 differs from the one recorded "
-                         f"in {ckpt / TRAINER_META}; delete {ckpt} to restart the run from scratch")
+        raise ValueError(
+            f"corrupt checkpoint file {weights}: missing, or its sha256 differs from the one recorded "
+            f"in {ckpt / TRAINER_META}; delete {ckpt} to restart the run from scratch"
+        )
     try:
         saved = load(ckpt)
     except ValueError as e:
@@ -586,8 +663,10 @@ def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer,
     if saved.kind != sae.kind or saved.cfg != sae.cfg:
         raise ValueError(f"checkpoint {ckpt} was made for {saved.kind} {saved.cfg}, not {sae.kind} {sae.cfg}")
     if meta.get("train_config") != _resumable_fields(cfg):
-        raise ValueError(f"checkpoint {ckpt} was made with training settings {meta.get('train_config')}, "
-                         f"not {_resumable_fields(cfg)}: resuming would not continue the same run")
+        raise ValueError(
+            f"checkpoint {ckpt} was made with training settings {meta.get('train_config')}, "
+            f"not {_resumable_fields(cfg)}: resuming would not continue the same run"
+        )
     if int(meta["step"]) > cfg.steps:
         raise ValueError(f"checkpoint {ckpt} is at step {meta['step']}, beyond cfg.steps={cfg.steps}")
     sae.load_state_dict(saved.state_dict())
@@ -595,8 +674,11 @@ def _load_checkpoint(ckpt: Path, sae: SAE, optimizer: torch.optim.Optimizer,
     torch.set_rng_state(tensors["rng_state"])
     device = next(sae.parameters()).device
     params = list(sae.named_parameters())
-    state = {i: {key: tensors[f"adam.{name}.{key}"].to(device) for key in meta["adam_state"][name]}
-             for i, (name, _) in enumerate(params) if name in meta["adam_state"]}
+    state = {
+        i: {key: tensors[f"adam.{name}.{key}"].to(device) for key in meta["adam_state"][name]}
+        for i, (name, _) in enumerate(params)
+        if name in meta["adam_state"]
+    }
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     return int(meta["step"]), _RunState(**meta["state"])
 
@@ -634,8 +716,16 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write(path, write)
 
 
-def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, float], seconds: float,
-                   data: dict | None = None, resumed_from: int = 0, record: dict | None = None) -> Path:
+def _publish_final(
+    run_dir: Path,
+    sae: SAE,
+    cfg: TrainConfig,
+    parts: dict[str, float],
+    seconds: float,
+    data: dict | None = None,
+    resumed_from: int = 0,
+    record: dict | None = None,
+) -> Path:
     """Write the final SAE folder and ``train.json`` (atomically, after everything else succeeded);
     ``resumed_from`` is the checkpoint step this session started from (0: a fresh run); ``record`` the
     training record (:func:`training_record`)."""
@@ -648,8 +738,16 @@ def _publish_final(run_dir: Path, sae: SAE, cfg: TrainConfig, parts: dict[str, f
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = {"kind": sae.kind, "sae_config": dataclasses.asdict(sae.cfg), "train_config": dataclasses.asdict(cfg),
-               "last_step": parts, "seconds_this_session": seconds, "resumed_from_step": resumed_from,
-               "training": record or {}, "data": data, "provenance": provenance()}
+    summary = {
+        "kind": sae.kind,
+        "sae_config": dataclasses.asdict(sae.cfg),
+        "train_config": dataclasses.asdict(cfg),
+        "last_step": parts,
+        "seconds_this_session": seconds,
+        "resumed_from_step": resumed_from,
+        "training": record or {},
+        "data": data,
+        "provenance": provenance(),
+    }
     run_record.write(run_dir, summary)
     return final

@@ -61,8 +61,11 @@ class Plan:
 
     def guide_sources(self) -> list[Run]:
         """The sparsemax runs whose measured L0 guided runs read."""
-        return [Run(r.role, GUIDE_SOURCE, SETTINGS_DEFAULT, r.expansion, r.seed)
-                for r in self.runs.values() if r.setting == GUIDED]
+        return [
+            Run(r.role, GUIDE_SOURCE, SETTINGS_DEFAULT, r.expansion, r.seed)
+            for r in self.runs.values()
+            if r.setting == GUIDED
+        ]
 
 
 def parse_setting(setting: str) -> dict:
@@ -181,11 +184,14 @@ def check_config(config: dict) -> None:
 
     for role, b in config["backbones"].items():
         if b["name"] not in BACKBONES and not b["name"].startswith(PREFIXES):
-            raise ValueError(f"backbones.{role}.name: unknown backbone {b['name']!r}; registered: "
-                             f"{', '.join(BACKBONES)} (or {', '.join(p + '<...>' for p in PREFIXES)})")
+            raise ValueError(
+                f"backbones.{role}.name: unknown backbone {b['name']!r}; registered: "
+                f"{', '.join(BACKBONES)} (or {', '.join(p + '<...>' for p in PREFIXES)})"
+            )
         if b["dataset"] not in DATASETS and not b["dataset"].startswith(DATA_PREFIXES):
-            raise ValueError(f"backbones.{role}.dataset: unknown dataset {b['dataset']!r}; registered: "
-                             f"{', '.join(DATASETS)}")
+            raise ValueError(
+                f"backbones.{role}.dataset: unknown dataset {b['dataset']!r}; registered: {', '.join(DATASETS)}"
+            )
     for name, exp in experiment_entries(config):
         role = exp["backbone"]
         if role not in config["backbones"]:
@@ -197,8 +203,9 @@ def check_config(config: dict) -> None:
         try:
             make_config(run.kind, d_in=64, d_sae=64 * run.expansion, **hyperparameters(config, run))
         except (ValueError, TypeError) as e:
-            raise ValueError(f"hyperparameters of run {run.id} (hyperparameters.{run.kind} and the setting "
-                             f"{run.setting!r}): {e}") from None
+            raise ValueError(
+                f"hyperparameters of run {run.id} (hyperparameters.{run.kind} and the setting {run.setting!r}): {e}"
+            ) from None
 
 
 def check_kinds(config: dict) -> None:
@@ -246,4 +253,3 @@ def hyperparameters(config: dict, run: Run) -> dict:
 
 def run_dir(config: dict, run: Run) -> Path:
     return Path(config["runs_root"]) / run.id
-

@@ -22,24 +22,57 @@ from repro.audit import (
 )
 
 REF = load_reference()
-HOOKS = {"gpt2-small": "resid.8", "clip-vit-b16": "vision.layers.10", "smollm2-135m": "resid.20",
-         "effnet-lite0": "head"}
+HOOKS = {
+    "gpt2-small": "resid.8",
+    "clip-vit-b16": "vision.layers.10",
+    "smollm2-135m": "resid.20",
+    "effnet-lite0": "head",
+}
 D_IN = {"gpt2-small": 768, "clip-vit-b16": 768, "smollm2-135m": 576, "effnet-lite0": 1280}
 
 
-def row(backbone: str, dataset: str, kind: str, expansion: int, ev: str, metric: str, value: float, *,
-        seed: int = 0, setting: str = "default", config: str = "paper") -> dict:
-    return {"config": config, "run": f"{backbone}-{kind}-x{expansion}-{setting}-s{seed}", "backbone": backbone,
-            "dataset": dataset, "hook": HOOKS[backbone], "kind": kind, "d_sae": expansion * D_IN[backbone],
-            "expansion": expansion, "seed": seed, "setting": setting, "eval": ev, "metric": metric, "value": value}
+def row(
+    backbone: str,
+    dataset: str,
+    kind: str,
+    expansion: int,
+    ev: str,
+    metric: str,
+    value: float,
+    *,
+    seed: int = 0,
+    setting: str = "default",
+    config: str = "paper",
+) -> dict:
+    return {
+        "config": config,
+        "run": f"{backbone}-{kind}-x{expansion}-{setting}-s{seed}",
+        "backbone": backbone,
+        "dataset": dataset,
+        "hook": HOOKS[backbone],
+        "kind": kind,
+        "d_sae": expansion * D_IN[backbone],
+        "expansion": expansion,
+        "seed": seed,
+        "setting": setting,
+        "eval": ev,
+        "metric": metric,
+        "value": value,
+    }
 
 
 def paper_frame() -> pd.DataFrame:
     """Every recovered cell at its paper value, plus Food101 fixed-K values inside the paper's range."""
-    rows = [row(c["backbone"], c["dataset"], c["kind"], c["expansion"], c["eval"], c["metric"], c["paper"])
-            for c in REF["cells"]]
-    for kind, setting, v in [("topk", "k=24", 0.99), ("topk", "k=32", 8.64), ("batchtopk", "k=24", 2.5),
-                             ("batchtopk", "k=32", 4.0)]:
+    rows = [
+        row(c["backbone"], c["dataset"], c["kind"], c["expansion"], c["eval"], c["metric"], c["paper"])
+        for c in REF["cells"]
+    ]
+    for kind, setting, v in [
+        ("topk", "k=24", 0.99),
+        ("topk", "k=32", 8.64),
+        ("batchtopk", "k=24", 2.5),
+        ("batchtopk", "k=32", 4.0),
+    ]:
         rows.append(row("clip-vit-b16", "food101", kind, 64, "topn", "official/on_1", v, setting=setting))
     return pd.DataFrame(rows)
 
@@ -48,22 +81,42 @@ def default_frame(c1_holds: bool = False) -> pd.DataFrame:
     """Offline analogue: smollm2-135m/fortunes (NMSE, L0 quantiles) and effnet-lite0/fashion-mnist (top-n)."""
     rows = []
     for e in (4, 8):
-        nmse = {"relu": 0.20, "jumprelu": 0.15, "gated": 0.25, "topk": 0.10, "batchtopk": 0.09,
-                "sparsemax_attention": 0.05 if c1_holds else 0.12}
+        nmse = {
+            "relu": 0.20,
+            "jumprelu": 0.15,
+            "gated": 0.25,
+            "topk": 0.10,
+            "batchtopk": 0.09,
+            "sparsemax_attention": 0.05 if c1_holds else 0.12,
+        }
         for kind, v in nmse.items():
             rows.append(row("smollm2-135m", "fortunes", kind, e, "reconstruction", "nmse", v, config="default"))
             rows.append(row("smollm2-135m", "fortunes", kind, e, "reconstruction", "l0", 32.0, config="default"))
         rho = {"sparsemax_attention": 0.40, "relu": 0.10, "jumprelu": 0.20, "gated": 0.15, "batchtopk": 0.05}
-        rows += [row("smollm2-135m", "fortunes", k, e, "reconstruction", "l0_complexity_rho", v, config="default")
-                 for k, v in rho.items()]
+        rows += [
+            row("smollm2-135m", "fortunes", k, e, "reconstruction", "l0_complexity_rho", v, config="default")
+            for k, v in rho.items()
+        ]
     top = {"relu": 5.0, "attention_relu": 6.0, "mlp_sparsemax": 12.0, "sparsemax_attention": 20.0}
     for kind, v in top.items():
         for n in (1, 5, 10, 50):
-            rows.append(row("effnet-lite0", "fashion-mnist", kind, 16, "topn", f"official/on_{n}", v + n,
-                            config="default"))
+            rows.append(
+                row("effnet-lite0", "fashion-mnist", kind, 16, "topn", f"official/on_{n}", v + n, config="default")
+            )
     for setting, v in (("k=24", 9.0), ("default", 11.0), ("guided", 14.0)):
-        rows.append(row("effnet-lite0", "fashion-mnist", "topk", 16, "topn", "official/on_1", v, setting=setting,
-                        config="default"))
+        rows.append(
+            row(
+                "effnet-lite0",
+                "fashion-mnist",
+                "topk",
+                16,
+                "topn",
+                "official/on_1",
+                v,
+                setting=setting,
+                config="default",
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -164,8 +217,10 @@ def test_density_matched_claim_skips_sparser_baselines():
 
 
 def test_same_backbone_other_dataset_and_heldout_info():
-    rows = [row("clip-vit-b16", "food101", "relu", 64, "topn", "official/on_1", 4.0),
-            row("clip-vit-b16", "food101", "relu", 64, "topn", "heldout/on_1", 2.0)]
+    rows = [
+        row("clip-vit-b16", "food101", "relu", 64, "topn", "official/on_1", 4.0),
+        row("clip-vit-b16", "food101", "relu", 64, "topn", "heldout/on_1", 2.0),
+    ]
     cell = by_item(run_audit(pd.DataFrame(rows)))["Table B, ReLU SAE, on-1"]
     assert cell["verdict"] == "not comparable" and cell["reason"].startswith("different dataset")
     assert cell["ours"] == pytest.approx(4.0)
@@ -193,8 +248,9 @@ def test_seeds_are_averaged_and_nan_dropped():
     df = paper_frame()
     relu = df[(df["kind"] == "relu") & (df["expansion"] == 4)].iloc[0].to_dict()
     df = df[~((df["kind"] == "relu") & (df["expansion"] == 4))]
-    extra = [relu | {"seed": s, "run": f"r{s}", "value": v} for s, v in ((0, 0.060), (1, 0.070), (2, 0.080),
-                                                                            (3, math.nan))]
+    extra = [
+        relu | {"seed": s, "run": f"r{s}", "value": v} for s, v in ((0, 0.060), (1, 0.070), (2, 0.080), (3, math.nan))
+    ]
     rows = by_item(run_audit(pd.concat([df, pd.DataFrame(extra)], ignore_index=True)))
     r = rows["Table A, ReLU, M=3072 NMSE"]
     assert r["ours"] == pytest.approx(0.070) and r["n_seeds"] == 3 and r["verdict"] == "reproduced"
@@ -243,8 +299,19 @@ def test_missing_column_or_file_raises_value_error(tmp_path: Path):
 def test_unconverged_runs_make_a_claim_inconclusive():
     df = default_frame(c1_holds=True)
     runs = df[(df["backbone"] == "smollm2-135m")][["run", "kind", "expansion"]].drop_duplicates()
-    extra = [row("smollm2-135m", "fortunes", r.kind, r.expansion, "train", "converged",
-                 0.0 if r.kind == "topk" else 1.0, config="default") for r in runs.itertuples()]
+    extra = [
+        row(
+            "smollm2-135m",
+            "fortunes",
+            r.kind,
+            r.expansion,
+            "train",
+            "converged",
+            0.0 if r.kind == "topk" else 1.0,
+            config="default",
+        )
+        for r in runs.itertuples()
+    ]
     rows = run_audit(pd.concat([df, pd.DataFrame(extra)]), config="default")
     (c1,) = claim_rows(rows, "C1")
     assert c1["verdict"] == "inconclusive" and "not converged: topk default ×4" in c1["reason"]
@@ -266,8 +333,12 @@ def test_overlapping_seed_spreads_make_a_claim_inconclusive():
 
 def test_a_degenerate_topn_setup_makes_a_claim_inconclusive():
     df = default_frame()
-    gate = [row("effnet-lite0", "fashion-mnist", k, 16, "topn", "gate_usable", 0.0 if k == "relu" else 1.0,
-                config="default") for k in ("relu", "attention_relu", "mlp_sparsemax", "sparsemax_attention")]
+    gate = [
+        row(
+            "effnet-lite0", "fashion-mnist", k, 16, "topn", "gate_usable", 0.0 if k == "relu" else 1.0, config="default"
+        )
+        for k in ("relu", "attention_relu", "mlp_sparsemax", "sparsemax_attention")
+    ]
     (c3,) = claim_rows(run_audit(pd.concat([df, pd.DataFrame(gate)]), config="default"), "C3")
     assert c3["verdict"] == "inconclusive" and "degenerate top-n setup" in c3["reason"]
     assert "relu default" in c3["reason"]
@@ -278,8 +349,11 @@ def test_calibration_compares_with_the_baseline_setting_nearest_in_l0():
     far = (df["kind"] == "jumprelu") & (df["metric"] == "l0")
     df.loc[far, "value"] = 200.0  # JumpReLU's only setting is 6x denser: not a match, left out with a note
     df.loc[(df["kind"] == "relu") & (df["metric"] == "l0"), "value"] = 100.0  # ReLU's default: denser than its sweep
-    sweep = [row("smollm2-135m", "fortunes", "relu", e, "reconstruction", m, v, setting="l1_coefficient=9",
-                 config="default") for e in (4, 8) for m, v in (("l0", 30.0), ("l0_complexity_rho", 0.45))]
+    sweep = [
+        row("smollm2-135m", "fortunes", "relu", e, "reconstruction", m, v, setting="l1_coefficient=9", config="default")
+        for e in (4, 8)
+        for m, v in (("l0", 30.0), ("l0_complexity_rho", 0.45))
+    ]
     (c7,) = claim_rows(run_audit(pd.concat([df, pd.DataFrame(sweep)]), config="default"), "C7")
     assert c7["verdict"] == "not reproduced" and c7["delta"] == pytest.approx(0.40 - 0.45)
     assert "relu l1_coefficient=9 (L0 30)" in c7["ours"] and "no jumprelu setting within ×2" in c7["reason"]

@@ -35,8 +35,15 @@ from repro.backbones.clip_templates import IMAGENET_TEMPLATES
 
 ATOL = 1e-4
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-BUILDINGS = {442: "bell cote", 449: "boathouse", 663: "monastery", 698: "palace", 497: "church", 832: "stupa",
-             668: "mosque"}
+BUILDINGS = {
+    442: "bell cote",
+    449: "boathouse",
+    663: "monastery",
+    698: "palace",
+    497: "church",
+    832: "stupa",
+    668: "mosque",
+}
 TEXTS = ["Hello world", "A much longer sentence, with more tokens in it than the first."]
 
 
@@ -102,8 +109,9 @@ def check_features(bb: Backbone, inputs, hooks, dim):
     assert tuple(feats.shape) == (len(next(iter(inputs.values()))), dim) and feats.dtype == torch.float32
     for hook in hooks:
         acts = bb.activations(inputs, hook)[0]
-        torch.testing.assert_close(bb.features_from(hook, acts, inputs), feats, atol=ATOL, rtol=0,
-                                   msg=f"features_from({hook}) != features")
+        torch.testing.assert_close(
+            bb.features_from(hook, acts, inputs), feats, atol=ATOL, rtol=0, msg=f"features_from({hook}) != features"
+        )
     noise = torch.randn(acts.shape, generator=torch.Generator().manual_seed(0)) * acts.std()
     assert (bb.features_from(hook, acts + noise, inputs) - feats).abs().max() > 1e-3
     return feats
@@ -157,8 +165,13 @@ def test_effnet_hooks_shapes_and_preprocessing(effnet):
     mixed = effnet.preprocess([Image.fromarray(rgb[0]), np.zeros((30, 50), np.uint8)])["pixel_values"]
     assert mixed.shape == (2, 3, 112, 112) and (mixed[1] == -1).all()
     # at 112 px: 56² after the stem, then /2 per strided stage (SAME padding rounds up)
-    for hook, d, t in [("blocks.0.0", 16, 56 * 56), ("blocks.1.1", 24, 28 * 28), ("blocks.3.0", 80, 7 * 7),
-                       ("blocks.5.3", 192, 4 * 4), ("head", 1280, 4 * 4)]:
+    for hook, d, t in [
+        ("blocks.0.0", 16, 56 * 56),
+        ("blocks.1.1", 24, 28 * 28),
+        ("blocks.3.0", 80, 7 * 7),
+        ("blocks.5.3", 192, 4 * 4),
+        ("head", 1280, 4 * 4),
+    ]:
         acts, mask = effnet.activations(inputs, hook)
         assert acts.shape == (2, t, d) and effnet.d_model(hook) == d and effnet.n_tokens(hook) == t
         assert mask.all()
@@ -192,8 +205,9 @@ def test_effnet_features(effnet):
 
 # ------------------------------------------------------------------------------------------ MiniLM
 def test_minilm_paraphrase_cosines(minilm):
-    emb = minilm.embed(["A man is playing a guitar.", "Someone is strumming a guitar.",
-                        "The central bank raised interest rates."])
+    emb = minilm.embed(
+        ["A man is playing a guitar.", "Someone is strumming a guitar.", "The central bank raised interest rates."]
+    )
     close, far = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
     assert close == pytest.approx(0.719, abs=0.01) and far == pytest.approx(-0.071, abs=0.01)
     assert close > far + 0.5
@@ -206,10 +220,14 @@ def test_minilm_mask_shapes_and_hidden_states(minilm):
     specials = torch.tensor(minilm.tokenizer.all_special_ids)
     assert torch.equal(mask, ~torch.isin(ids, specials))  # [CLS], [SEP], [PAD] out, every other token in
     assert mask[0].sum() == inputs["attention_mask"][0].sum() - 2 and not mask[0, 0]
-    assert not mask[0, inputs["attention_mask"][0].sum():].any()  # padding (right side)
+    assert not mask[0, inputs["attention_mask"][0].sum() :].any()  # padding (right side)
     with torch.inference_mode():
-        hs = minilm.model(input_ids=ids, attention_mask=inputs["attention_mask"],
-                          token_type_ids=inputs["token_type_ids"], output_hidden_states=True).hidden_states
+        hs = minilm.model(
+            input_ids=ids,
+            attention_mask=inputs["attention_mask"],
+            token_type_ids=inputs["token_type_ids"],
+            output_hidden_states=True,
+        ).hidden_states
     for i, hook in enumerate(minilm.hook_points):
         acts, m = minilm.activations(inputs, hook)
         assert acts.shape == (2, ids.shape[1], 384) and minilm.d_model(hook) == 384
@@ -235,8 +253,9 @@ def test_minilm_features(minilm):
     inputs = minilm.preprocess(TEXTS)
     feats = check_features(minilm, inputs, ["layer.2"], 384)
     # mean of the final hidden states over the token mask ([CLS], [SEP], padding out), not normalised
-    torch.testing.assert_close(feats, minilm.pooled_embedding(minilm.forward(inputs), inputs["token_mask"]),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        feats, minilm.pooled_embedding(minilm.forward(inputs), inputs["token_mask"]), atol=ATOL, rtol=0
+    )
     assert (feats.norm(dim=-1) - 1).abs().max() > 1e-2
     check_padding_invariance(minilm, TEXTS)
 
@@ -392,8 +411,9 @@ def _tiny_tokenizer():
     words = ["<pad>", "<bos>", "<eos>", "<unk>"] + "a photo of cat dog the is hello world much longer".split()
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 def _seeded(build):
@@ -405,11 +425,26 @@ def _seeded(build):
 def _tiny_clip() -> ClipBackbone:
     from transformers import CLIPConfig, CLIPModel
 
-    cfg = CLIPConfig(text_config={"vocab_size": 16, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-                                  "num_attention_heads": 4, "max_position_embeddings": 77, "eos_token_id": 2},
-                     vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 4,
-                                    "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-                     projection_dim=16)
+    cfg = CLIPConfig(
+        text_config={
+            "vocab_size": 16,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "eos_token_id": 2,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
     return ClipBackbone(_seeded(lambda: CLIPModel(cfg)), _tiny_tokenizer(), name="tiny-clip")
 
 
@@ -437,8 +472,10 @@ def test_tiny_clip_path():
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(2))
     logits = bb.zero_shot_logits(bb.forward(inputs), text)
     with torch.inference_mode():
-        ref = bb.model(pixel_values=inputs["pixel_values"],
-                       **bb.tokenizer(["a photo of a cat", "a photo of a dog"], padding=True, return_tensors="pt"))
+        ref = bb.model(
+            pixel_values=inputs["pixel_values"],
+            **bb.tokenizer(["a photo of a cat", "a photo of a dog"], padding=True, return_tensors="pt"),
+        )
     torch.testing.assert_close(logits, ref.logits_per_image, atol=ATOL, rtol=0)
     check_spec(bb)
 
@@ -477,8 +514,9 @@ def test_tiny_gpt2_path():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = _tiny_tokenizer()
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=3, n_head=4, bos_token_id=1,
-                     eos_token_id=2)
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=3, n_head=4, bos_token_id=1, eos_token_id=2
+    )
     bb = CausalLMBackbone(_seeded(lambda: GPT2LMHeadModel(cfg)), tok, name="tiny-gpt2", prepend_bos=True)
     assert bb.hook_points == ("resid.0", "resid.1", "resid.2") and bb.d_model("resid.1") == 32
     inputs = bb.preprocess(["hello world", "the cat is a much longer dog"])
@@ -490,8 +528,12 @@ def test_tiny_gpt2_path():
     for layer in range(3):
         acts, _ = bb.activations(inputs, f"resid.{layer}")
         ref = out.hidden_states[layer + 1] if layer < 2 else None
-        torch.testing.assert_close(acts if ref is not None else bb._norm(acts),
-                                   ref if ref is not None else out.hidden_states[3], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            acts if ref is not None else bb._norm(acts),
+            ref if ref is not None else out.hidden_states[3],
+            atol=ATOL,
+            rtol=0,
+        )
     check_common(bb, inputs, bb.hook_points, (2, 8, len(tok)))
     torch.testing.assert_close(bb.forward(inputs), out.logits, atol=ATOL, rtol=0)
     feats = check_features(bb, inputs, bb.hook_points, 32)
@@ -521,11 +563,21 @@ def test_generic_hf_local_dir(arch, tmp_path):
 
     tok = _tiny_tokenizer()
     if arch == "bert":
-        model = _seeded(lambda: BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                                     num_attention_heads=4, intermediate_size=37)))
+        model = _seeded(
+            lambda: BertModel(
+                BertConfig(
+                    vocab_size=len(tok),
+                    hidden_size=32,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    intermediate_size=37,
+                )
+            )
+        )
     else:
-        model = _seeded(lambda: GPT2Model(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2,
-                                                     n_head=4)))
+        model = _seeded(
+            lambda: GPT2Model(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=4))
+        )
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     bb = load(f"hf:{tmp_path}")
@@ -533,16 +585,18 @@ def test_generic_hf_local_dir(arch, tmp_path):
     assert bb.hook_points == ("hidden_states.0", "hidden_states.1", "hidden_states.2")
     inputs = bb.preprocess(["hello world", "the cat is a much longer dog"])
     with torch.inference_mode():
-        hs = bb.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                      output_hidden_states=True).hidden_states
+        hs = bb.model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True
+        ).hidden_states
     for i, hook in enumerate(bb.hook_points):
         acts, mask = bb.activations(inputs, hook)
         torch.testing.assert_close(acts, hs[i], atol=ATOL, rtol=0)
         assert torch.equal(mask, inputs["attention_mask"].bool())
     full = bb.forward(inputs)
     for hook in bb.hook_points:
-        torch.testing.assert_close(bb.forward_from(hook, bb.activations(inputs, hook)[0], inputs), full,
-                                   atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            bb.forward_from(hook, bb.activations(inputs, hook)[0], inputs), full, atol=ATOL, rtol=0
+        )
     acts = bb.activations(inputs, "hidden_states.1")[0]
     noise = torch.randn(acts.shape, generator=torch.Generator().manual_seed(0))
     assert (bb.forward_from("hidden_states.1", acts + noise, inputs) - full).abs().max() > 1e-3
@@ -555,8 +609,9 @@ def test_generic_hf_local_dir(arch, tmp_path):
 def test_generic_hf_image_model(tmp_path):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
-                           image_size=32, patch_size=8)
+    cfg = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8
+    )
     _seeded(lambda: CLIPVisionModel(cfg)).save_pretrained(tmp_path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
     bb = load(f"hf:{tmp_path}")

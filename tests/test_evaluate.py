@@ -40,11 +40,21 @@ def run(tmp_path_factory):
     cache = ActivationCache.open(path)
     sae = create("topk", cache.d_model, 256, seed=0, k=8)
     val_start = cache.validation_start(40)  # the training split's held-out tail, which guidance reads
-    record = {"cache": str(path), "spec_hash": cache.metadata["spec_hash"], "spec": cache.spec, "batch_size": 64,
-              "train_tokens": val_start}
-    train(sae, cache.batches(64, seed=0, stop=val_start),
-          TrainConfig(steps=60, lr=2e-3, warmup_steps=5, progress=False), root / "run", data=record,
-          validation=cache.tokens(val_start))
+    record = {
+        "cache": str(path),
+        "spec_hash": cache.metadata["spec_hash"],
+        "spec": cache.spec,
+        "batch_size": 64,
+        "train_tokens": val_start,
+    }
+    train(
+        sae,
+        cache.batches(64, seed=0, stop=val_start),
+        TrainConfig(steps=60, lr=2e-3, warmup_steps=5, progress=False),
+        root / "run",
+        data=record,
+        validation=cache.tokens(val_start),
+    )
     settings = EvalSettings(test_limit=40, cache_root=str(root / "cache"), ns=(1, 5), top_k=5)
     return root, settings
 
@@ -109,22 +119,53 @@ def test_cli_reports_bad_input_in_one_line(run, tmp_path, capsys):
     assert "unknown evaluation(s) nonsense" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(tmp_path), "--eval", "reconstruction"]) == 2
     assert "not a finished run" in capsys.readouterr().err
-    assert main(["evaluate", "--run", str(root / "run"), "--eval", "lm_loss", "--cache-root",
-                 settings.cache_root, "--test-limit", "40"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(root / "run"),
+                "--eval",
+                "lm_loss",
+                "--cache-root",
+                settings.cache_root,
+                "--test-limit",
+                "40",
+            ]
+        )
+        == 2
+    )
     assert "causal language model" in capsys.readouterr().err
-    assert main(["guide", "--from", str(root / "run"), "--no-relu", "--cache-root", settings.cache_root,
-                 "--test-limit", "40", "--quiet", "--out", str(tmp_path / "g.json")]) == 0
+    assert (
+        main(
+            [
+                "guide",
+                "--from",
+                str(root / "run"),
+                "--no-relu",
+                "--cache-root",
+                settings.cache_root,
+                "--test-limit",
+                "40",
+                "--quiet",
+                "--out",
+                str(tmp_path / "g.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "g.json").read_text())["topk"]["k"] >= 1
 
 
 def test_aggregate_writes_a_tidy_csv(run, tmp_path):
     import csv
 
-    from repro.report.aggregate import COLUMNS
+    from repro.report.metrics_csv import COLUMNS
 
     root, settings = run
-    written = evaluate_run(root / "run", ["reconstruction", "topn", "probing", "interpretability"], settings,
-                           out_dir=tmp_path / "ev")
+    written = evaluate_run(
+        root / "run", ["reconstruction", "topn", "probing", "interpretability"], settings, out_dir=tmp_path / "ev"
+    )
     assert main(["aggregate", *map(str, written.values()), "--out", str(tmp_path / "m.csv")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
     assert tuple(rows[0]) == COLUMNS
@@ -163,7 +204,7 @@ def test_figure_data_gathers_images_token_maps_and_curves(run, tmp_path):
     index.write_text(json.dumps({k: str(v) for k, v in written.items()}))
     files = collect([index], tmp_path / "fd")
     data = {k: json.loads(v.read_text())["runs"] for k, v in files.items()}
-    (run_id, l0), = data["l0_distribution"].items()
+    ((run_id, l0),) = data["l0_distribution"].items()
     assert l0["kind"] == "topk" and l0["hist"][8] == 160 and len(l0["fewest"]) == 5
     assert np.asarray(l0["fewest"][0]["image"]).shape == (8, 8)  # sklearn digits are 8 x 8
     concept = data["concepts"][run_id]["latents"][0]["examples"][0]
@@ -195,9 +236,27 @@ def test_a_new_evaluation_is_its_function_plus_one_catalogue_entry(run, tmp_path
     root, settings = run
     registry.declare(registry.Evaluation("toy_spread", toy_decoder_spread, registry.scalars))
     try:
-        assert main(["evaluate", "--run", str(root / "run"), "--eval", "toy_spread", "--eval", "reconstruction",
-                     "--test-limit", "40", "--cache-root", settings.cache_root, "--out", str(tmp_path / "ev"),
-                     "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--run",
+                    str(root / "run"),
+                    "--eval",
+                    "toy_spread",
+                    "--eval",
+                    "reconstruction",
+                    "--test-limit",
+                    "40",
+                    "--cache-root",
+                    settings.cache_root,
+                    "--out",
+                    str(tmp_path / "ev"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         record = json.loads((tmp_path / "ev" / "toy_spread.json").read_text())
         assert record["results"]["test_l0"] == 8.0 and record["data"]["splits"]["test"]["cache"]
         assert main(["aggregate", str(tmp_path / "ev" / "toy_spread.json"), "--out", str(tmp_path / "m.csv")]) == 0

@@ -15,15 +15,41 @@ from matplotlib.figure import Figure
 from repro.report import figures as F
 
 KINDS = ("sparsemax_attention", "topk", "relu")
-ALL_KINDS = ("relu", "jumprelu", "gated", "topk", "batchtopk", "sparsemax_attention", "mlp_sparsemax",
-             "attention_relu", "sparsemax_attention_paper")
+ALL_KINDS = (
+    "relu",
+    "jumprelu",
+    "gated",
+    "topk",
+    "batchtopk",
+    "sparsemax_attention",
+    "mlp_sparsemax",
+    "attention_relu",
+    "sparsemax_attention_paper",
+)
 
 
-def _rows(backbone: str, kind: str, expansion: int, seed: int, setting: str, metrics: dict[str, dict[str, float]],
-          dataset: str = "fortunes") -> list[dict]:
+def _rows(
+    backbone: str,
+    kind: str,
+    expansion: int,
+    seed: int,
+    setting: str,
+    metrics: dict[str, dict[str, float]],
+    dataset: str = "fortunes",
+) -> list[dict]:
     run = f"{backbone}/{kind}/{setting}/x{expansion}/s{seed}"
-    base = {"config": "test", "run": run, "backbone": backbone, "dataset": dataset, "hook": "resid.20", "kind": kind,
-            "d_sae": 576 * expansion, "expansion": expansion, "seed": seed, "setting": setting}
+    base = {
+        "config": "test",
+        "run": run,
+        "backbone": backbone,
+        "dataset": dataset,
+        "hook": "resid.20",
+        "kind": kind,
+        "d_sae": 576 * expansion,
+        "expansion": expansion,
+        "seed": seed,
+        "setting": setting,
+    }
     return [base | {"eval": ev, "metric": m, "value": v} for ev, d in metrics.items() for m, v in d.items()]
 
 
@@ -35,10 +61,19 @@ def make_metrics(lm_loss: bool = True) -> pd.DataFrame:
         for kind in KINDS:
             for x in (1, 2, 4):
                 for seed in (0, 1):
-                    nmse = 0.4 / x ** 0.5 * (0.8 if kind == "sparsemax_attention" else 1) + rng.uniform(0, 0.02)
+                    nmse = 0.4 / x**0.5 * (0.8 if kind == "sparsemax_attention" else 1) + rng.uniform(0, 0.02)
                     l0 = 30.0 + rng.uniform(-3, 3)
-                    m = {"reconstruction": {"nmse": nmse, "ev": 1 - nmse, "mse": 100 * nmse, "l0": l0, "l0_p5": 10,
-                                            "l0_p50": l0, "l0_p95": 60}}
+                    m = {
+                        "reconstruction": {
+                            "nmse": nmse,
+                            "ev": 1 - nmse,
+                            "mse": 100 * nmse,
+                            "l0": l0,
+                            "l0_p5": 10,
+                            "l0_p50": l0,
+                            "l0_p95": 60,
+                        }
+                    }
                     if lm_loss and bb == "smollm2-135m":
                         m["lm_loss"] = {"ce_delta": nmse * 2, "ce_loss_score": 1 - nmse}
                     if bb == "effnet-lite0":
@@ -62,9 +97,15 @@ def make_latents() -> dict:
         ent = rng.uniform(0, 2.3, n).tolist()
         ent[:20] = [None] * 20
         runs[f"vision/{kind}/default/x2/s0"] = {
-            "kind": kind, "backbone": "effnet-lite0", "dataset": "mnist", "expansion": 2,
+            "kind": kind,
+            "backbone": "effnet-lite0",
+            "dataset": "mnist",
+            "expansion": 2,
             "firing_rate": (10 ** rng.uniform(-4, -0.5, n)).tolist(),
-            "mean_act": (10 ** rng.normal(0, 0.5, n)).tolist(), "entropy": ent, "purity": rng.uniform(0, 1, n).tolist()}
+            "mean_act": (10 ** rng.normal(0, 0.5, n)).tolist(),
+            "entropy": ent,
+            "purity": rng.uniform(0, 1, n).tolist(),
+        }
     return {"runs": runs}
 
 
@@ -76,9 +117,15 @@ def make_training_curves() -> dict:
             s = np.asarray(step, dtype=float) + 1
             a = 1 + 0.3 * i + 0.2 * (setting != "default")
             runs[f"language/{kind}/{setting}/x2/s0"] = {
-                "kind": kind, "backbone": "smollm2-135m", "expansion": 2, "setting": setting, "step": step,
-                "loss": (5 * a / np.sqrt(s)).tolist(), "mse": (4 * a / np.sqrt(s)).tolist(),
-                "l0": (30 * a + 100 / s).tolist()}
+                "kind": kind,
+                "backbone": "smollm2-135m",
+                "expansion": 2,
+                "setting": setting,
+                "step": step,
+                "loss": (5 * a / np.sqrt(s)).tolist(),
+                "mse": (4 * a / np.sqrt(s)).tolist(),
+                "l0": (30 * a + 100 / s).tolist(),
+            }
     return {"runs": runs}
 
 
@@ -107,31 +154,75 @@ def make_l0(empty_hist: bool = False) -> dict:
                 hist = []
             sm = kind == "sparsemax_attention"
             runs[f"{role}/{kind}/{setting}/x2/s0"] = {
-                "kind": kind, "backbone": bb, "dataset": "d", "expansion": 2, "setting": setting, "hist": hist,
+                "kind": kind,
+                "backbone": bb,
+                "dataset": "d",
+                "expansion": 2,
+                "setting": setting,
+                "hist": hist,
                 "fewest": [_example(rng, i, 2.0 + i, vision, text) for i in range(3)] if sm else [],
-                "most": [_example(rng, 10 + i, 50.0 - i, vision, text) for i in range(3)] if sm else []}
+                "most": [_example(rng, 10 + i, 50.0 - i, vision, text) for i in range(3)] if sm else [],
+            }
     return {"runs": runs}
 
 
 def make_concepts() -> dict:
     rng = np.random.default_rng(3)
-    img_latents = [{"latent": lat, "examples": [
-        {"id": i, "label": f"digit {i % 10}", "value": float(5 - i), "image": _image(rng),
-         "token_map": np.where(rng.random((4, 4)) > 0.7, rng.random((4, 4)), 0).tolist(), "tokens": None,
-         "token_acts": None} for i in range(5)]} for lat in (3, 17, 42)]
+    img_latents = [
+        {
+            "latent": lat,
+            "examples": [
+                {
+                    "id": i,
+                    "label": f"digit {i % 10}",
+                    "value": float(5 - i),
+                    "image": _image(rng),
+                    "token_map": np.where(rng.random((4, 4)) > 0.7, rng.random((4, 4)), 0).tolist(),
+                    "tokens": None,
+                    "token_acts": None,
+                }
+                for i in range(5)
+            ],
+        }
+        for lat in (3, 17, 42)
+    ]
     words = "the cat sat on the mat while the dog barked at the mailman $5 and left".split()
-    txt_latents = [{"latent": lat, "examples": [
-        {"id": i, "label": "fortune", "value": float(3 - i), "image": None, "token_map": None,
-         "tokens": [" " + w for w in words], "token_acts": np.where(rng.random(len(words)) > 0.7,
-                                                                     rng.random(len(words)), 0).tolist()}
-        for i in range(4)]} for lat in (5, 9)]
-    return {"runs": {"vision/sparsemax_attention/default/x2/s0": {"kind": "sparsemax_attention", "modality": "image",
-                                                                  "latents": img_latents},
-                     "language/topk/default/x2/s0": {"kind": "topk", "modality": "text", "latents": txt_latents}}}
+    txt_latents = [
+        {
+            "latent": lat,
+            "examples": [
+                {
+                    "id": i,
+                    "label": "fortune",
+                    "value": float(3 - i),
+                    "image": None,
+                    "token_map": None,
+                    "tokens": [" " + w for w in words],
+                    "token_acts": np.where(rng.random(len(words)) > 0.7, rng.random(len(words)), 0).tolist(),
+                }
+                for i in range(4)
+            ],
+        }
+        for lat in (5, 9)
+    ]
+    return {
+        "runs": {
+            "vision/sparsemax_attention/default/x2/s0": {
+                "kind": "sparsemax_attention",
+                "modality": "image",
+                "latents": img_latents,
+            },
+            "language/topk/default/x2/s0": {"kind": "topk", "modality": "text", "latents": txt_latents},
+        }
+    }
 
 
-DATA = {"latents": make_latents, "training_curves": make_training_curves, "l0_distribution": make_l0,
-        "concepts": make_concepts}
+DATA = {
+    "latents": make_latents,
+    "training_curves": make_training_curves,
+    "l0_distribution": make_l0,
+    "concepts": make_concepts,
+}
 
 
 def _check(paths: list[Path], out: Path) -> np.ndarray:
@@ -246,7 +337,15 @@ def test_error_bars_are_seed_ranges_or_one_seed_bootstrap_intervals():
 
     seeds = pd.DataFrame({"mean": [1.0], "min": [0.8], "max": [1.5], "n": [3]})
     assert np.allclose(_errors(seeds), [[0.2], [0.5]])
-    one = pd.DataFrame({"mean": [1.0, 2.0], "min": [1.0, 2.0], "max": [1.0, 2.0], "n": [1, 1],
-                        "ci_lo": [0.9, np.nan], "ci_hi": [1.2, np.nan]})
+    one = pd.DataFrame(
+        {
+            "mean": [1.0, 2.0],
+            "min": [1.0, 2.0],
+            "max": [1.0, 2.0],
+            "n": [1, 1],
+            "ci_lo": [0.9, np.nan],
+            "ci_hi": [1.2, np.nan],
+        }
+    )
     assert np.allclose(_errors(one), [[0.1, 0.0], [0.2, 0.0]])
     assert _errors(one.drop(columns=["ci_lo", "ci_hi"])) is None

@@ -77,12 +77,20 @@ def test_weighted_differs_from_unweighted():
 
 
 def test_missing_slots_and_too_few_examples():
-    v = np.array([[5.0, np.nan, 4.0, 0.0, 3.0, -np.inf],
-                  [2.0, 1.0, -np.inf, -np.inf, -np.inf, -np.inf],
-                  [-np.inf, np.nan, np.nan, -np.inf, np.nan, -np.inf]])
-    y = np.array([[1, 9, 1, 7, 2, -5],  # invalid slots carry out-of-range labels that must be ignored
-                  [0, 0, 99, 99, 99, 99],
-                  [99] * 6])
+    v = np.array(
+        [
+            [5.0, np.nan, 4.0, 0.0, 3.0, -np.inf],
+            [2.0, 1.0, -np.inf, -np.inf, -np.inf, -np.inf],
+            [-np.inf, np.nan, np.nan, -np.inf, np.nan, -np.inf],
+        ]
+    )
+    y = np.array(
+        [
+            [1, 9, 1, 7, 2, -5],  # invalid slots carry out-of-range labels that must be ignored
+            [0, 0, 99, 99, 99, 99],
+            [99] * 6,
+        ]
+    )
     p, n = label_distributions(v, y, 3, top=5)
     assert n.tolist() == [3, 2, 0]
     np.testing.assert_allclose(p[0], [0, 2 / 3, 1 / 3])
@@ -132,8 +140,13 @@ def test_label_out_of_range_raises():
 
 
 def test_firing_stats():
-    s = firing_stats(np.array([0, 4, 10]), np.array([0.0, 2.0, 30.0]), n_tokens=20,
-                     example_fire_count=torch.tensor([0, 1, 2]), n_examples=4)
+    s = firing_stats(
+        np.array([0, 4, 10]),
+        np.array([0.0, 2.0, 30.0]),
+        n_tokens=20,
+        example_fire_count=torch.tensor([0, 1, 2]),
+        n_examples=4,
+    )
     assert s["n_dead"] == 1 and s["n_tokens"] == 20 and s["n_latents"] == 3 and s["n_examples"] == 4
     assert s["firing_rate"] == pytest.approx([0.0, 0.2, 0.5])
     assert s["mean_act"] == [None, 0.5, 3.0]

@@ -87,14 +87,22 @@ def test_a_new_kind_is_its_class_plus_one_catalogue_line(toy_kind, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(2048, 16)
     sae = create(toy_kind, 16, 64, seed=0, threshold=0.2)
-    result = train(sae, (x[i:i + 256] for i in range(0, 2048, 256)), TrainConfig(steps=8, warmup_steps=1), tmp_path / "run")
+    result = train(
+        sae, (x[i : i + 256] for i in range(0, 2048, 256)), TrainConfig(steps=8, warmup_steps=1), tmp_path / "run"
+    )
     back = load(result.sae_dir)
     with torch.no_grad():
         assert back.kind == toy_kind and torch.equal(back.encode(x), sae.eval().encode(x))
     style = figures.kind_style(toy_kind)
     assert style["color"] == "#000080" and style["marker"] == "p" and figures.kind_label(toy_kind) == "Toy threshold"
-    record = {"run": "r", "eval": "reconstruction", "kind": toy_kind, "sae_config": {"d_in": 16, "d_sae": 64},
-              "seed": 0, "data": {"backbone": {"name": "b"}, "hook": "h", "splits": {"test": {"dataset": {"name": "d"}}}}}
+    record = {
+        "run": "r",
+        "eval": "reconstruction",
+        "kind": toy_kind,
+        "sae_config": {"d_in": 16, "d_sae": 64},
+        "seed": 0,
+        "data": {"backbone": {"name": "b"}, "hook": "h", "splits": {"test": {"dataset": {"name": "d"}}}},
+    }
     rows = train_rows(record, {"sae_config": {"threshold": 0.2}})
     assert any(r["metric"] == "hp_threshold" and r["value"] == 0.2 for r in rows)
     config = yaml.safe_load(open("config/tiny.yaml"))

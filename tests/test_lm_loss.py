@@ -11,9 +11,11 @@ import torch
 from repro.evals.lm_loss import lm_loss
 from repro.splice import splice_acts
 
-TEXTS = ["The capital of France is Paris, and the capital of Italy is Rome.",
-         "A computer program is a sequence of instructions.",
-         "Cats sleep for most of the day."]
+TEXTS = [
+    "The capital of France is Paris, and the capital of Italy is Rome.",
+    "A computer program is a sequence of instructions.",
+    "Cats sleep for most of the day.",
+]
 HOOK = "resid.10"
 
 

@@ -7,10 +7,9 @@ import json
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from repro.metrics import ReconstructionMetrics, bootstrap_balanced_accuracy_ci, bootstrap_ratio_ci
 
@@ -152,9 +151,23 @@ def test_independent_oracle_distinct_means():  # item 6
     assert not _close(r["ev"], 1.0 - sse / (x.shape[0] * unbiased), rel=1e-6)
 
 
-BATCH_KEYS = ["ev", "mse", "nmse", "nmse_tok", "l0", "cosine", "l0_pos", "l1", "l2_ratio",
-              "relative_reconstruction_bias", "mse_per_dim", "ev_uncentred", "dead_fraction",
-              "dense_fraction", "dense_fraction_1pct"]
+BATCH_KEYS = [
+    "ev",
+    "mse",
+    "nmse",
+    "nmse_tok",
+    "l0",
+    "cosine",
+    "l0_pos",
+    "l1",
+    "l2_ratio",
+    "relative_reconstruction_bias",
+    "mse_per_dim",
+    "ev_uncentred",
+    "dead_fraction",
+    "dense_fraction",
+    "dense_fraction_1pct",
+]
 
 
 def test_batch_independence():  # item 7
@@ -198,7 +211,7 @@ def test_degenerate_variance(value):  # item 9
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for lo in range(0, n, 5):
-            m.update(x[lo:lo + 5], x_hat[lo:lo + 5], acts[lo:lo + 5])
+            m.update(x[lo : lo + 5], x_hat[lo : lo + 5], acts[lo : lo + 5])
         r = m.compute()
     assert r["variance_degenerate"] is True
     assert math.isnan(r["ev"]) and math.isnan(r["explained_variance"]) and math.isnan(r["fvu"])
@@ -216,7 +229,7 @@ def test_zero_norm_tokens_excluded_and_counted():
     keep = x.norm(dim=-1) > 0
     xk, hk = x[keep], x_hat[keep]
     assert r["n_zero_norm_tokens"] == 3 and r["n_tokens"] == 40
-    assert _close(r["nmse_tok"], (((xk - hk) ** 2).sum(-1) / (xk ** 2).sum(-1)).mean().item())
+    assert _close(r["nmse_tok"], (((xk - hk) ** 2).sum(-1) / (xk**2).sum(-1)).mean().item())
     assert _close(r["l2_ratio"], (hk.norm(dim=-1) / xk.norm(dim=-1)).mean().item())
     # cos is defined as 0 on zero-norm tokens, which stay in the denominator N.
     cos_k = torch.nn.functional.cosine_similarity(xk, hk, dim=-1).sum().item()
@@ -362,7 +375,7 @@ def test_cosine_and_l2_ratio_oracle():
     cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).mean().item()
     l2 = (x_hat.norm(dim=-1) / x.norm(dim=-1)).mean().item()
     bias = (x_hat.pow(2).sum() / (x * x_hat).sum()).item()
-    nmse_tok = (((x - x_hat) ** 2).sum(-1) / (x ** 2).sum(-1)).mean().item()
+    nmse_tok = (((x - x_hat) ** 2).sum(-1) / (x**2).sum(-1)).mean().item()
     assert _close(r["cosine"], cos, rel=1e-10)
     assert _close(r["l2_ratio"], l2, rel=1e-12)
     assert _close(r["relative_reconstruction_bias"], bias, rel=1e-12)
@@ -408,10 +421,29 @@ def test_compute_result_is_json_serialisable_and_complete():
     x, x_hat, acts = _data(n=20)
     r = _run(x, x_hat, acts)
     json.dumps(r)
-    required = {"n_tokens", "mse", "mse_per_dim", "nmse", "nmse_tok", "explained_variance", "ev",
-                "fvu", "ev_uncentred", "cosine", "l0", "l0_pos", "l0_quantiles", "l0_hist", "l1",
-                "dead_fraction", "dense_fraction", "dense_fraction_1pct", "l2_ratio",
-                "relative_reconstruction_bias", "variance_degenerate"}
+    required = {
+        "n_tokens",
+        "mse",
+        "mse_per_dim",
+        "nmse",
+        "nmse_tok",
+        "explained_variance",
+        "ev",
+        "fvu",
+        "ev_uncentred",
+        "cosine",
+        "l0",
+        "l0_pos",
+        "l0_quantiles",
+        "l0_hist",
+        "l1",
+        "dead_fraction",
+        "dense_fraction",
+        "dense_fraction_1pct",
+        "l2_ratio",
+        "relative_reconstruction_bias",
+        "variance_degenerate",
+    }
     assert required <= set(r)
     assert "firing_rate" not in r
     assert set(r["l0_quantiles"]) == {"p5", "p25", "p50", "p75", "p95", "p99", "max", "min"}

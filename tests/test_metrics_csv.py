@@ -12,9 +12,27 @@ from repro.report import metrics_csv
 
 
 def test_a_written_csv_reads_back_to_the_last_digit_and_normalised(tmp_path):
-    row = dict(zip(metrics_csv.COLUMNS, ["default", "vision/topk/k=8/x2/s0", "EffNet-Lite0", "Fashion-MNIST",
-                                         "blocks.5.3", "topk", 384, 2, 0, "k=8", "reconstruction", "nmse",
-                                         0.1 + 0.2], strict=True))
+    row = dict(
+        zip(
+            metrics_csv.COLUMNS,
+            [
+                "default",
+                "vision/topk/k=8/x2/s0",
+                "EffNet-Lite0",
+                "Fashion-MNIST",
+                "blocks.5.3",
+                "topk",
+                384,
+                2,
+                0,
+                "k=8",
+                "reconstruction",
+                "nmse",
+                0.1 + 0.2,
+            ],
+            strict=True,
+        )
+    )
     rows = [row, row | {"metric": "ev", "value": math.nan, "setting": "", "seed": None, "expansion": 1 / 3}]
     assert metrics_csv.write(rows, tmp_path / "m.csv") == 2
     df = metrics_csv.read(tmp_path / "m.csv")

@@ -62,8 +62,16 @@ def test_planted_single_class_probe_accuracy_direct():
     assert sel.tolist() == [1]
     assert probe_accuracy(X[:200], yb[:200], X[200:], yb[200:], sel) == 1.0
     # torch tensors are accepted too
-    assert probe_accuracy(torch.tensor(X[:200]).float(), torch.tensor(yb[:200]), torch.tensor(X[200:]),
-                          torch.tensor(yb[200:]), torch.tensor([1])) == 1.0
+    assert (
+        probe_accuracy(
+            torch.tensor(X[:200]).float(),
+            torch.tensor(yb[:200]),
+            torch.tensor(X[200:]),
+            torch.tensor(yb[200:]),
+            torch.tensor([1]),
+        )
+        == 1.0
+    )
 
 
 # ----- noise: chance --------------------------------------------------------------------------------------
@@ -107,8 +115,9 @@ def test_selected_matches_documented_draw_order():
 
 # ----- select_top_k ---------------------------------------------------------------------------------------
 def test_select_top_k_scores_and_ties():
-    X = np.array([[0.0, 1.0, 1.0, 5.0, -3.0], [0.0, 1.0, 1.0, 5.0, -3.0], [0.0, 0.0, 0.0, 5.0, 0.0],
-                  [0.0, 0.0, 0.0, 5.0, 0.0]])
+    X = np.array(
+        [[0.0, 1.0, 1.0, 5.0, -3.0], [0.0, 1.0, 1.0, 5.0, -3.0], [0.0, 0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 5.0, 0.0]]
+    )
     y = np.array([1, 1, 0, 0])
     # |mean diff| = [0, 1, 1, 0, 3]: column 4 first, then the tie 1 < 2, then the tie 0 < 3
     assert select_top_k(X, y, 5).tolist() == [4, 1, 2, 0, 3]
@@ -160,8 +169,15 @@ def test_deterministic_and_json_serialisable():
     Xtr[:, 3:] += 0.8 * (ytr[:, None] == 0)  # make the probe non-trivial
     names = ["alpha", "beta", "gamma"]
     a = sparse_probing(Xtr, ytr, Xte, yte, seed=15, all_features=True, class_names=names)
-    b = sparse_probing(torch.tensor(Xtr), torch.tensor(ytr), torch.tensor(Xte), torch.tensor(yte), seed=15,
-                       all_features=True, class_names=names)
+    b = sparse_probing(
+        torch.tensor(Xtr),
+        torch.tensor(ytr),
+        torch.tensor(Xte),
+        torch.tensor(yte),
+        seed=15,
+        all_features=True,
+        class_names=names,
+    )
     assert a == b
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert set(a["per_class"]) == set(names) and a["seed"] == 15

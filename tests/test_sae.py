@@ -109,8 +109,8 @@ def test_load_detects_zeroed_bytes_in_the_weights(tmp_path):
     weights = path / "sae.safetensors"
     raw = bytearray(weights.read_bytes())
     middle = len(raw) - 4096
-    assert raw[middle:middle + 8] != bytes(8)
-    raw[middle:middle + 8] = bytes(8)
+    assert raw[middle : middle + 8] != bytes(8)
+    raw[middle : middle + 8] = bytes(8)
     weights.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"corrupt SAE weights .*sae\.safetensors.*sha256"):
         load(path)
@@ -154,8 +154,16 @@ def test_input_width_mismatch_names_d_in(kind):
         sae.loss(torch.randn(5, D_IN - 1))
 
 
-@pytest.mark.parametrize("kind, hp", [("sparsemax_attention", {}), ("mlp_sparsemax", {}), ("attention_relu", {}),
-                                      ("topk", {"k": 4, "input_norm": "token"}), ("relu", {"input_norm": "token"})])
+@pytest.mark.parametrize(
+    "kind, hp",
+    [
+        ("sparsemax_attention", {}),
+        ("mlp_sparsemax", {}),
+        ("attention_relu", {}),
+        ("topk", {"k": 4, "input_norm": "token"}),
+        ("relu", {"input_norm": "token"}),
+    ],
+)
 def test_per_token_normalised_kinds_need_the_input_context(kind, hp):
     sae = create(kind, D_IN, D_SAE, **hp)
     assert sae.needs_context
@@ -226,8 +234,9 @@ def test_sparsemax_attention_equals_official_transcription(impl, decode):
         sae.W_k.mul_(8)  # sharper scores: a support of a few latents, as after training
         sae.latent_freq[:40] = torch.linspace(0, 0.3, 40, dtype=torch.float64)  # some latents masked
     x = data(64, seed=4)
-    f, x_hat, loss = official_transcription(x.double(), sae.concepts.double(), sae.W_k.double(),
-                                            sae.W_v.double(), sae.latent_freq)
+    f, x_hat, loss = official_transcription(
+        x.double(), sae.concepts.double(), sae.W_k.double(), sae.W_v.double(), sae.latent_freq
+    )
     assert (f != 0).sum(-1).float().mean() < 60
     assert torch.allclose(sae.encode(x).double(), f, atol=1e-5)
     ours_x_hat, _ = sae(x)
@@ -280,13 +289,19 @@ def test_official_init_and_frequency_mask_dynamics():
 
 
 SPARSE_CASES = {
-    "topk": {"k": 4}, "batchtopk": {"k": 4}, "sparsemax_attention": {}, "mlp_sparsemax": {},
+    "topk": {"k": 4},
+    "batchtopk": {"k": 4},
+    "sparsemax_attention": {},
+    "mlp_sparsemax": {},
     "sparsemax_attention_paper": {},
     # the ReLU family's sparse training path; JumpReLU with a wide window so that the straight-through
     # estimator's entries below the threshold (no value, a threshold gradient) are exercised too
-    "relu": {"l1_coefficient": 0.3}, "jumprelu": {"l0_coefficient": 0.1, "bandwidth": 0.3, "init_threshold": 0.4},
-    "gated": {"l1_coefficient": 0.3}, "attention_relu": {"l1_coefficient": 0.3},
-    "relu-token": {"input_norm": "token"}, "jumprelu-none": {"input_norm": "none", "bandwidth": 0.5},
+    "relu": {"l1_coefficient": 0.3},
+    "jumprelu": {"l0_coefficient": 0.1, "bandwidth": 0.3, "init_threshold": 0.4},
+    "gated": {"l1_coefficient": 0.3},
+    "attention_relu": {"l1_coefficient": 0.3},
+    "relu-token": {"input_norm": "token"},
+    "jumprelu-none": {"input_norm": "none", "bandwidth": 0.5},
 }
 
 
@@ -318,8 +333,9 @@ def test_sparse_and_dense_paths_agree(case):
         assert ps["window_fraction"] > 0 and gs["threshold"].abs().sum() > 0
     for name in gs:
         a, b = gs[name], gd[name]
-        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5 * float(b.abs().max()) + 1e-7,
-                                                           rtol=1e-5), name
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5 * float(b.abs().max()) + 1e-7, rtol=1e-5), (
+            name
+        )
 
 
 def test_paper_variant_decodes_with_sparsemax_weights():

@@ -46,8 +46,7 @@ def trained_like(kind: str, x: torch.Tensor, **hp):
 
 @pytest.mark.parametrize("kind", sorted(SAELENS_ARCHITECTURE))
 @pytest.mark.parametrize("norm", ["scalar", "none"])
-def test_export_loads_in_saelens_and_computes_the_same_code_and_reconstruction(kind, norm, acts, tmp_path,
-                                                                                   same_code):
+def test_export_loads_in_saelens_and_computes_the_same_code_and_reconstruction(kind, norm, acts, tmp_path, same_code):
     sae = trained_like(kind, acts, input_norm=norm, **({"k": 16} if kind in ("topk", "batchtopk") else {}))
     out = export_sae(sae, tmp_path / "sl", hook_name="blocks.2.hook_resid_post", model_name="minilm-l6")
     theirs = sae_lens.SAE.load_from_disk(str(out))
@@ -80,14 +79,50 @@ def test_the_cli_exports_a_trained_run(tmp_path, capsys):
     glosses = load_data("wordnet-glosses", split="train", limit=40, seed=0)
     cache = extract(load_backbone("minilm-l6"), glosses, "layer.3", tmp_path / "cache", progress=False)
     run = tmp_path / "run"
-    assert main(["train", "--cache", str(cache), "--kind", "jumprelu", "--d-sae", "128", "--steps", "5",
-                 "--batch-size", "64", "--warmup", "1", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--cache",
+                str(cache),
+                "--kind",
+                "jumprelu",
+                "--d-sae",
+                "128",
+                "--steps",
+                "5",
+                "--batch-size",
+                "64",
+                "--warmup",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["export", str(run), "--format", "saelens", "--out", str(tmp_path / "sl")]) == 0
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "sl"))
     assert theirs.cfg.metadata.hook_name == "layer.3" and theirs.cfg.metadata.model_name == "minilm-l6"
     assert not (tmp_path / "sl" / "sparsity.safetensors").exists()  # not evaluated yet: no firing rates
-    assert main(["evaluate", "--run", str(run), "--eval", "interpretability", "--test-limit", "60",
-                 "--cache-root", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(run),
+                "--eval",
+                "interpretability",
+                "--test-limit",
+                "60",
+                "--cache-root",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["export", str(run), "--out", str(tmp_path / "sl2")]) == 0
     from safetensors.torch import load_file
 

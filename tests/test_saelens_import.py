@@ -21,14 +21,23 @@ HOOK, MODEL = "blocks.3.hook_normalized_resid_post", "sentence-transformers/all-
 TRAINING = {
     "standard": (sae_lens.StandardTrainingSAE, sae_lens.StandardTrainingSAEConfig, {"l1_coefficient": 2.0}),
     "topk": (sae_lens.TopKTrainingSAE, sae_lens.TopKTrainingSAEConfig, {"k": 16}),
-    "jumprelu": (sae_lens.JumpReLUTrainingSAE, sae_lens.JumpReLUTrainingSAEConfig,
-                 {"l0_coefficient": 0.3, "jumprelu_init_threshold": 0.3}),
+    "jumprelu": (
+        sae_lens.JumpReLUTrainingSAE,
+        sae_lens.JumpReLUTrainingSAEConfig,
+        {"l0_coefficient": 0.3, "jumprelu_init_threshold": 0.3},
+    ),
     "gated": (sae_lens.GatedTrainingSAE, sae_lens.GatedTrainingSAEConfig, {"l1_coefficient": 2.0}),
 }
-VARIANTS = [("standard", {}), ("standard", {"apply_b_dec_to_input": False}), ("topk", {}),
-            ("topk", {"rescale_acts_by_decoder_norm": True, "apply_b_dec_to_input": False}),
-            ("jumprelu", {}), ("jumprelu", {"apply_b_dec_to_input": False}), ("gated", {}),
-            ("gated", {"apply_b_dec_to_input": False})]
+VARIANTS = [
+    ("standard", {}),
+    ("standard", {"apply_b_dec_to_input": False}),
+    ("topk", {}),
+    ("topk", {"rescale_acts_by_decoder_norm": True, "apply_b_dec_to_input": False}),
+    ("jumprelu", {}),
+    ("jumprelu", {"apply_b_dec_to_input": False}),
+    ("gated", {}),
+    ("gated", {"apply_b_dec_to_input": False}),
+]
 
 
 def saelens_trained(arch: str, tokens: torch.Tensor, out, steps: int = 120, **cfg) -> sae_lens.SAE:
@@ -39,14 +48,22 @@ def saelens_trained(arch: str, tokens: torch.Tensor, out, steps: int = 120, **cf
     config = cfg_cls(d_in=tokens.shape[1], d_sae=768, **hp, **cfg)
     config.metadata.model_name, config.metadata.hook_name = MODEL, HOOK
     sae = cls(config)
-    coefficients = {k: v.value if isinstance(v, TrainCoefficientConfig) else v for k, v in sae.get_coefficients().items()}
+    coefficients = {
+        k: v.value if isinstance(v, TrainCoefficientConfig) else v for k, v in sae.get_coefficients().items()
+    }
     opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     for step in range(steps):
         batch = tokens[torch.randint(len(tokens), (512,), generator=g)]
-        out_step = sae.training_forward_pass(TrainStepInput(sae_in=batch, coefficients=coefficients,
-                                                            dead_neuron_mask=None, n_training_steps=step,
-                                                            is_logging_step=False))
+        out_step = sae.training_forward_pass(
+            TrainStepInput(
+                sae_in=batch,
+                coefficients=coefficients,
+                dead_neuron_mask=None,
+                n_training_steps=step,
+                is_logging_step=False,
+            )
+        )
         opt.zero_grad()
         out_step.loss.backward()
         opt.step()
@@ -83,9 +100,12 @@ def saelens_metrics(sae: sae_lens.SAE, x: torch.Tensor) -> dict[str, float]:
         acts = sae.encode(x)
         out = sae.decode(acts)
     for i in range(0, len(x), 1000):  # in batches, as its evaluation loop feeds it
-        calc.add_batch(sae_output=out[i:i + 1000], hidden_acts=x[i:i + 1000])
-    return {"ev": calc.compute(), "mse": float((x - out).pow(2).sum(-1).mean()),
-            "l0": float((acts != 0).sum(-1).float().mean())}
+        calc.add_batch(sae_output=out[i : i + 1000], hidden_acts=x[i : i + 1000])
+    return {
+        "ev": calc.compute(),
+        "mse": float((x - out).pow(2).sum(-1).mean()),
+        "l0": float((acts != 0).sum(-1).float().mean()),
+    }
 
 
 def test_our_metrics_on_an_imported_sae_equal_saelens_own(minilm_cache, tokens, tmp_path, capsys):
@@ -95,14 +115,42 @@ def test_our_metrics_on_an_imported_sae_equal_saelens_own(minilm_cache, tokens, 
 
     theirs = saelens_trained("topk", tokens[0], tmp_path / "sl")
     run = tmp_path / "run"
-    assert main(["import", str(tmp_path / "sl"), "--cache", str(minilm_cache.path), "--out", str(run),
-                 "--label", "setting=external"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(tmp_path / "sl"),
+                "--cache",
+                str(minilm_cache.path),
+                "--out",
+                str(run),
+                "--label",
+                "setting=external",
+            ]
+        )
+        == 0
+    )
     record = json.loads((run / "train.json").read_text())
     assert record["kind"] == "topk" and record["sae_config"]["k"] == 16
     assert record["imported"]["hook"] == "layer.3" and record["imported"]["backbone"] == "minilm-l6"
     assert record["data"]["spec"] == minilm_cache.spec  # the cache's hook: evaluated on the same tokens as ours
-    assert main(["evaluate", "--run", str(run), "--eval", "reconstruction", "--test-limit", "300",
-                 "--cache-root", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(run),
+                "--eval",
+                "reconstruction",
+                "--test-limit",
+                "300",
+                "--cache-root",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ours = json.loads((run / "eval" / "reconstruction.json").read_text())
     test_cache = ActivationCache.open(tmp_path / "cache" / ours["data"]["splits"]["test"]["cache"])
     x = test_cache.tokens().float()
@@ -135,12 +183,26 @@ def test_a_config_written_before_saelens_6_is_read_as_saelens_6_reads_it(tmp_pat
 
     d, f = 8, 32
     torch.manual_seed(0)
-    save_file({"W_enc": torch.randn(d, f), "W_dec": torch.randn(f, d), "b_enc": torch.randn(f), "b_dec": torch.randn(d)},
-              str(tmp_path / "sae_weights.safetensors"))
-    (tmp_path / "cfg.json").write_text(json.dumps(
-        {"d_in": d, "d_sae": f, "hook_point": "blocks.3.hook_resid_post", "model_name": "gpt2", "activation_fn_str": "topk",
-         "activation_fn_kwargs": {"k": 4}, "normalize_activations": False, "dtype": "float32", "device": "cpu",
-         "sae_lens_version": "3.5.0"}))
+    save_file(
+        {"W_enc": torch.randn(d, f), "W_dec": torch.randn(f, d), "b_enc": torch.randn(f), "b_dec": torch.randn(d)},
+        str(tmp_path / "sae_weights.safetensors"),
+    )
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(
+            {
+                "d_in": d,
+                "d_sae": f,
+                "hook_point": "blocks.3.hook_resid_post",
+                "model_name": "gpt2",
+                "activation_fn_str": "topk",
+                "activation_fn_kwargs": {"k": 4},
+                "normalize_activations": False,
+                "dtype": "float32",
+                "device": "cpu",
+                "sae_lens_version": "3.5.0",
+            }
+        )
+    )
     cfg, tensors = read_saelens(tmp_path)
     assert cfg["architecture"] == "topk" and cfg["k"] == 4 and cfg["hook_name"] == "blocks.3.hook_resid_post"
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path))
@@ -166,15 +228,18 @@ def _saved(tmp_path, **overrides):
     return folder
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"normalize_activations": "layer_norm"}, "normalize_activations='layer_norm'"),
-    ({"reshape_activations": "hook_z"}, "reshape_activations='hook_z'"),
-    ({"architecture": "matching_pursuit"}, "architecture 'matching_pursuit' is not importable"),
-    ({"model_name": "pythia-70m"}, "model 'pythia-70m' is none of our backbones"),
-    ({"model_name": "gpt2"}, "the cache was extracted from minilm-l6"),
-    ({"hook_name": "blocks.9.hook_mlp_out"}, "not a hook of minilm-l6"),
-    ({"d_in": 512}, "tensor 'W_enc' has shape"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"normalize_activations": "layer_norm"}, "normalize_activations='layer_norm'"),
+        ({"reshape_activations": "hook_z"}, "reshape_activations='hook_z'"),
+        ({"architecture": "matching_pursuit"}, "architecture 'matching_pursuit' is not importable"),
+        ({"model_name": "pythia-70m"}, "model 'pythia-70m' is none of our backbones"),
+        ({"model_name": "gpt2"}, "the cache was extracted from minilm-l6"),
+        ({"hook_name": "blocks.9.hook_mlp_out"}, "not a hook of minilm-l6"),
+        ({"d_in": 512}, "tensor 'W_enc' has shape"),
+    ],
+)
 def test_what_no_kind_of_ours_computes_is_refused_with_the_key(overrides, message, minilm_cache, tmp_path, capsys):
     folder = _saved(tmp_path, **overrides)
     assert main(["import", str(folder), "--cache", str(minilm_cache.path), "--out", str(tmp_path / "run")]) == 2
@@ -192,8 +257,21 @@ def test_a_truncated_weights_file_or_a_hook_of_the_wrong_width_is_detected(minil
     with pytest.raises(NotImportable, match=r"cfg\.json: unreadable"):
         read_saelens(folder)
     folder = _saved(tmp_path / "b")  # 384-d, so the embeddings hook fits but a hook that is not ours does not
-    assert main(["import", str(folder), "--cache", str(minilm_cache.path), "--out", str(tmp_path / "r"),
-                 "--hook", "embeddings"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(folder),
+                "--cache",
+                str(minilm_cache.path),
+                "--out",
+                str(tmp_path / "r"),
+                "--hook",
+                "embeddings",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "r" / "train.json").read_text())["data"]["spec"]["hook"] == "embeddings"
     assert main(["import", str(folder), "--cache", str(minilm_cache.path), "--out", str(tmp_path / "r")]) == 2
     assert "already holds a run" in capsys.readouterr().err

@@ -32,7 +32,7 @@ STATE = Path(os.environ.get("SLURM_LOCAL_DIR", "/tmp/sae-repro-slurm"))
 RUNS = "runs/micro"
 KILLED_RUN = "vision/sparsemax_attention/default/x1/s0"
 KILLED_COMMENT = "rule_train_wildcards_vision_sparsemax_attention_default_1_0"
-DAG_TIMEOUT = 900     # seconds for the whole SLURM run before it is interrupted and the test fails
+DAG_TIMEOUT = 900  # seconds for the whole SLURM run before it is interrupted and the test fails
 SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/([^/]+)/")
 
 
@@ -47,8 +47,13 @@ def _unavailable() -> str | None:
 
 
 def _script(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "SLURM_LOCAL_DIR": str(STATE)})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SLURM_LOCAL_DIR": str(STATE)},
+    )
 
 
 def _port_in_use(port: int) -> bool:
@@ -91,8 +96,18 @@ def cluster():
 
 
 def _snakemake(work: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-            "--configfile", str(work / "micro.yaml"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(work),
+        "--configfile",
+        str(work / "micro.yaml"),
+        *args,
+    ]
 
 
 def _workdir(root: Path) -> Path:
@@ -109,8 +124,7 @@ def _checkpoint_step(run: Path) -> int | None:
 
 
 def _running_job(comment: str) -> str | None:
-    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True, timeout=30)
     return next((line.split()[0] for line in out.stdout.splitlines() if line.split()[1:] == [comment]), None)
 
 
@@ -137,9 +151,14 @@ def _slurm_run(work: Path) -> dict:
     log = work / "snakemake.log"
     began = time.monotonic()
     with open(log, "w") as sink:
-        proc = subprocess.Popen(_snakemake(work, "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "2",
-                                           "--slurm-keep-successful-logs"),
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            _snakemake(
+                work, "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "2", "--slurm-keep-successful-logs"
+            ),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         killed = None
         try:
             while proc.poll() is None and time.monotonic() - began < DAG_TIMEOUT:
@@ -163,8 +182,9 @@ def _slurm_run(work: Path) -> dict:
                 proc.wait(timeout=30)
     text = log.read_text(errors="replace")
     assert proc.returncode == 0, text[-4000:]
-    assert killed is not None, ("the sparsemax training job finished before it could be cancelled: raise "
-                                "train.steps in config/micro.yaml")
+    assert killed is not None, (
+        "the sparsemax training job finished before it could be cancelled: raise train.steps in config/micro.yaml"
+    )
     return {"work": work, "log": text, "killed": killed, "seconds": time.monotonic() - began}
 
 
@@ -188,8 +208,9 @@ def test_every_job_went_through_slurm(slurm_run, cluster):
     for job, _ in subs:
         # the main scheduler logs "sched: Allocate JobId=N ..."; the backfill scheduler (slurm 22.05) logs
         # "sched/backfill: _start_job: Started JobId=N in debug on HOST"
-        assert re.search(rf"(sched: Allocate|backfill: (_start_job: )?Started) JobId={job} ", controller), \
+        assert re.search(rf"(sched: Allocate|backfill: (_start_job: )?Started) JobId={job} ", controller), (
             f"job {job} never ran"
+        )
         if job == slurm_run["killed"]["job"]:
             assert re.search(rf"REQUEST_KILL_JOB JobId={job} ", controller), f"no cancellation of job {job}"
         else:
@@ -221,8 +242,11 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_checkpoint
 
 def test_results_equal_the_local_run(slurm_run, local_run):
     work = slurm_run["work"]
-    same = ["results/micro/metrics.csv", "results/micro/audit.md",
-            *(f"results/micro/tables/{p.name}" for p in (local_run / "results/micro/tables").iterdir())]
+    same = [
+        "results/micro/metrics.csv",
+        "results/micro/audit.md",
+        *(f"results/micro/tables/{p.name}" for p in (local_run / "results/micro/tables").iterdir()),
+    ]
     for run in (local_run / RUNS).glob("*/*/*/x*/s*"):
         rel = run.relative_to(local_run)
         same += [f"{rel}/sae/sae.safetensors", f"{rel}/sae/cfg.json", f"{rel}/log.csv"]

@@ -33,15 +33,30 @@ def test_planted_features_unchanged():
     x = next(planted.batches(4, seed=0))
     assert x.shape == (4, 32)
     assert x[0, :4].tolist() == pytest.approx(
-        [0.8353062868118286, 0.18863239884376526, -0.05035422742366791, 0.004342301748692989], abs=1e-6)
-    assert x[3, -3:].tolist() == pytest.approx([-0.20611834526062012, -0.1569920778274536, 0.08723952621221542],
-                                               abs=1e-6)
+        [0.8353062868118286, 0.18863239884376526, -0.05035422742366791, 0.004342301748692989], abs=1e-6
+    )
+    assert x[3, -3:].tolist() == pytest.approx(
+        [-0.20611834526062012, -0.1569920778274536, 0.08723952621221542], abs=1e-6
+    )
     assert float(x.sum()) == pytest.approx(2.5409133434295654, abs=1e-5)
     assert planted.dictionary()[0, :3].tolist() == pytest.approx(
-        [-0.19779422879219055, -0.20245347917079926, -0.04402313381433487], abs=1e-7)
+        [-0.19779422879219055, -0.20245347917079926, -0.04402313381433487], abs=1e-7
+    )
     x, coeff = planted.sample(5, torch.Generator().manual_seed(1))
-    assert coeff.nonzero().tolist() == [[0, 4], [0, 28], [0, 33], [0, 34], [0, 50], [1, 14], [1, 62], [2, 26],
-                                        [3, 54], [4, 50], [4, 56], [4, 59]]
+    assert coeff.nonzero().tolist() == [
+        [0, 4],
+        [0, 28],
+        [0, 33],
+        [0, 34],
+        [0, 50],
+        [1, 14],
+        [1, 62],
+        [2, 26],
+        [3, 54],
+        [4, 50],
+        [4, 56],
+        [4, 59],
+    ]
     assert float(x.sum()) == pytest.approx(-10.715075492858887, abs=1e-5)
 
 
@@ -61,8 +76,13 @@ def test_shapes_and_dtypes():
 @pytest.mark.parametrize("law", COUNT_LAWS)
 def test_counts_are_exact(law):
     """Every token has exactly the drawn number of nonzero coefficients (counts come first in the stream)."""
-    spec = SyntheticSpec(d_in=32, n_features=128, counts=COUNT_LAWS[law], correlation=0.5,
-                         hierarchy={"parents": 8, "children_per_parent": 4})
+    spec = SyntheticSpec(
+        d_in=32,
+        n_features=128,
+        counts=COUNT_LAWS[law],
+        correlation=0.5,
+        hierarchy={"parents": 8, "children_per_parent": 4},
+    )
     x, coeff = spec.block(3, seed=7)
     drawn = spec.block_counts(3, seed=7)
     assert torch.equal(spec.true_counts(coeff), drawn)
@@ -88,9 +108,14 @@ def test_count_laws():
     assert bool((freq[:5].diff() < 0).all())  # decreasing where the counts are large enough to tell
 
 
-@pytest.mark.parametrize("law,mean", [({"kind": "uniform", "low": 0.5, "high": 1.5}, 1.0),
-                                      ({"kind": "lognormal", "mu": 0.0, "sigma": 0.5}, math.exp(0.125)),
-                                      ({"kind": "exponential", "scale": 2.0}, 2.0)])
+@pytest.mark.parametrize(
+    "law,mean",
+    [
+        ({"kind": "uniform", "low": 0.5, "high": 1.5}, 1.0),
+        ({"kind": "lognormal", "mu": 0.0, "sigma": 0.5}, math.exp(0.125)),
+        ({"kind": "exponential", "scale": 2.0}, 2.0),
+    ],
+)
 def test_magnitudes(law, mean):
     spec = SyntheticSpec(d_in=16, n_features=64, magnitude=law)
     _, coeff = draw(spec, 20_000)
@@ -102,8 +127,12 @@ def test_magnitudes(law, mean):
 
 
 def test_hierarchy_children_need_parents():
-    spec = SyntheticSpec(d_in=64, n_features=96, counts={"kind": "uniform", "low": 1, "high": 10},
-                         hierarchy={"parents": 8, "children_per_parent": 3})
+    spec = SyntheticSpec(
+        d_in=64,
+        n_features=96,
+        counts={"kind": "uniform", "low": 1, "high": 10},
+        hierarchy={"parents": 8, "children_per_parent": 3},
+    )
     _, coeff = draw(spec, 20_000)
     active = coeff != 0
     parent = spec.parent_of()
@@ -138,8 +167,9 @@ def test_correlation_zero_is_uniform_and_high_correlation_groups():
 
 
 def test_batches_are_deterministic():
-    spec = SyntheticSpec(d_in=16, n_features=48, counts=COUNT_LAWS["uniform"], correlation=0.3, noise=0.1,
-                         noise_decay=1.0)
+    spec = SyntheticSpec(
+        d_in=16, n_features=48, counts=COUNT_LAWS["uniform"], correlation=0.3, noise=0.1, noise_decay=1.0
+    )
     a, b = spec.batches(32, seed=5), spec.batches(32, seed=5)
     for _ in range(3):
         assert torch.equal(next(a), next(b))
@@ -186,26 +216,37 @@ def test_isotropic_and_anisotropic_noise():
     assert bool((var.reshape(4, 8).mean(1).diff() < 0).all())
 
 
-@pytest.mark.parametrize("override,field", [
-    ({"d_in": 0}, "d_in"), ({"n_features": -3}, "n_features"), ({"n_features": 2.5}, "n_features"),
-    ({"counts": {"kind": "poisson", "k": 3}}, "counts"), ({"counts": {"kind": "fixed"}}, "counts"),
-    ({"counts": {"kind": "fixed", "k": 0}}, "counts.k"), ({"counts": {"kind": "fixed", "k": 65}}, "counts.k"),
-    ({"counts": {"kind": "uniform", "low": 5, "high": 2}}, "counts.high"),
-    ({"counts": {"kind": "mixture", "simple": 2, "complex": 6, "p_complex": 1.5}}, "counts.p_complex"),
-    ({"counts": {"kind": "heavy", "alpha": 0.0, "max": 8}}, "counts.alpha"),
-    ({"counts": {"kind": "heavy", "alpha": 2.0, "max": 100}}, "counts.max"),
-    ({"magnitude": {"kind": "uniform", "low": 0.0, "high": 1.0}}, "magnitude.low"),
-    ({"magnitude": {"kind": "uniform", "low": 1.0, "high": 0.5}}, "magnitude.high"),
-    ({"magnitude": {"kind": "lognormal", "mu": 0.0, "sigma": -1.0}}, "magnitude.sigma"),
-    ({"magnitude": {"kind": "exponential", "scale": 0}}, "magnitude.scale"),
-    ({"magnitude": {"kind": "gamma", "scale": 1}}, "magnitude"),
-    ({"correlation": 1.0}, "correlation"), ({"correlation": -0.1}, "correlation"),
-    ({"hierarchy": {"parents": 2}}, "hierarchy"), ({"hierarchy": {"parents": 0, "children_per_parent": 2}},
-                                                   "hierarchy.parents"),
-    ({"hierarchy": {"parents": 20, "children_per_parent": 3}}, "hierarchy"),
-    ({"noise": -1.0}, "noise"), ({"noise_decay": float("nan")}, "noise_decay"), ({"offset": -2}, "offset"),
-    ({"seed": 1.5}, "seed"), ({"n_groups": 0}, "n_groups"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ({"d_in": 0}, "d_in"),
+        ({"n_features": -3}, "n_features"),
+        ({"n_features": 2.5}, "n_features"),
+        ({"counts": {"kind": "poisson", "k": 3}}, "counts"),
+        ({"counts": {"kind": "fixed"}}, "counts"),
+        ({"counts": {"kind": "fixed", "k": 0}}, "counts.k"),
+        ({"counts": {"kind": "fixed", "k": 65}}, "counts.k"),
+        ({"counts": {"kind": "uniform", "low": 5, "high": 2}}, "counts.high"),
+        ({"counts": {"kind": "mixture", "simple": 2, "complex": 6, "p_complex": 1.5}}, "counts.p_complex"),
+        ({"counts": {"kind": "heavy", "alpha": 0.0, "max": 8}}, "counts.alpha"),
+        ({"counts": {"kind": "heavy", "alpha": 2.0, "max": 100}}, "counts.max"),
+        ({"magnitude": {"kind": "uniform", "low": 0.0, "high": 1.0}}, "magnitude.low"),
+        ({"magnitude": {"kind": "uniform", "low": 1.0, "high": 0.5}}, "magnitude.high"),
+        ({"magnitude": {"kind": "lognormal", "mu": 0.0, "sigma": -1.0}}, "magnitude.sigma"),
+        ({"magnitude": {"kind": "exponential", "scale": 0}}, "magnitude.scale"),
+        ({"magnitude": {"kind": "gamma", "scale": 1}}, "magnitude"),
+        ({"correlation": 1.0}, "correlation"),
+        ({"correlation": -0.1}, "correlation"),
+        ({"hierarchy": {"parents": 2}}, "hierarchy"),
+        ({"hierarchy": {"parents": 0, "children_per_parent": 2}}, "hierarchy.parents"),
+        ({"hierarchy": {"parents": 20, "children_per_parent": 3}}, "hierarchy"),
+        ({"noise": -1.0}, "noise"),
+        ({"noise_decay": float("nan")}, "noise_decay"),
+        ({"offset": -2}, "offset"),
+        ({"seed": 1.5}, "seed"),
+        ({"n_groups": 0}, "n_groups"),
+    ],
+)
 def test_invalid_specs_name_the_field(override, field):
     kwargs = {"d_in": 16, "n_features": 64, **override}
     with pytest.raises(ValueError, match=rf"SyntheticSpec {field}="):
@@ -213,10 +254,19 @@ def test_invalid_specs_name_the_field(override, field):
 
 
 def test_config_round_trip():
-    spec = SyntheticSpec(d_in=16, n_features=64, counts=COUNT_LAWS["mixture"],
-                         magnitude={"kind": "lognormal", "mu": 0.1, "sigma": 0.3}, correlation=0.4,
-                         hierarchy={"parents": 4, "children_per_parent": 2, "parent_weight": 2.0}, noise=0.1,
-                         noise_decay=1.0, offset=2.0, seed=9, n_groups=4)
+    spec = SyntheticSpec(
+        d_in=16,
+        n_features=64,
+        counts=COUNT_LAWS["mixture"],
+        magnitude={"kind": "lognormal", "mu": 0.1, "sigma": 0.3},
+        correlation=0.4,
+        hierarchy={"parents": 4, "children_per_parent": 2, "parent_weight": 2.0},
+        noise=0.1,
+        noise_decay=1.0,
+        offset=2.0,
+        seed=9,
+        n_groups=4,
+    )
     record = json.loads(json.dumps(spec.to_dict()))
     again = SyntheticSpec.from_dict(record)
     assert again == spec and hash(again) == hash(spec)

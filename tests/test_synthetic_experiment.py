@@ -12,8 +12,14 @@ import yaml
 from repro.experiments.synthetic import Method, SyntheticConfig, resolve_hparams, run_synthetic
 
 TINY = {
-    "data": {"d_in": 12, "n_features": 24, "counts": {"kind": "mixture", "simple": 1, "complex": 4, "p_complex": 0.5},
-             "magnitude": {"kind": "uniform", "low": 0.5, "high": 1.5}, "noise": 0.01, "seed": 0},
+    "data": {
+        "d_in": 12,
+        "n_features": 24,
+        "counts": {"kind": "mixture", "simple": 1, "complex": 4, "p_complex": 0.5},
+        "magnitude": {"kind": "uniform", "low": 0.5, "high": 1.5},
+        "noise": 0.01,
+        "seed": 0,
+    },
     "d_sae": 96,
     "train": {"steps": 40, "batch_size": 128, "lr": 0.01, "warmup_steps": 5},
     "eval_tokens": 1024,
@@ -31,19 +37,31 @@ TINY = {
 def test_default_config_is_valid():
     cfg = SyntheticConfig.from_dict(yaml.safe_load(open("config/synthetic.yaml")))
     assert len(cfg.methods) >= 10 and len(cfg.seeds) >= 3
-    assert {m.kind for m in cfg.methods} >= {"topk", "batchtopk", "relu", "jumprelu", "gated", "sparsemax_attention",
-                                              "mlp_sparsemax", "attention_relu", "sparsemax_attention_paper"}
+    assert {m.kind for m in cfg.methods} >= {
+        "topk",
+        "batchtopk",
+        "relu",
+        "jumprelu",
+        "gated",
+        "sparsemax_attention",
+        "mlp_sparsemax",
+        "attention_relu",
+        "sparsemax_attention_paper",
+    }
 
 
-@pytest.mark.parametrize(("edit", "key"), [
-    (lambda c: c.update(colour="red"), "colour"),
-    (lambda c: c.pop("d_sae"), "d_sae"),
-    (lambda c: c["methods"].append({"kind": "nope"}), "methods[3].kind"),
-    (lambda c: c["data"].update(n_features=0), "n_features"),
-    (lambda c: c["train"].update(momentum=0.9), "train"),
-    (lambda c: c.update(eval_tokens=0), "eval_tokens"),
-    (lambda c: c["methods"].append({"name": "topk", "kind": "relu"}), "unique"),
-])
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c.pop("d_sae"), "d_sae"),
+        (lambda c: c["methods"].append({"kind": "nope"}), "methods[3].kind"),
+        (lambda c: c["data"].update(n_features=0), "n_features"),
+        (lambda c: c["train"].update(momentum=0.9), "train"),
+        (lambda c: c.update(eval_tokens=0), "eval_tokens"),
+        (lambda c: c["methods"].append({"name": "topk", "kind": "relu"}), "unique"),
+    ],
+)
 def test_bad_configs_name_the_key(edit, key):
     raw = copy.deepcopy(TINY)
     edit(raw)
@@ -77,8 +95,9 @@ def test_tiny_run_writes_results_table_and_figures(tmp_path):
     for r in saved["runs"]:
         assert 0 <= r["dictionary"]["mcc"] <= 1 and r["simple_vs_complex"]["simple"]["n"] > 0
     assert 0 < saved["chance_mcc"]["mean"] < 1 and len(saved["chance_mcc"]["values"]) == 2
-    assert {(s["method"], s["steps"]) for s in saved["step_sweep"]} == {(m, n) for m in ("topk", "relu", "sparsemax")
-                                                                         for n in (20, 40)}
+    assert {(s["method"], s["steps"]) for s in saved["step_sweep"]} == {
+        (m, n) for m in ("topk", "relu", "sparsemax") for n in (20, 40)
+    }
     assert set(saved["plateau"]) == {"topk", "relu", "sparsemax"}
     assert all(isinstance(p["plateaued"], bool) for p in saved["plateau"].values())
     table = (tmp_path / "out" / "table.md").read_text()
@@ -98,9 +117,10 @@ def test_table_marks_unmatched_searches_and_unplateaued_methods():
             r[col], r[f"{col}_std"] = 0.5, 0.0
         return r
 
-    sweep = [{"method": "a", "steps": s, "ev": ev, "l0": 4.0, "mcc": mcc} for s, ev, mcc in
-             ((400, 0.90, 0.80), (800, 0.95, 0.86))] + \
-            [{"method": "b", "steps": s, "ev": 0.9, "l0": 4.0, "mcc": 0.8} for s in (400, 800)]
+    sweep = [
+        {"method": "a", "steps": s, "ev": ev, "l0": 4.0, "mcc": mcc}
+        for s, ev, mcc in ((400, 0.90, 0.80), (800, 0.95, 0.86))
+    ] + [{"method": "b", "steps": s, "ev": 0.9, "l0": 4.0, "mcc": 0.8} for s in (400, 800)]
     p = plateau(sweep)
     assert not p["a"]["plateaued"] and p["a"]["delta_mcc"] == pytest.approx(0.06) and p["b"]["plateaued"]
     text = format_table([row("a", float("nan")), row("b", 0.5)], 4.0, chance=0.41, plateaus=p)

@@ -124,8 +124,9 @@ def test_identity_sae_known_answers():
     train, test = data(60, 0), data(30, 1000)
     bb, sae = PlantedBackbone(), IdentitySAE(C + 1)
     head = fit_linear_head(bb, train)
-    res = topn_classification(bb, sae, "h", test, head, {"official": counts_of(sae, test),
-                                                          "heldout": counts_of(sae, train)}, ns=(1, C + 1))
+    res = topn_classification(
+        bb, sae, "h", test, head, {"official": counts_of(sae, test), "heldout": counts_of(sae, train)}, ns=(1, C + 1)
+    )
     m = res["mean_pct"]
     assert m["no_sae"] == 100.0 and m["sae"] == m["no_sae"]
     for p in ("official", "heldout"):
@@ -255,8 +256,9 @@ def test_head_features_are_cached_per_backbone_and_split(tmp_path):
     assert cached_features(bb, train, batch_size=8, cache_root=tmp_path).shape == a.shape
 
 
-@pytest.mark.parametrize("kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS)
-                         + ["relu:token", "topk:token", "jumprelu:none"])
+@pytest.mark.parametrize(
+    "kind", sorted(__import__("repro.sae", fromlist=["KINDS"]).KINDS) + ["relu:token", "topk:token", "jumprelu:none"]
+)
 def test_kept_decode_equals_the_dense_decode_of_the_masked_code(kind):
     """Every kind decodes affinely, so the few-latent reconstruction from decoder rows equals decode(a ⊙ keep)."""
     from repro.evals.topn import decoder_rows, kept_decode
@@ -296,10 +298,12 @@ def test_the_cli_and_the_schema_offer_exactly_the_selections_and_heads():
     from repro.evals.topn import SELECTIONS
     from repro.evaluate import HEADS
 
-    evaluate = next(a for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions
-                    if a.dest == "selection")
-    head = next(a for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions
-                if a.dest == "head")
+    evaluate = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions if a.dest == "selection"
+    )
+    head = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["evaluate"]._actions if a.dest == "head"
+    )
     assert tuple(evaluate.choices) == SELECTIONS and tuple(head.choices) == HEADS
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
     ev = schema["properties"]["evaluation"]["properties"]
@@ -322,8 +326,12 @@ def test_head_features_from_the_activation_cache_equal_the_full_forward_pass(tmp
     fast = topn.features_from_activation_cache(bb, train, path, "blocks.4.2", batch_size=5)
     assert fast is not None and fast.shape == full.shape == (24, 1280)
     torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
-    assert topn.features_from_activation_cache(bb, load_data("digits", split="train", limit=20, seed=0), path,
-                                               "blocks.4.2") is None  # another dataset's cache
+    assert (
+        topn.features_from_activation_cache(
+            bb, load_data("digits", split="train", limit=20, seed=0), path, "blocks.4.2"
+        )
+        is None
+    )  # another dataset's cache
     # cached_features takes the fast path, and writes the same features as the slow one would
     monkeypatch.setattr(topn, "pooled_features", lambda *a, **k: pytest.fail("full forward pass run"))
     got = topn.cached_features(bb, train, 8, tmp_path / "feats", acts_cache=path, hook="blocks.4.2")
@@ -351,8 +359,9 @@ def test_classification_from_the_activation_cache_equals_the_full_forward_pass(t
     stat = stat + 1e-3  # every class can select n latents
     slow = topn_classification(bb, sae, "blocks.4.2", test, head, {"official": stat}, ns=(1, 5), batch_size=7)
     monkeypatch.setattr(type(bb), "activations", lambda *a, **k: pytest.fail("forward pass to the hook run"))
-    fast = topn_classification(bb, sae, "blocks.4.2", test, head, {"official": stat}, ns=(1, 5), batch_size=7,
-                               acts_cache=path)
+    fast = topn_classification(
+        bb, sae, "blocks.4.2", test, head, {"official": stat}, ns=(1, 5), batch_size=7, acts_cache=path
+    )
     assert fast["mean_pct"].keys() == slow["mean_pct"].keys() and len(fast["mean_pct"]) == 13
     # equal here; float rounding of the extraction's batching may flip a near-tie on another machine
     diff = [abs(fast["mean_pct"][s] - slow["mean_pct"][s]) for s in slow["mean_pct"]]

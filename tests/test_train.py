@@ -71,8 +71,17 @@ def batches(seed: int = DATA_SEED):
 
 
 def config(**over) -> TrainConfig:
-    base = {"steps": 2 * N, "lr": 1e-3, "warmup_steps": 3, "decay": "cosine", "decay_start": 0.5,
-            "min_lr_ratio": 0.1, "checkpoint_every": N, "progress": False, "seed": 0}
+    base = {
+        "steps": 2 * N,
+        "lr": 1e-3,
+        "warmup_steps": 3,
+        "decay": "cosine",
+        "decay_start": 0.5,
+        "min_lr_ratio": 0.1,
+        "checkpoint_every": N,
+        "progress": False,
+        "seed": 0,
+    }
     return TrainConfig(**{**base, **over})
 
 
@@ -168,8 +177,12 @@ def test_latents_die_and_auxk_triggers(tmp_path, kind):
     """Far more latents than features: many die within dead_window=256 tokens, the logged dead fraction
     becomes positive and AuxK becomes active."""
     sae = make_sae(kind, d_sae=256)
-    train(sae, PlantedFeatures(d_in=D_IN, n_features=8, mean_active=2.0).batches(BATCH, seed=3),
-          config(steps=20, checkpoint_every=0), tmp_path)
+    train(
+        sae,
+        PlantedFeatures(d_in=D_IN, n_features=8, mean_active=2.0).batches(BATCH, seed=3),
+        config(steps=20, checkpoint_every=0),
+        tmp_path,
+    )
     rows = log_dicts(tmp_path)
     dead = [float(r["dead_fraction"]) for r in rows]
     auxk = [float(r["auxk"]) for r in rows]
@@ -248,7 +261,7 @@ def test_resume_drops_a_partially_written_log_row(tmp_path):
     lines_a = (run_a / "log.csv").read_text().splitlines(keepends=True)
     assert lines_a[10].startswith("10,")
     with open(run_b / "log.csv", "a", newline="") as f:
-        f.write("".join(lines_a[N + 1:10]) + "1")  # rows N+1..9 complete, row 10 cut after its first digit
+        f.write("".join(lines_a[N + 1 : 10]) + "1")  # rows N+1..9 complete, row 10 cut after its first digit
     sae_b = make_sae("relu")
     train(sae_b, batches(), config(), run_b, resume=True)
     assert_same_run(run_a, run_b, sae_a, sae_b)
@@ -309,8 +322,11 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     run_a, sae_a = reference_run(tmp_path, "topk", {})
     run_b, marker = tmp_path / "b", tmp_path / "marker"
     cfg = dataclasses.asdict(config())
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(run_b), str(marker), str(N), repr(hparams("topk")),
-                             repr(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run_b), str(marker), str(N), repr(hparams("topk")), repr(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -443,8 +459,9 @@ def test_resume_in_empty_folder_starts_from_scratch(tmp_path):
     train(fresh, batches(), config(), tmp_path / "fresh")
     resumed = make_sae("batchtopk")
     steps_seen = []
-    train(resumed, batches(), config(), tmp_path / "new" / "run", resume=True,
-          on_step=lambda s, p: steps_seen.append(s))
+    train(
+        resumed, batches(), config(), tmp_path / "new" / "run", resume=True, on_step=lambda s, p: steps_seen.append(s)
+    )
     assert steps_seen == list(range(1, 2 * N + 1))
     assert_state_equal(fresh.state_dict(), resumed.state_dict())
     assert (tmp_path / "fresh" / "log.csv").read_text() == (tmp_path / "new" / "run" / "log.csv").read_text()
@@ -616,8 +633,13 @@ def test_optimiser_uses_the_scheduled_lr(tmp_path):
     # ... while the step before (lr > 0) did move them.
     sae2 = make_sae("relu")
     snaps = []
-    train(sae2, batches(), cfg, tmp_path / "x",
-          on_step=lambda s, p: snaps.append(sae2.W_enc.detach().clone()) if s in (8, 9) else None)
+    train(
+        sae2,
+        batches(),
+        cfg,
+        tmp_path / "x",
+        on_step=lambda s, p: snaps.append(sae2.W_enc.detach().clone()) if s in (8, 9) else None,
+    )
     assert not torch.equal(snaps[0], snaps[1])
 
 
@@ -689,10 +711,24 @@ def test_batches_from_a_list_and_leading_dimensions(tmp_path):
 
 
 # ----- 10. invalid settings --------------------------------------------------------------------------
-@pytest.mark.parametrize(("field", "value"), [("steps", 0), ("steps", -3), ("steps", 2.5), ("lr", -1.0),
-                                              ("lr", 0.0), ("lr", float("nan")), ("decay", "foo"),
-                                              ("warmup_steps", -1), ("decay_start", 1.5), ("min_lr_ratio", -0.1),
-                                              ("checkpoint_every", -1), ("betas", (0.9, 1.0)), ("eps", 0.0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", 0),
+        ("steps", -3),
+        ("steps", 2.5),
+        ("lr", -1.0),
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("decay", "foo"),
+        ("warmup_steps", -1),
+        ("decay_start", 1.5),
+        ("min_lr_ratio", -0.1),
+        ("checkpoint_every", -1),
+        ("betas", (0.9, 1.0)),
+        ("eps", 0.0),
+    ],
+)
 def test_invalid_train_config(tmp_path, field, value):
     cfg = TrainConfig(**{"steps": 5, field: value})
     with pytest.raises(ValueError, match=rf"setting {field}="):
@@ -759,9 +795,17 @@ def test_invalid_types_are_value_errors(field, value):
         TrainConfig(**{"steps": 10, field: value}).validate()
 
 
-@pytest.mark.parametrize("kind, hp", [("batchtopk", {"k": 4}), ("topk", {"k": 4}), ("relu", {"decode": "sparse"}),
-                                      ("jumprelu", {"decode": "sparse", "bandwidth": 0.5}),
-                                      ("gated", {"decode": "sparse"}), ("sparsemax_attention", {"decode": "sparse"})])
+@pytest.mark.parametrize(
+    "kind, hp",
+    [
+        ("batchtopk", {"k": 4}),
+        ("topk", {"k": 4}),
+        ("relu", {"decode": "sparse"}),
+        ("jumprelu", {"decode": "sparse", "bandwidth": 0.5}),
+        ("gated", {"decode": "sparse"}),
+        ("sparsemax_attention", {"decode": "sparse"}),
+    ],
+)
 def test_two_threads_are_deterministic_too(tmp_path, kind, hp):
     """Thread-dependent summation order in CPU index_put accumulation (the backward of advanced indexing)
     once made BatchTopK runs diverge after about ten steps with two threads; the sparse paths now gather with
@@ -790,7 +834,7 @@ def test_resume_refuses_a_checkpoint_with_zeroed_bytes_naming_the_file(tmp_path,
     target = tmp_path / "checkpoint" / name
     raw = bytearray(target.read_bytes())
     at = len(raw) - 64
-    raw[at:at + 8] = bytes(8)
+    raw[at : at + 8] = bytes(8)
     target.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=rf"corrupt .*checkpoint.*{re.escape(name)}"):
         train(make_sae("topk"), batches(), config(), tmp_path, resume=True)
@@ -805,11 +849,11 @@ def test_resume_refuses_an_unreadable_trainer_record(tmp_path):
         train(make_sae("relu"), batches(), config(), tmp_path, resume=True)
 
 
-
 # ----- convergence ----------------------------------------------------------------------------------
 def _records(nmse_by_fraction: dict[float, float], steps: int = 1000) -> list[dict]:
-    return [{"step": round(f * steps), "fraction": f, "nmse": v, "l0": 10.0}
-            for f, v in sorted(nmse_by_fraction.items())]
+    return [
+        {"step": round(f * steps), "fraction": f, "nmse": v, "l0": 10.0} for f, v in sorted(nmse_by_fraction.items())
+    ]
 
 
 def test_convergence_window_ends_where_the_decay_begins():
@@ -825,8 +869,9 @@ def test_convergence_window_ends_where_the_decay_begins():
 def test_annealing_alone_does_not_fail_convergence():
     """Flat at constant lr (0.200 -> 0.199 over 55-80 %), then the decay lowers NMSE by 5 %: converged, and
     the annealing's gain is still reported as the last quarter's."""
-    conv = train_mod.convergence(_records({0.25: 0.3, 0.5: 0.201, 0.55: 0.200, 0.75: 0.1995, 0.8: 0.199,
-                                           1.0: 0.189}), window=(0.55, 0.8))
+    conv = train_mod.convergence(
+        _records({0.25: 0.3, 0.5: 0.201, 0.55: 0.200, 0.75: 0.1995, 0.8: 0.199, 1.0: 0.189}), window=(0.55, 0.8)
+    )
     assert conv["converged"] is True
     assert conv["plateau_improvement"] == pytest.approx((0.200 - 0.199) / 0.200)
     assert (conv["from_step"], conv["to_step"]) == (550, 800)
@@ -834,8 +879,9 @@ def test_annealing_alone_does_not_fail_convergence():
 
 
 def test_still_learning_before_the_decay_is_not_converged():
-    conv = train_mod.convergence(_records({0.25: 0.4, 0.5: 0.3, 0.55: 0.28, 0.75: 0.25, 0.8: 0.24, 1.0: 0.23}),
-                                 window=(0.55, 0.8))
+    conv = train_mod.convergence(
+        _records({0.25: 0.4, 0.5: 0.3, 0.55: 0.28, 0.75: 0.25, 0.8: 0.24, 1.0: 0.23}), window=(0.55, 0.8)
+    )
     assert conv["converged"] is False
     assert conv["plateau_improvement"] == pytest.approx((0.28 - 0.24) / 0.28)
 

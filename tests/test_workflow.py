@@ -31,8 +31,17 @@ def snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.Com
 def fresh_clone(dest: Path) -> Path:
     """The files a fresh clone has (tracked, plus untracked ones git does not ignore): no runs/, no cache/,
     no .snakemake/ metadata, every file with a new mtime."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         src = REPO / name
         if src.is_file():
@@ -82,8 +91,12 @@ def test_default_plan_covers_every_experiment():
     for spec in config["experiments"]["pareto"]:
         assert f"{spec['backbone']}/sparsemax_attention/default/x{spec['expansion']}/s0" in plan.runs
         for kind in spec["sweeps"]:
-            settings = {r.setting for r in runs if (r.role, r.kind, r.expansion, r.seed)
-                        == (spec["backbone"], kind, spec["expansion"], 0) and r.setting != GUIDED}
+            settings = {
+                r.setting
+                for r in runs
+                if (r.role, r.kind, r.expansion, r.seed) == (spec["backbone"], kind, spec["expansion"], 0)
+                and r.setting != GUIDED
+            }
             assert len(settings) >= 3, (spec["backbone"], kind, settings)
     assert not any(r.kind in ("topk", "batchtopk") and r.setting == "k=32" for r in runs)  # k = 32 is the default
     # the headline comparisons at 3 seeds (Table B, per-method top-n, guidance); the sweeps at seed 0
@@ -97,8 +110,10 @@ def test_default_plan_covers_every_experiment():
     vision_smx = plan.evals["vision/sparsemax_attention/default/x2/s0"]
     assert vision_smx == {"reconstruction", "topn", "interpretability", "probing"}  # union over experiments
     assert hyperparameters(config, Run("vision", "topk", "k=12", 2, 0)) == {"k": 12, "input_norm": "scalar"}
-    assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {"l1_coefficient": 5.0,
-                                                                                 "input_norm": "scalar"}
+    assert hyperparameters(config, Run("language", "relu", "default", 1, 0)) == {
+        "l1_coefficient": 5.0,
+        "input_norm": "scalar",
+    }
 
 
 def test_per_kind_learning_rates_reach_the_train_jobs(tmp_path):
@@ -125,8 +140,9 @@ def test_the_configs_device_reaches_every_torch_job_and_gpu_jobs_ask_for_a_gpu(t
     assert {job[0] for job in torch_jobs} == {"extract", "train", "guide", "evaluate"}
     for rule, resources, command in torch_jobs:
         assert "gpu=1" in resources and "--device cuda" in command, (rule, resources, command)
-    assert not any("gpu=1" in resources for rule, resources, _ in jobs if rule not in ("extract", "train", "guide",
-                                                                                        "evaluate"))
+    assert not any(
+        "gpu=1" in resources for rule, resources, _ in jobs if rule not in ("extract", "train", "guide", "evaluate")
+    )
     (tmp_path / "tiny.yaml").write_text((REPO / "config" / "tiny.yaml").read_text())
     out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "tiny.yaml"), timeout=300)
     assert "gpu=1" not in out.stdout and "gpu=0" in out.stdout and "--device cpu" in out.stdout
@@ -137,16 +153,19 @@ def test_each_ground_truth_benchmark_is_a_dag_target_with_its_own_figures(tmp_pa
     ``experiments.synthetic.config``, each writing results/<name>/ and figures/<name>_*, none claimed by the
     figure rule."""
     config = load("tiny")
-    config["experiments"]["synthetic"] = {"enabled": True, "config": [str(REPO / "config" / "synthetic.yaml"),
-                                                                      str(REPO / "config" / "synthetic_hard.yaml")]}
+    config["experiments"]["synthetic"] = {
+        "enabled": True,
+        "config": [str(REPO / "config" / "synthetic.yaml"), str(REPO / "config" / "synthetic_hard.yaml")],
+    }
     (tmp_path / "syn.yaml").write_text(yaml.safe_dump(config))
     out = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "syn.yaml"), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     commands = re.findall(r"repro\.cli synthetic .*", out.stdout)
     assert len(commands) == 2, commands
     for name in ("synthetic", "synthetic_hard"):
-        assert any(re.search(rf"--config \S*/{name}\.yaml --out \S*/{name} .*--name {name} ", c)
-                   for c in commands), commands
+        assert any(re.search(rf"--config \S*/{name}\.yaml --out \S*/{name} .*--name {name} ", c) for c in commands), (
+            commands
+        )
         assert f"/{name}_mcc.pdf" in out.stdout
     assert "figure=synthetic" not in out.stdout
 
@@ -167,16 +186,22 @@ def test_settings_round_trip():
         parse_setting("k24")
 
 
-@pytest.mark.parametrize("edit, named", [
-    (lambda c: c["train"].update(stepz=3), "stepz"),
-    (lambda c: c["train"].update(lr=-1), "lr"),
-    (lambda c: c["experiments"]["ablation"].update(kinds=["relu", "sparsemaks"]), "sparsemaks"),
-    (lambda c: c["hyperparameters"].update(topk={"kk": 8}), "kk"),
-    (lambda c: c["backbones"]["vision"].update(name="resnet-9000"), "backbones.vision.name"),
-    (lambda c: c["experiments"]["ablation"].update(evals=["lm_loss"]), "experiments.ablation.evals"),
-    (lambda c: c.update(external=[{"name": "x", "path": "/nowhere", "backbone": "vision"}]), "external[0] (x).path"),
-    (lambda c: c.update(external=[{"name": "x", "path": "/nowhere", "backbone": "vision", "layer": 3}]), "layer"),
-])
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c["train"].update(stepz=3), "stepz"),
+        (lambda c: c["train"].update(lr=-1), "lr"),
+        (lambda c: c["experiments"]["ablation"].update(kinds=["relu", "sparsemaks"]), "sparsemaks"),
+        (lambda c: c["hyperparameters"].update(topk={"kk": 8}), "kk"),
+        (lambda c: c["backbones"]["vision"].update(name="resnet-9000"), "backbones.vision.name"),
+        (lambda c: c["experiments"]["ablation"].update(evals=["lm_loss"]), "experiments.ablation.evals"),
+        (
+            lambda c: c.update(external=[{"name": "x", "path": "/nowhere", "backbone": "vision"}]),
+            "external[0] (x).path",
+        ),
+        (lambda c: c.update(external=[{"name": "x", "path": "/nowhere", "backbone": "vision", "layer": 3}]), "layer"),
+    ],
+)
 def test_a_bad_config_is_rejected_before_any_job_naming_the_key(tmp_path, edit, named):
     config = load("tiny")
     edit(config)
@@ -198,7 +223,7 @@ def saelens_topk(folder: Path) -> Path:
     sae = sae_lens.TopKSAE(cfg)
     torch.manual_seed(0)
     with torch.no_grad():
-        sae.W_enc.normal_(0, 576 ** -0.5)
+        sae.W_enc.normal_(0, 576**-0.5)
         sae.W_dec.copy_(sae.W_enc.T)
     sae.save_model(str(folder))
     return folder
@@ -209,8 +234,16 @@ def tiny_dag(tmp_path_factory):
     """The whole tiny DAG, built once in a temporary folder, with one SAELens SAE among the runs (`external`)."""
     work = tmp_path_factory.mktemp("dag")
     config = work / "tiny.yaml"
-    cfg = load("tiny") | {"external": [{"name": "sl-topk", "path": str(saelens_topk(work / "sl-topk")),
-                                        "backbone": "language", "evals": ["reconstruction", "lm_loss"]}]}
+    cfg = load("tiny") | {
+        "external": [
+            {
+                "name": "sl-topk",
+                "path": str(saelens_topk(work / "sl-topk")),
+                "backbone": "language",
+                "evals": ["reconstruction", "lm_loss"],
+            }
+        ]
+    }
     config.write_text(yaml.safe_dump(cfg))
     out = snakemake(work, "--cores", "2", "--configfile", str(config))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

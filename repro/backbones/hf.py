@@ -58,11 +58,13 @@ def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> str:
 
 
 def unavailable_message(model_id: str, cache: str, error: BaseException | None = None) -> str:
-    return (f"{model_id!r} is not available offline: it is not in the local Hugging Face cache {cache}. "
-            f"Pre-cache it on a machine with network: `HF_HOME=<dir> huggingface-cli download {model_id}` "
-            f"(or `hf download {model_id}`), copy <dir> here and run with HF_HOME=<dir> HF_HUB_OFFLINE=1 "
-            f"(or pass the model folder itself, e.g. hf:/path/to/folder). Nothing is downloaded at run time."
-            + (f" [{type(error).__name__}: {error}]" if error is not None else ""))
+    return (
+        f"{model_id!r} is not available offline: it is not in the local Hugging Face cache {cache}. "
+        f"Pre-cache it on a machine with network: `HF_HOME=<dir> huggingface-cli download {model_id}` "
+        f"(or `hf download {model_id}`), copy <dir> here and run with HF_HOME=<dir> HF_HUB_OFFLINE=1 "
+        f"(or pass the model folder itself, e.g. hf:/path/to/folder). Nothing is downloaded at run time."
+        + (f" [{type(error).__name__}: {error}]" if error is not None else "")
+    )
 
 
 def resolve_local(model_id: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -117,9 +119,18 @@ def find_layer_stack(model: nn.Module, n_layers: int | None) -> nn.ModuleList | 
 class HFAutoBackbone(TextBackbone):
     """Generic ``AutoModel`` backbone (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, processor: Any, *, name: str, max_length: int = 128,
-                 default_hook: str | None = None, source: dict | None = None,
-                 weight_files: list[Path] | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        *,
+        name: str,
+        max_length: int = 128,
+        default_hook: str | None = None,
+        source: dict | None = None,
+        weight_files: list[Path] | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.name = name
         self.device = torch.device(device)
         self.model = frozen(model, self.device)
@@ -150,19 +161,32 @@ class HFAutoBackbone(TextBackbone):
         return int(self._width)
 
     def spec(self) -> dict:
-        pre = self.preprocessing_spec() if self.modality == "text" else {
-            "image_processor": type(self.tokenizer).__name__, "settings": _jsonable(self.tokenizer.to_dict())}
-        return {"name": self.name, "family": "hf-auto", "architecture": type(self.model).__name__,
-                "source": self._source, "weights_digest": self.weights_digest(), "preprocessing": pre,
-                "libraries": library_versions("transformers")}
+        pre = (
+            self.preprocessing_spec()
+            if self.modality == "text"
+            else {"image_processor": type(self.tokenizer).__name__, "settings": _jsonable(self.tokenizer.to_dict())}
+        )
+        return {
+            "name": self.name,
+            "family": "hf-auto",
+            "architecture": type(self.model).__name__,
+            "source": self._source,
+            "weights_digest": self.weights_digest(),
+            "preprocessing": pre,
+            "libraries": library_versions("transformers"),
+        }
 
     def preprocess(self, examples: Any) -> dict[str, Tensor]:
         if self.modality == "text":
             return super().preprocess(examples)
         if isinstance(examples, np.ndarray) and examples.ndim == 3:
             examples = list(examples)
-        images = [np.asarray(img.convert("RGB")) if hasattr(img, "convert")
-                  else _as_channels_last(img).clip(0, 255).astype(np.uint8) for img in examples]
+        images = [
+            np.asarray(img.convert("RGB"))
+            if hasattr(img, "convert")
+            else _as_channels_last(img).clip(0, 255).astype(np.uint8)
+            for img in examples
+        ]
         return {"pixel_values": self.tokenizer(images=images, return_tensors="pt")["pixel_values"]}
 
     def _model_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -186,8 +210,11 @@ class HFAutoBackbone(TextBackbone):
                 ref = self.model(**kwargs, output_hidden_states=True).hidden_states[index]
                 self._verified[index] = ref.shape == acts.shape and bool(torch.allclose(ref, acts, atol=1e-5))
                 if not self._verified[index]:
-                    warnings.warn(f"{self.name}: layer outputs differ from hidden_states[{index}]; "
-                                  "using the full forward for this hook", stacklevel=3)
+                    warnings.warn(
+                        f"{self.name}: layer outputs differ from hidden_states[{index}]; "
+                        "using the full forward for this hook",
+                        stacklevel=3,
+                    )
                     acts = ref
         else:
             acts = self.model(**kwargs, output_hidden_states=True).hidden_states[index]
@@ -233,8 +260,13 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def load_hf_auto(model_id: str, device: str | torch.device = "cpu", max_length: int = 128,
-                 default_hook: str | None = None, cache_dir: str | None = None) -> HFAutoBackbone:
+def load_hf_auto(
+    model_id: str,
+    device: str | torch.device = "cpu",
+    max_length: int = 128,
+    default_hook: str | None = None,
+    cache_dir: str | None = None,
+) -> HFAutoBackbone:
     """``hf:<model id or local dir>``: AutoModel (+ AutoTokenizer or AutoImageProcessor), offline."""
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
@@ -247,6 +279,13 @@ def load_hf_auto(model_id: str, device: str | torch.device = "cpu", max_length: 
         return frozen(model, str(device)), processor
 
     model, processor = shared(("hf", str(model_id), cache_dir, str(device)), build)
-    return HFAutoBackbone(model, processor, name=f"hf:{model_id}", max_length=max_length, default_hook=default_hook,
-                          source=hf_source(model_id, cache_dir), weight_files=hf_weight_files(model_id, cache_dir),
-                          device=device)
+    return HFAutoBackbone(
+        model,
+        processor,
+        name=f"hf:{model_id}",
+        max_length=max_length,
+        default_hook=default_hook,
+        source=hf_source(model_id, cache_dir),
+        weight_files=hf_weight_files(model_id, cache_dir),
+        device=device,
+    )

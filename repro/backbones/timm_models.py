@@ -45,9 +45,17 @@ class TimmBackbone(TimmImageBackbone):
     :meth:`activations` stops at the hooked block; :meth:`forward_from` at a block replaces that block's
     output and runs ``forward_features`` then ``forward_head`` (the blocks before it are recomputed)."""
 
-    def __init__(self, model: nn.Module, *, name: str, image_size: int | None = None, source: dict | None = None,
-                 weights_file: str | Path | None = None, default_hook: str | None = None,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        image_size: int | None = None,
+        source: dict | None = None,
+        weights_file: str | Path | None = None,
+        default_hook: str | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.name = name
         self.device = torch.device(device)
         self.model = frozen(model, self.device)
@@ -58,7 +66,8 @@ class TimmBackbone(TimmImageBackbone):
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
         blocks = getattr(model, "blocks", None)
         flat = isinstance(blocks, (nn.Sequential, nn.ModuleList)) and not any(
-            isinstance(b, (nn.Sequential, nn.ModuleList)) for b in blocks)
+            isinstance(b, (nn.Sequential, nn.ModuleList)) for b in blocks
+        )
         self._blocks = list(blocks) if flat else []
         self.hook_points = tuple(f"blocks.{i}" for i in range(len(self._blocks))) + ("features",)
         default = f"blocks.{len(self._blocks) - 2}" if len(self._blocks) >= 2 else "features"
@@ -86,10 +95,15 @@ class TimmBackbone(TimmImageBackbone):
         return int(shape[0] if len(shape) == 3 else shape[-1])
 
     def spec(self) -> dict:
-        return {"name": self.name, "family": "timm", "architecture": type(self.model).__name__,
-                "source": self._source, "weights_digest": self.weights_digest(),
-                "preprocessing": self.preprocessing_spec(),
-                "libraries": library_versions("timm")}
+        return {
+            "name": self.name,
+            "family": "timm",
+            "architecture": type(self.model).__name__,
+            "source": self._source,
+            "weights_digest": self.weights_digest(),
+            "preprocessing": self.preprocessing_spec(),
+            "libraries": library_versions("timm"),
+        }
 
     def _activations(self, inputs: dict[str, Tensor], hook: str) -> tuple[Tensor, Tensor]:
         raw = self._raw(self._pixels(inputs), hook)
@@ -113,8 +127,13 @@ class TimmBackbone(TimmImageBackbone):
             return self.model.forward_features(pixels)
 
 
-def load_timm(model_name: str, device: str | torch.device = "cpu", weights: str | Path | None = None,
-              image_size: int | None = None, default_hook: str | None = None):
+def load_timm(
+    model_name: str,
+    device: str | torch.device = "cpu",
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+    default_hook: str | None = None,
+):
     """``timm:<model_name>`` with pretrained weights from the local file ``weights``."""
     import timm
 
@@ -122,7 +141,8 @@ def load_timm(model_name: str, device: str | torch.device = "cpu", weights: str 
         raise BackboneUnavailable(
             f"timm:{model_name} needs its weights as a local file: load('timm:{model_name}', weights='/path/to/file') "
             f"(.safetensors/.pth/.bin). Nothing is downloaded; on a machine with network e.g. "
-            f"`huggingface-cli download timm/{model_name} model.safetensors --local-dir <dir>`.")
+            f"`huggingface-cli download timm/{model_name} model.safetensors --local-dir <dir>`."
+        )
     path = Path(weights)
     if not path.is_file():
         raise BackboneUnavailable(f"timm:{model_name}: weight file {path} does not exist")
@@ -133,10 +153,24 @@ def load_timm(model_name: str, device: str | torch.device = "cpu", weights: str 
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     if isinstance(model, timm.models.efficientnet.EfficientNet):
         interp = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
-        return EfficientNetBackbone(model, name=f"timm:{model_name}",
-                                    image_size=int(image_size or cfg.get("input_size", (3, 224, 224))[-1]),
-                                    interpolation=interp, mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                                    std=tuple(cfg.get("std", (0.229, 0.224, 0.225))), source=source,
-                                    weights_file=path, default_hook=default_hook or "head", device=device)
-    return TimmBackbone(model, name=f"timm:{model_name}", image_size=image_size, source=source, weights_file=path,
-                        default_hook=default_hook, device=device)
+        return EfficientNetBackbone(
+            model,
+            name=f"timm:{model_name}",
+            image_size=int(image_size or cfg.get("input_size", (3, 224, 224))[-1]),
+            interpolation=interp,
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+            source=source,
+            weights_file=path,
+            default_hook=default_hook or "head",
+            device=device,
+        )
+    return TimmBackbone(
+        model,
+        name=f"timm:{model_name}",
+        image_size=image_size,
+        source=source,
+        weights_file=path,
+        default_hook=default_hook,
+        device=device,
+    )

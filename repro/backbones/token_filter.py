@@ -66,5 +66,9 @@ def exclusion_stats(acts: Tensor, base: Tensor, kept: Tensor) -> dict[str, float
     dropped tokens' sum of ||x||^2."""
     sq = acts.double().pow(2).sum(dim=-1)
     dropped = base & ~kept
-    return {"counted_tokens": int(base.sum()), "dropped_tokens": int(dropped.sum()),
-            "counted_energy": float(sq[base].sum()), "dropped_energy": float(sq[dropped].sum())}
+    return {
+        "counted_tokens": int(base.sum()),
+        "dropped_tokens": int(dropped.sum()),
+        "counted_energy": float(sq[base].sum()),
+        "dropped_energy": float(sq[dropped].sum()),
+    }

@@ -21,8 +21,18 @@ from collections.abc import Callable
 from . import digits, fashion_mnist, fortunes, hf, mnist5k, wordnet
 from ._base import SPLITS, DatasetUnavailable, LabelledData, balanced_subset, stratified_split
 
-__all__ = ["DATASETS", "OFFLINE_DATASETS", "PAPER_DATASETS", "PREFIXES", "SPLITS", "DatasetUnavailable",
-           "LabelledData", "balanced_subset", "load", "stratified_split"]
+__all__ = [
+    "DATASETS",
+    "OFFLINE_DATASETS",
+    "PAPER_DATASETS",
+    "PREFIXES",
+    "SPLITS",
+    "DatasetUnavailable",
+    "LabelledData",
+    "balanced_subset",
+    "load",
+    "stratified_split",
+]
 
 _DIRECTORY_SOURCES: dict[str, Callable[..., LabelledData]] = {
     fashion_mnist.NAME: fashion_mnist.load,
@@ -40,8 +50,15 @@ DATASETS: tuple[str, ...] = OFFLINE_DATASETS + PAPER_DATASETS
 assert set(OFFLINE_DATASETS) == set(_DIRECTORY_SOURCES) | set(_PACKAGE_SOURCES)
 
 
-def load(name: str, split: str = "train", limit: int | None = None, seed: int = 0, *,
-         root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> LabelledData:
+def load(
+    name: str,
+    split: str = "train",
+    limit: int | None = None,
+    seed: int = 0,
+    *,
+    root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> LabelledData:
     """Load ``split`` ("train" or "test") of dataset ``name``, optionally a seeded class-balanced subset
     of ``limit`` examples, as a :class:`LabelledData`.
 
@@ -57,11 +74,10 @@ def load(name: str, split: str = "train", limit: int | None = None, seed: int = 
         if name.startswith(prefix):
             if root is not None:
                 raise ValueError(f"{name}: root is not used with a {prefix} path")
-            path = name[len(prefix):]
+            path = name[len(prefix) :]
             if not path:
                 raise ValueError(f"{name}: give a path after {prefix!r}")
-            return hf.load_local(prefix[:-1], path, split=split, limit=limit, seed=seed, name=name,
-                                 cache_dir=cache_dir)
+            return hf.load_local(prefix[:-1], path, split=split, limit=limit, seed=seed, name=name, cache_dir=cache_dir)
     if name in PAPER_DATASETS:
         return hf.load_named(name, split=split, limit=limit, seed=seed, root=root, cache_dir=cache_dir)
     if cache_dir is not None:
@@ -72,5 +88,6 @@ def load(name: str, split: str = "train", limit: int | None = None, seed: int = 
         if root is not None:
             raise ValueError(f"{name}: root is not used by this source")
         return _PACKAGE_SOURCES[name](split=split, limit=limit, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}, "
-                     f"or {' / '.join(p + '<path>' for p in PREFIXES)}")
+    raise ValueError(
+        f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}, or {' / '.join(p + '<path>' for p in PREFIXES)}"
+    )

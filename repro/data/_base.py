@@ -101,8 +101,9 @@ def check_args(name: str, split: str, limit: int | None, seed: int, splits: Sequ
         raise ValueError(f"{name}: seed must be a non-negative int, got {seed!r}")
 
 
-def stratified_split(labels: np.ndarray, seed: int, test_fraction: float = TEST_FRACTION
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, seed: int, test_fraction: float = TEST_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of positions ``0..len(labels)-1`` (see the module docstring).
     Returns (train, test) int64 position arrays, each ascending."""
     labels = np.asarray(labels)
@@ -163,8 +164,7 @@ def limit_positions(labels: np.ndarray, pos: np.ndarray, limit: int | None, seed
 def debian_version(package: str) -> str | None:
     """Installed version of a Debian package (``dpkg-query``), or None when unknown."""
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None

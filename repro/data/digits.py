@@ -44,8 +44,15 @@ def load(split: str = "train", limit: int | None = None, seed: int = 0) -> Label
     images, labels = read_all()
     pos = split_and_limit(labels, split, limit, seed, f"{NAME}/{split}")
     return LabelledData(
-        name=NAME, split=split, modality="image", examples=images[pos], labels=labels[pos].copy(),
-        class_names=list(CLASS_NAMES), ids=pos, seed=seed, limit=limit,
+        name=NAME,
+        split=split,
+        modality="image",
+        examples=images[pos],
+        labels=labels[pos].copy(),
+        class_names=list(CLASS_NAMES),
+        ids=pos,
+        seed=seed,
+        limit=limit,
         source={"kind": "pypi", "package": DISTRIBUTION, "version": pypi_version(DISTRIBUTION)},
         curation={"loader_version": LOADER_VERSION, "split_rule": "stratified-80-20", "pixel_scale": "255/16"},
     )

@@ -36,8 +36,7 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 MAGIC_LABELS = 0x00000801
 MAGIC_IMAGES = 0x00000803
 LOADER_VERSION = 1
@@ -65,8 +64,10 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
-        raise ValueError(f"{path}: idx payload is {len(raw) - header} bytes but the header {dims} announces "
-                         f"{expected} (truncated or corrupt file)")
+        raise ValueError(
+            f"{path}: idx payload is {len(raw) - header} bytes but the header {dims} announces "
+            f"{expected} (truncated or corrupt file)"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -105,8 +106,9 @@ def read_split(split: str, directory: str | os.PathLike = DEFAULT_DIR) -> tuple[
     return _read_split(str(directory.resolve()), split, stamp)
 
 
-def load(split: str = "train", limit: int | None = None, seed: int = 0,
-         directory: str | os.PathLike | None = None) -> LabelledData:
+def load(
+    split: str = "train", limit: int | None = None, seed: int = 0, directory: str | os.PathLike | None = None
+) -> LabelledData:
     """Fashion-MNIST ``split`` (official split; ``limit`` takes a seeded class-balanced subset) read from
     ``directory`` (default: the Debian package's directory). Raises DatasetUnavailable when the files are
     missing, ValueError when they are corrupt."""
@@ -116,10 +118,23 @@ def load(split: str = "train", limit: int | None = None, seed: int = 0,
     pos = limit_positions(labels, np.arange(len(labels), dtype=np.int64), limit, seed, f"{NAME}/{split}")
     offset = 0 if split == "train" else EXPECTED_COUNTS["train"]
     default = directory.resolve() == DEFAULT_DIR.resolve()
-    source = {"kind": "debian", "package": PACKAGE, "version": debian_version(PACKAGE) if default else None,
-              "path": str(directory.resolve()), "files": list(FILES[split])}
+    source = {
+        "kind": "debian",
+        "package": PACKAGE,
+        "version": debian_version(PACKAGE) if default else None,
+        "path": str(directory.resolve()),
+        "files": list(FILES[split]),
+    }
     return LabelledData(
-        name=NAME, split=split, modality="image", examples=images[pos], labels=labels[pos].copy(),
-        class_names=list(CLASS_NAMES), ids=pos + offset, seed=seed, limit=limit, source=source,
+        name=NAME,
+        split=split,
+        modality="image",
+        examples=images[pos],
+        labels=labels[pos].copy(),
+        class_names=list(CLASS_NAMES),
+        ids=pos + offset,
+        seed=seed,
+        limit=limit,
+        source=source,
         curation={"loader_version": LOADER_VERSION, "split_rule": "official"},
     )

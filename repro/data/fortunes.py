@@ -102,8 +102,9 @@ def read_all(directory: str | os.PathLike = DEFAULT_DIR) -> tuple[tuple[str, ...
     return _read_all(str(directory.resolve()), stamp)
 
 
-def load(split: str = "train", limit: int | None = None, seed: int = 0,
-         directory: str | os.PathLike | None = None) -> LabelledData:
+def load(
+    split: str = "train", limit: int | None = None, seed: int = 0, directory: str | os.PathLike | None = None
+) -> LabelledData:
     """Curated fortunes ``split`` (seeded stratified 80/20; ``limit`` takes a seeded class-balanced
     subset) read from ``directory`` (default: the Debian package's directory)."""
     check_args(NAME, split, limit, seed)
@@ -112,10 +113,26 @@ def load(split: str = "train", limit: int | None = None, seed: int = 0,
     pos = split_and_limit(labels, split, limit, seed, f"{NAME}/{split}")
     default = directory.resolve() == DEFAULT_DIR.resolve()
     return LabelledData(
-        name=NAME, split=split, modality="text", examples=[texts[i] for i in pos], labels=labels[pos].copy(),
-        class_names=list(CATEGORIES), ids=pos, seed=seed, limit=limit,
-        source={"kind": "debian", "package": PACKAGE, "version": debian_version(PACKAGE) if default else None,
-                "path": str(directory.resolve())},
-        curation={"loader_version": LOADER_VERSION, "split_rule": "stratified-80-20",
-                  "categories": list(CATEGORIES), "max_chars": MAX_CHARS, "dedupe": "exact, cross-category dropped"},
+        name=NAME,
+        split=split,
+        modality="text",
+        examples=[texts[i] for i in pos],
+        labels=labels[pos].copy(),
+        class_names=list(CATEGORIES),
+        ids=pos,
+        seed=seed,
+        limit=limit,
+        source={
+            "kind": "debian",
+            "package": PACKAGE,
+            "version": debian_version(PACKAGE) if default else None,
+            "path": str(directory.resolve()),
+        },
+        curation={
+            "loader_version": LOADER_VERSION,
+            "split_rule": "stratified-80-20",
+            "categories": list(CATEGORIES),
+            "max_chars": MAX_CHARS,
+            "dedupe": "exact, cross-category dropped",
+        },
     )

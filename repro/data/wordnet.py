@@ -49,14 +49,51 @@ MIN_CLASS_SIZE = 40
 LOADER_VERSION = 1
 
 LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling",
-    "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object", "noun.person",
-    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process", "noun.quantity", "noun.relation",
-    "noun.shape", "noun.state", "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
-    "verb.communication", "verb.competition", "verb.consumption", "verb.contact", "verb.creation",
-    "verb.emotion", "verb.motion", "verb.perception", "verb.possession", "verb.social", "verb.stative",
-    "verb.weather", "adj.ppl",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
 )
 assert len(LEXNAMES) == 45
 
@@ -102,7 +139,7 @@ def read_synsets(pos: str, directory: str | os.PathLike = DEFAULT_DIR) -> list[S
                 raise ValueError(f"{path}:{lineno}: malformed synset line ({exc})") from exc
             if not 0 <= lexfile < len(LEXNAMES) or not LEXNAMES[lexfile].startswith(pos + "."):
                 raise ValueError(f"{path}:{lineno}: lexicographer file number {lexfile} is not a {pos} file")
-            words = tuple(fields[4:4 + 2 * n_words:2])
+            words = tuple(fields[4 : 4 + 2 * n_words : 2])
             gloss = gloss.strip()
             out.append(Synset(pos, offset, lexfile, words, gloss, definition_of(gloss)))
     return out
@@ -127,8 +164,9 @@ def read_all(directory: str | os.PathLike = DEFAULT_DIR) -> tuple[tuple[Synset, 
     return _read_all(str(directory.resolve()), stamp)
 
 
-def load(split: str = "train", limit: int | None = None, seed: int = 0,
-         directory: str | os.PathLike | None = None) -> LabelledData:
+def load(
+    split: str = "train", limit: int | None = None, seed: int = 0, directory: str | os.PathLike | None = None
+) -> LabelledData:
     """WordNet noun+verb definitions labelled by lexicographer file, ``split`` under the seeded
     stratified 80/20 rule; ``limit`` takes a seeded class-balanced subset."""
     check_args(NAME, split, limit, seed)
@@ -137,10 +175,26 @@ def load(split: str = "train", limit: int | None = None, seed: int = 0,
     pos = split_and_limit(labels, split, limit, seed, f"{NAME}/{split}")
     default = directory.resolve() == DEFAULT_DIR.resolve()
     return LabelledData(
-        name=NAME, split=split, modality="text", examples=[synsets[i].definition for i in pos],
-        labels=labels[pos].copy(), class_names=list(class_names), ids=pos, seed=seed, limit=limit,
-        source={"kind": "debian", "package": PACKAGE, "version": debian_version(PACKAGE) if default else None,
-                "path": str(directory.resolve())},
-        curation={"loader_version": LOADER_VERSION, "split_rule": "stratified-80-20", "pos": list(POS_FILES),
-                  "text": "definition before the first example sentence", "min_class_size": MIN_CLASS_SIZE},
+        name=NAME,
+        split=split,
+        modality="text",
+        examples=[synsets[i].definition for i in pos],
+        labels=labels[pos].copy(),
+        class_names=list(class_names),
+        ids=pos,
+        seed=seed,
+        limit=limit,
+        source={
+            "kind": "debian",
+            "package": PACKAGE,
+            "version": debian_version(PACKAGE) if default else None,
+            "path": str(directory.resolve()),
+        },
+        curation={
+            "loader_version": LOADER_VERSION,
+            "split_rule": "stratified-80-20",
+            "pos": list(POS_FILES),
+            "text": "definition before the first example sentence",
+            "min_class_size": MIN_CLASS_SIZE,
+        },
     )

@@ -38,14 +38,15 @@ def complexity_scores(cache, rank: int = RANK, max_chunk_tokens: int = 16_384) -
     mu = total / n
     cov = second / n - torch.outer(mu, mu)
     _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
-    top = vecs[:, -min(rank, d):]
+    top = vecs[:, -min(rank, d) :]
     out = np.empty(n)
     for lo in range(0, n, max_chunk_tokens):
         xc = cache.tokens(lo, min(n, lo + max_chunk_tokens)).double() - mu
         energy = xc.pow(2).sum(1)
         inside = (xc @ top).pow(2).sum(1)
-        out[lo:lo + len(xc)] = torch.where(energy > 0, (energy - inside).clamp_min(0) / energy.clamp_min(1e-300),
-                                           torch.zeros_like(energy)).numpy()
+        out[lo : lo + len(xc)] = torch.where(
+            energy > 0, (energy - inside).clamp_min(0) / energy.clamp_min(1e-300), torch.zeros_like(energy)
+        ).numpy()
     return out
 
 
@@ -62,11 +63,15 @@ def l0_calibration(token_l0: np.ndarray, complexity: np.ndarray, bins: int = 10)
     rho = float("nan") if constant else float(spearmanr(token_l0, complexity).statistic)
     order = np.argsort(complexity, kind="stable")
     chunks = np.array_split(order, bins)
-    return {"spearman_rho": rho, "n_tokens": int(len(token_l0)), "rank": RANK,
-            "l0_by_complexity_decile": [float(token_l0[c].mean()) if len(c) else float("nan") for c in chunks],
-            "complexity_by_decile": [float(complexity[c].mean()) if len(c) else float("nan") for c in chunks],
-            "definition": "Spearman rho(per-token L0, share of centred energy outside the split's top-16 "
-                          "principal subspace)"}
+    return {
+        "spearman_rho": rho,
+        "n_tokens": int(len(token_l0)),
+        "rank": RANK,
+        "l0_by_complexity_decile": [float(token_l0[c].mean()) if len(c) else float("nan") for c in chunks],
+        "complexity_by_decile": [float(complexity[c].mean()) if len(c) else float("nan") for c in chunks],
+        "definition": "Spearman rho(per-token L0, share of centred energy outside the split's top-16 "
+        "principal subspace)",
+    }
 
 
 __all__ = ["RANK", "complexity_scores", "l0_calibration"]

@@ -86,10 +86,16 @@ def match_dictionary(learned: Tensor | np.ndarray, true: Tensor | np.ndarray, th
         matched[rows] = cols
         cosines[rows] = c[rows, cols]
     mean = (lambda v: float(v.mean())) if n_true else (lambda v: float("nan"))
-    return {"mcc": mean(cosines), "recovered": mean((cosines > threshold).astype(np.float64)),
-            "mean_max_cos": mean(c.max(axis=1) if n_learned else np.zeros(n_true)),
-            "matched": matched, "cosines": cosines, "n_true": n_true, "n_learned": n_learned,
-            "threshold": float(threshold)}
+    return {
+        "mcc": mean(cosines),
+        "recovered": mean((cosines > threshold).astype(np.float64)),
+        "mean_max_cos": mean(c.max(axis=1) if n_learned else np.zeros(n_true)),
+        "matched": matched,
+        "cosines": cosines,
+        "n_true": n_true,
+        "n_learned": n_learned,
+        "threshold": float(threshold),
+    }
 
 
 def sparsity_tracking(true_counts: Tensor | np.ndarray, l0: Tensor | np.ndarray) -> dict:
@@ -113,10 +119,16 @@ def sparsity_tracking(true_counts: Tensor | np.ndarray, l0: Tensor | np.ndarray)
     c_const = n < 2 or bool(np.all(c == c[0]))
     l_const = n < 2 or bool(np.all(l0 == l0[0]))
     nan = float("nan")
-    out: dict[str, Any] = {"n": n, "constant": c_const or l_const,
-                           "constant_input": ("both" if c_const and l_const else "true_counts" if c_const
-                                              else "l0" if l_const else None),
-                           "spearman": nan, "spearman_p": nan, "pearson": nan, "slope": nan, "intercept": nan}
+    out: dict[str, Any] = {
+        "n": n,
+        "constant": c_const or l_const,
+        "constant_input": ("both" if c_const and l_const else "true_counts" if c_const else "l0" if l_const else None),
+        "spearman": nan,
+        "spearman_p": nan,
+        "pearson": nan,
+        "slope": nan,
+        "intercept": nan,
+    }
     if not out["constant"]:
         rho = spearmanr(c, l0)
         out["spearman"], out["spearman_p"] = float(rho.statistic), float(rho.pvalue)
@@ -133,8 +145,9 @@ def sparsity_tracking(true_counts: Tensor | np.ndarray, l0: Tensor | np.ndarray)
     return out
 
 
-def latent_precision_recall(acts: Tensor | np.ndarray, coeff: Tensor | np.ndarray,
-                            matched: Tensor | np.ndarray) -> dict:
+def latent_precision_recall(
+    acts: Tensor | np.ndarray, coeff: Tensor | np.ndarray, matched: Tensor | np.ndarray
+) -> dict:
     """Does each feature's matched latent fire exactly when the feature is present?
 
     For a true feature i matched to latent j = matched[i] >= 0 (e.g. ``match_dictionary(...)["matched"]``),
@@ -176,20 +189,36 @@ def latent_precision_recall(acts: Tensor | np.ndarray, coeff: Tensor | np.ndarra
         ok = ~np.isnan(v)
         return float(v[ok].mean()) if ok.any() else float("nan")
 
-    return {"mean_precision": nanmean(precision), "mean_recall": nanmean(recall), "mean_f1": nanmean(f1),
-            "n_precision": int((~np.isnan(precision)).sum()), "n_recall": int((~np.isnan(recall)).sum()),
-            "n_f1": int((~np.isnan(f1)).sum()), "n_matched": int(len(feats)),
-            "precision": precision, "recall": recall, "f1": f1}
+    return {
+        "mean_precision": nanmean(precision),
+        "mean_recall": nanmean(recall),
+        "mean_f1": nanmean(f1),
+        "n_precision": int((~np.isnan(precision)).sum()),
+        "n_recall": int((~np.isnan(recall)).sum()),
+        "n_f1": int((~np.isnan(f1)).sum()),
+        "n_matched": int(len(feats)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
 
 
 def _summary(v: np.ndarray, edges: np.ndarray) -> dict:
     if len(v) == 0:
-        return {"n": 0, "mean": float("nan"), "std": float("nan"),
-                "quantiles": {f"p{round(q * 100)}": float("nan") for q in QUANTILES},
-                "hist": np.zeros(len(edges) - 1, dtype=np.int64)}
-    return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std()),
-            "quantiles": {f"p{round(q * 100)}": float(np.quantile(v, q)) for q in QUANTILES},
-            "hist": np.histogram(v, bins=edges)[0].astype(np.int64)}
+        return {
+            "n": 0,
+            "mean": float("nan"),
+            "std": float("nan"),
+            "quantiles": {f"p{round(q * 100)}": float("nan") for q in QUANTILES},
+            "hist": np.zeros(len(edges) - 1, dtype=np.int64),
+        }
+    return {
+        "n": int(len(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "quantiles": {f"p{round(q * 100)}": float(np.quantile(v, q)) for q in QUANTILES},
+        "hist": np.histogram(v, bins=edges)[0].astype(np.int64),
+    }
 
 
 def simple_vs_complex(true_counts: Tensor | np.ndarray, l0: Tensor | np.ndarray, simple: int, complex: int) -> dict:
@@ -208,8 +237,14 @@ def simple_vs_complex(true_counts: Tensor | np.ndarray, l0: Tensor | np.ndarray,
     s_l0, c_l0 = l0[c == simple], l0[c == complex]
     top = int(np.ceil(l0.max())) if len(l0) else 0
     edges = np.arange(top + 2) - 0.5
-    out = {"simple": _summary(s_l0, edges), "complex": _summary(c_l0, edges), "edges": edges,
-           "n_other": int(len(c) - len(s_l0) - len(c_l0)), "simple_count": simple, "complex_count": complex}
+    out = {
+        "simple": _summary(s_l0, edges),
+        "complex": _summary(c_l0, edges),
+        "edges": edges,
+        "n_other": int(len(c) - len(s_l0) - len(c_l0)),
+        "simple_count": simple,
+        "complex_count": complex,
+    }
     ms, mc = out["simple"]["mean"], out["complex"]["mean"]
     out["mean_difference"] = mc - ms
     out["mean_ratio"] = mc / ms if ms else float("nan")

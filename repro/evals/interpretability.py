@@ -77,8 +77,9 @@ def _used_slots(top_values: Any, top_labels: Any, n_classes: int, top: int) -> t
     return np.where(used, v, 0.0), y, used
 
 
-def label_distributions(top_values: Any, top_labels: Any, n_classes: int, top: int = 50,
-                        weighted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def label_distributions(
+    top_values: Any, top_labels: Any, n_classes: int, top: int = 50, weighted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-latent label distribution of its first ``top`` valid top examples.
 
     A slot is valid when its value is finite and > 0 (-inf and NaN mark missing examples; their labels
@@ -123,13 +124,25 @@ def _aggregate(v: np.ndarray, hi: float, bins: int) -> dict:
     else:
         idx = np.zeros(len(v), dtype=np.int64)
     hist = np.bincount(idx, minlength=bins)
-    return {"mean": _num(v.mean()) if len(v) else None, "median": _num(np.median(v)) if len(v) else None,
-            "hist": [int(c) for c in hist], "edges": [float(e) for e in edges]}
+    return {
+        "mean": _num(v.mean()) if len(v) else None,
+        "median": _num(np.median(v)) if len(v) else None,
+        "hist": [int(c) for c in hist],
+        "edges": [float(e) for e in edges],
+    }
 
 
-def interpretability_scores(top_values: Any, top_labels: Any, n_classes: int, *, alive: np.ndarray | None = None,
-                            top: int = 50, official_top: int = 10, min_examples: int | None = None,
-                            bins: int = 20) -> dict:
+def interpretability_scores(
+    top_values: Any,
+    top_labels: Any,
+    n_classes: int,
+    *,
+    alive: np.ndarray | None = None,
+    top: int = 50,
+    official_top: int = 10,
+    min_examples: int | None = None,
+    bins: int = 20,
+) -> dict:
     """Label purity and entropy of every latent's top examples, and their distribution over latents.
 
     Per latent i (see the module docstring for p_i, purity and entropy):
@@ -173,21 +186,37 @@ def interpretability_scores(top_values: Any, top_labels: Any, n_classes: int, *,
     pooled = (probs[scored] * n_used[scored, None]).sum(axis=0)
     q = pooled / pooled.sum() if scored.any() else np.full(n_classes, np.nan)
 
-    return {"n_latents": int(d_sae), "n_alive": int(alive.sum()), "n_scored": int(scored.sum()),
-            "n_too_few": int((alive & ~scored).sum()), "top": int(top), "official_top": int(official_top),
-            "min_examples": int(min_examples), "n_classes": int(n_classes),
-            "purity": _aggregate(pur[scored], 1.0, bins),
-            "entropy": _aggregate(ent[scored], math.log(n_classes), bins),
-            "entropy_official": {"mean": _num(ent_off[off_ok].mean()) if off_ok.any() else None,
-                                 "median": _num(np.median(ent_off[off_ok])) if off_ok.any() else None,
-                                 "n_scored": int(off_ok.sum()), "n_too_few": int((alive & ~off_ok).sum())},
-            "baseline": {"purity": _num(purity(q[None])[0]), "entropy": _num(label_entropy(q[None])[0])},
-            "per_latent": {"purity": _list(pur), "entropy": _list(ent), "entropy_official": _list(ent_off),
-                           "n_examples": [int(n) for n in n_used], "scored": [bool(s) for s in scored]}}
+    return {
+        "n_latents": int(d_sae),
+        "n_alive": int(alive.sum()),
+        "n_scored": int(scored.sum()),
+        "n_too_few": int((alive & ~scored).sum()),
+        "top": int(top),
+        "official_top": int(official_top),
+        "min_examples": int(min_examples),
+        "n_classes": int(n_classes),
+        "purity": _aggregate(pur[scored], 1.0, bins),
+        "entropy": _aggregate(ent[scored], math.log(n_classes), bins),
+        "entropy_official": {
+            "mean": _num(ent_off[off_ok].mean()) if off_ok.any() else None,
+            "median": _num(np.median(ent_off[off_ok])) if off_ok.any() else None,
+            "n_scored": int(off_ok.sum()),
+            "n_too_few": int((alive & ~off_ok).sum()),
+        },
+        "baseline": {"purity": _num(purity(q[None])[0]), "entropy": _num(label_entropy(q[None])[0])},
+        "per_latent": {
+            "purity": _list(pur),
+            "entropy": _list(ent),
+            "entropy_official": _list(ent_off),
+            "n_examples": [int(n) for n in n_used],
+            "scored": [bool(s) for s in scored],
+        },
+    }
 
 
-def firing_stats(fire_count: Any, act_sum: Any, n_tokens: int, example_fire_count: Any = None,
-                 n_examples: int | None = None) -> dict:
+def firing_stats(
+    fire_count: Any, act_sum: Any, n_tokens: int, example_fire_count: Any = None, n_examples: int | None = None
+) -> dict:
     """Per-latent firing statistics from streamed counts.
 
     With F_i = ``fire_count`` (tokens on which latent i fired), A_i = ``act_sum`` (sum of its activation
@@ -204,8 +233,13 @@ def firing_stats(fire_count: Any, act_sum: Any, n_tokens: int, example_fire_coun
     fires = f > 0
     mean_act = np.full(len(f), np.nan)
     mean_act[fires] = a[fires] / f[fires]
-    out: dict[str, Any] = {"n_latents": int(len(f)), "n_tokens": int(n_tokens), "n_dead": int((~fires).sum()),
-                           "firing_rate": _list(f / n_tokens), "mean_act": _list(mean_act)}
+    out: dict[str, Any] = {
+        "n_latents": int(len(f)),
+        "n_tokens": int(n_tokens),
+        "n_dead": int((~fires).sum()),
+        "firing_rate": _list(f / n_tokens),
+        "mean_act": _list(mean_act),
+    }
     if example_fire_count is not None:
         e = _np(example_fire_count).ravel()
         if e.shape != f.shape or n_examples is None or n_examples <= 0:

@@ -99,8 +99,17 @@ def _merge_top(top: tuple[Tensor, ...], cand: tuple[Tensor, ...], k: int) -> tup
 
 
 @torch.no_grad()
-def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled: bool = True,
-                 max_chunk_tokens: int = 8192, n_classes: int | None = None, device: str | None = None) -> EncodedSplit:
+def encode_cache(
+    sae,
+    cache,
+    *,
+    threshold: float = 0.2,
+    top_k: int = 50,
+    pooled: bool = True,
+    max_chunk_tokens: int = 8192,
+    n_classes: int | None = None,
+    device: str | None = None,
+) -> EncodedSplit:
     """Stream ``cache`` (an :class:`repro.cache.ActivationCache`) through ``sae`` once (module docstring)."""
     was_training = sae.training
     sae.eval()
@@ -167,27 +176,49 @@ def encode_cache(sae, cache, *, threshold: float = 0.2, top_k: int = 50, pooled:
             at_max = acts == ex_max.gather(0, idx)
             pos = torch.where(at_max, positions[:, None], torch.iinfo(torch.int64).max)
             ex_pos = torch.full((n_ex, F), torch.iinfo(torch.int64).max, device=device).scatter_reduce(
-                0, idx, pos, "amin")
+                0, idx, pos, "amin"
+            )
             ex_max = torch.where(ex_max > 0, ex_max, -torch.inf)  # an example counts only where the latent is > 0
-            cand = (ex_max, torch.from_numpy(local_ids).to(device)[:, None].expand(-1, F), ex_pos,
-                    torch.from_numpy(labels_all[lo:hi][first_tok]).to(device)[:, None].expand(-1, F))
+            cand = (
+                ex_max,
+                torch.from_numpy(local_ids).to(device)[:, None].expand(-1, F),
+                ex_pos,
+                torch.from_numpy(labels_all[lo:hi][first_tok]).to(device)[:, None].expand(-1, F),
+            )
             top = _merge_top(top, cand, top_k)
     finally:
         sae.train(was_training)
     pad = top_k - top[0].shape[0]
     if pad > 0:
-        top = (torch.cat([top[0], torch.full((pad, F), -torch.inf, device=device)]),
-               *(torch.cat([t, torch.full((pad, F), -1, dtype=torch.long, device=device)]) for t in top[1:]))
+        top = (
+            torch.cat([top[0], torch.full((pad, F), -torch.inf, device=device)]),
+            *(torch.cat([t, torch.full((pad, F), -1, dtype=torch.long, device=device)]) for t in top[1:]),
+        )
     top_np = [t.T.cpu().numpy() for t in top]
     top_np[0] = top_np[0].astype(np.float32)
     invalid = ~np.isfinite(top_np[0])
     for t in top_np[1:]:
         t[invalid] = -1
-    return EncodedSplit(ids=ids, labels=labels, n_tokens=len(index), reconstruction=metrics.compute(),
-                        class_counts=counts.cpu().numpy(), class_nonzero=class_nonzero.cpu().numpy(),
-                        class_sums=class_sums.cpu().numpy(), top_values=top_np[0], top_ids=top_np[1],
-                        top_positions=top_np[2], top_labels=top_np[3], fire_count=fire.cpu().numpy(),
-                        act_sum=act_sum.cpu().numpy(), example_fire_count=ex_fire.cpu().numpy(), example_l0=example_l0,
-                        example_sse=example_sse, example_energy=example_energy, token_l0=token_l0,
-                        pooled=pooled_codes, pooled_raw=pooled_raw, threshold=float(threshold))
-
+    return EncodedSplit(
+        ids=ids,
+        labels=labels,
+        n_tokens=len(index),
+        reconstruction=metrics.compute(),
+        class_counts=counts.cpu().numpy(),
+        class_nonzero=class_nonzero.cpu().numpy(),
+        class_sums=class_sums.cpu().numpy(),
+        top_values=top_np[0],
+        top_ids=top_np[1],
+        top_positions=top_np[2],
+        top_labels=top_np[3],
+        fire_count=fire.cpu().numpy(),
+        act_sum=act_sum.cpu().numpy(),
+        example_fire_count=ex_fire.cpu().numpy(),
+        example_l0=example_l0,
+        example_sse=example_sse,
+        example_energy=example_energy,
+        token_l0=token_l0,
+        pooled=pooled_codes,
+        pooled_raw=pooled_raw,
+        threshold=float(threshold),
+    )

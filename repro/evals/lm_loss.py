@@ -32,7 +32,7 @@ def lm_loss(backbone, sae, texts: Sequence[str], hook: str, batch_size: int = 8)
     sums = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
     n = 0
     for lo in range(0, len(texts), batch_size):
-        inputs = backbone.preprocess(list(texts[lo:lo + batch_size]))
+        inputs = backbone.preprocess(list(texts[lo : lo + batch_size]))
         acts, real = backbone.activations(inputs, hook, filtered=False)
         mask = backbone.token_filter.apply(acts, real)  # the tokens the SAE replaces
         ids = inputs["input_ids"].to(acts.device)

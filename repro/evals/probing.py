@@ -199,8 +199,9 @@ def sparse_probing(
     - ``task_sizes``: {name: {"train": n, "test": n}} (rows of each balanced task);
     - ``n_classes``, ``n_train``, ``n_test`` (rows of the inputs), ``ks``, ``seed``, ``all_features``;
     - ``non_converged``: number of probe fits for which lbfgs raised a ``ConvergenceWarning``."""
-    Xtr, ytr, Xte, yte = _checked_splits(train_X, train_labels, test_X, test_labels,
-                                         ("train_X", "train_labels", "test_X", "test_labels"))
+    Xtr, ytr, Xte, yte = _checked_splits(
+        train_X, train_labels, test_X, test_labels, ("train_X", "train_labels", "test_X", "test_labels")
+    )
     ks = [int(k) for k in ks]
     if any(k < 1 for k in ks):
         raise ValueError(f"every k must be >= 1, got {ks}")
@@ -229,8 +230,7 @@ def sparse_probing(
             non_converged += not ok
         per_class[name], selected[name] = accs, sel
         sizes[name] = {"train": int(len(itr)), "test": int(len(ite))}
-    mean = {key: float(np.mean([a[key] for a in per_class.values()])) if per_class else float("nan")
-            for key in keys}
+    mean = {key: float(np.mean([a[key] for a in per_class.values()])) if per_class else float("nan") for key in keys}
     return {
         "per_class": per_class,
         "mean": mean,

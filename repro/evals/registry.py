@@ -71,7 +71,9 @@ def scalars(d: dict, prefix: str = "") -> dict[str, float]:
 
 def ci_bounds(results: dict) -> dict[str, float]:
     """The bootstrap intervals of ``results["ci95"]`` ({metric: {lo, hi}}) as ``<metric>_ci_lo/_ci_hi``."""
-    return {f"{metric}_ci_{b}": float(ci[b]) for metric, ci in (results.get("ci95") or {}).items() for b in ("lo", "hi")}
+    return {
+        f"{metric}_ci_{b}": float(ci[b]) for metric, ci in (results.get("ci95") or {}).items() for b in ("lo", "hi")
+    }
 
 
 def _flatten_reconstruction(results: dict) -> dict[str, float]:
@@ -84,14 +86,27 @@ def _flatten_reconstruction(results: dict) -> dict[str, float]:
 
 def _flatten_topn(results: dict) -> dict[str, float]:
     gate = results.get("gate")
-    return scalars(results["mean_pct"]) | ci_bounds(results) | ({} if gate is None else {"gate_usable": float(gate["usable"])})
+    return (
+        scalars(results["mean_pct"])
+        | ci_bounds(results)
+        | ({} if gate is None else {"gate_usable": float(gate["usable"])})
+    )
 
 
 def _flatten_interpretability(results: dict) -> dict[str, float]:
     s, f = results["scores"], results["firing"]
-    out = {f"{key}_{stat}": s[key][stat] for key in ("purity", "entropy", "entropy_official") for stat in ("mean", "median")}
-    out |= {"baseline_purity": s["baseline"]["purity"], "baseline_entropy": s["baseline"]["entropy"],
-            "n_alive": s["n_alive"], "n_scored": s["n_scored"], "n_dead": f["n_dead"]}
+    out = {
+        f"{key}_{stat}": s[key][stat]
+        for key in ("purity", "entropy", "entropy_official")
+        for stat in ("mean", "median")
+    }
+    out |= {
+        "baseline_purity": s["baseline"]["purity"],
+        "baseline_entropy": s["baseline"]["entropy"],
+        "n_alive": s["n_alive"],
+        "n_scored": s["n_scored"],
+        "n_dead": f["n_dead"],
+    }
     return {k: (math.nan if v is None else float(v)) for k, v in out.items()}
 
 

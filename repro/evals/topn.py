@@ -78,11 +78,13 @@ def check_selectable(stat: np.ndarray, n: int, class_names: Sequence[str] | None
         raise TopNSelectionError(
             f"top-{n}{what}: {len(short)} of {len(stat)} classes have fewer than {n} latents with a positive "
             f"selection statistic (e.g. {examples}); "
-            "choose smaller n (evaluation.ns) or another statistic (evaluation.selection)")
+            "choose smaller n (evaluation.ns) or another statistic (evaluation.selection)"
+        )
 
 
-def select_latents(stat: np.ndarray, n: int, *, strict: bool = True, class_names: Sequence[str] | None = None
-                   ) -> np.ndarray:
+def select_latents(
+    stat: np.ndarray, n: int, *, strict: bool = True, class_names: Sequence[str] | None = None
+) -> np.ndarray:
     """(C, n) latent indices: per class the n largest statistics, ties to the lower index. ``strict``:
     :class:`TopNSelectionError` when a class has fewer than n positive statistics (never a silent fill)."""
     stat = np.asarray(stat)
@@ -150,10 +152,12 @@ class LinearHead:
         return self.model.predict(_unit_rows(features))
 
     def spec(self) -> dict:
-        return {"head": "linear", "model": "L2 normalisation + StandardScaler + LogisticRegression(C=1, lbfgs, "
-                "max_iter=1000)",
-                "fitted_on": "pooled final features of the unmodified backbone, training split",
-                "converged": self.converged}
+        return {
+            "head": "linear",
+            "model": "L2 normalisation + StandardScaler + LogisticRegression(C=1, lbfgs, max_iter=1000)",
+            "fitted_on": "pooled final features of the unmodified backbone, training split",
+            "converged": self.converged,
+        }
 
 
 class CosineHead:
@@ -178,8 +182,11 @@ class CosineHead:
         return (_unit_rows(features) @ self.means.T).argmax(1)
 
     def spec(self) -> dict:
-        return {"head": "cosine", "model": "nearest class mean by cosine similarity (L2-normalised features)",
-                "fitted_on": "pooled final features of the unmodified backbone, training split"}
+        return {
+            "head": "cosine",
+            "model": "nearest class mean by cosine similarity (L2-normalised features)",
+            "fitted_on": "pooled final features of the unmodified backbone, training split",
+        }
 
 
 def _unit_rows(features) -> np.ndarray:
@@ -207,8 +214,10 @@ class ZeroShotHead:
 @torch.no_grad()
 def pooled_features(backbone, examples: Sequence, batch_size: int = 32) -> Tensor:
     """(N, D) pooled final features of the unmodified backbone (``backbone.features``)."""
-    out = [backbone.features(backbone.preprocess(examples[lo:lo + batch_size])).cpu()
-           for lo in range(0, len(examples), batch_size)]
+    out = [
+        backbone.features(backbone.preprocess(examples[lo : lo + batch_size])).cpu()
+        for lo in range(0, len(examples), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -223,22 +232,29 @@ def cached_example_activations(backbone, data, acts_cache: str | Path, hook: str
 
     cache = ActivationCache.open(acts_cache)
     n_tokens = getattr(backbone, "n_tokens", None)
-    if (cache.metadata["dtype"] != "float32" or n_tokens is None
-            or type(backbone).features_from_cached is Backbone.features_from_cached):
+    if (
+        cache.metadata["dtype"] != "float32"
+        or n_tokens is None
+        or type(backbone).features_from_cached is Backbone.features_from_cached
+    ):
         return None
     t, n = n_tokens(hook), len(data)
     index = cache.index()
     if len(index) != n * t:
         return None
     ids, positions = index[:, 0].reshape(n, t), index[:, 1].reshape(n, t)
-    if not ((ids == ids[:, :1]).all() and (positions == np.arange(t)).all()
-            and np.array_equal(ids[:, 0], np.asarray(data.ids))):
+    if not (
+        (ids == ids[:, :1]).all()
+        and (positions == np.arange(t)).all()
+        and np.array_equal(ids[:, 0], np.asarray(data.ids))
+    ):
         return None
     return cache.tokens(0, n * t).view(n, t, cache.d_model)
 
 
-def features_from_activation_cache(backbone, data, acts_cache: str | Path, hook: str,
-                                   batch_size: int = 256) -> Tensor | None:
+def features_from_activation_cache(
+    backbone, data, acts_cache: str | Path, hook: str, batch_size: int = 256
+) -> Tensor | None:
     """:func:`pooled_features` of ``data`` computed from its activation cache at ``hook`` through the rest
     of the network only (``backbone.features_from_cached``): for EfficientNet at ``blocks.5.3`` that skips
     the costly high-resolution stages. None, so that the caller runs the full forward pass, where
@@ -248,20 +264,27 @@ def features_from_activation_cache(backbone, data, acts_cache: str | Path, hook:
         return None
     out = []
     for lo in range(0, len(acts), batch_size):
-        feats = backbone.features_from_cached(hook, acts[lo:lo + batch_size])
+        feats = backbone.features_from_cached(hook, acts[lo : lo + batch_size])
         if feats is None:
             return None
         out.append(feats.cpu())
     return torch.cat(out) if out else None
 
 
-def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None,
-                    acts_cache: str | Path | None = None, hook: str | None = None) -> Tensor:
+def cached_features(
+    backbone,
+    data,
+    batch_size: int = 32,
+    cache_root: str | Path | None = None,
+    acts_cache: str | Path | None = None,
+    hook: str | None = None,
+) -> Tensor:
     """:func:`pooled_features` of ``data``, kept in ``<cache_root>/features/<sha256>.npy`` when ``cache_root``
     is given (the hash covers the backbone's and the dataset's identity, as activation caches do), so that
     every run on one backbone and split shares one forward pass. Written atomically under a lock. With
     ``acts_cache`` (the activation cache of ``data`` at ``hook``) they are computed from it where
     :func:`features_from_activation_cache` can."""
+
     def compute() -> Tensor:
         if acts_cache is not None and hook is not None:
             feats = features_from_activation_cache(backbone, data, acts_cache, hook)
@@ -296,8 +319,14 @@ def cached_features(backbone, data, batch_size: int = 32, cache_root: str | Path
         return feats
 
 
-def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None,
-                    acts_cache: str | Path | None = None, hook: str | None = None) -> LinearHead:
+def fit_linear_head(
+    backbone,
+    data,
+    batch_size: int = 32,
+    cache_root: str | Path | None = None,
+    acts_cache: str | Path | None = None,
+    hook: str | None = None,
+) -> LinearHead:
     """A :class:`LinearHead` fitted on ``data`` (a LabelledData, normally the training split); the
     features are cached under ``cache_root`` (see :func:`cached_features`, which also says what
     ``acts_cache`` and ``hook`` are for)."""
@@ -305,8 +334,14 @@ def fit_linear_head(backbone, data, batch_size: int = 32, cache_root: str | Path
     return LinearHead().fit(feats, data.labels)
 
 
-def fit_cosine_head(backbone, data, batch_size: int = 32, cache_root: str | Path | None = None,
-                    acts_cache: str | Path | None = None, hook: str | None = None) -> CosineHead:
+def fit_cosine_head(
+    backbone,
+    data,
+    batch_size: int = 32,
+    cache_root: str | Path | None = None,
+    acts_cache: str | Path | None = None,
+    hook: str | None = None,
+) -> CosineHead:
     """A :class:`CosineHead` from ``data``'s pooled features (cached as in :func:`fit_linear_head`)."""
     return CosineHead().fit(cached_features(backbone, data, batch_size, cache_root, acts_cache, hook), data.labels)
 
@@ -325,8 +360,9 @@ def decoder_rows(sae, latents: Tensor) -> dict[int, Tensor]:
     return {int(i): r[j] for j, i in enumerate(latents.tolist())}
 
 
-def kept_decode(code: Tensor, tok_class: Tensor, idx: Tensor, rows: dict[int, Tensor], base: Tensor,
-                scale: Tensor | None) -> Tensor:
+def kept_decode(
+    code: Tensor, tok_class: Tensor, idx: Tensor, rows: dict[int, Tensor], base: Tensor, scale: Tensor | None
+) -> Tensor:
     """decode(code ⊙ keep) where each token keeps only its class's latents ``idx[class]`` (C, n):
     base + s·Σ_{i ∈ idx[c]} a_i r_i (``scale`` s per token, None = 1), class by class from the decoder rows."""
     out = torch.zeros_like(base)
@@ -378,14 +414,22 @@ def setup_gate(mean_pct: dict, n_classes: int, max_drop: float = 10.0, min_ratio
         reasons.append(f"no-SAE accuracy {clean:.1f} % is not far above chance ({chance:.1f} %)")
     for name in ("sae", "on_all"):
         if name in mean_pct and clean - mean_pct[name] > max_drop:
-            reasons.append(f"full reconstruction ({name}) loses {clean - mean_pct[name]:.1f} points "
-                           f"(> {max_drop:g}) of the no-SAE accuracy {clean:.1f} %")
-    return {"usable": not reasons, "reasons": reasons, "chance_pct": chance, "max_drop": max_drop,
-            "min_ratio_to_chance": min_ratio_to_chance}
+            reasons.append(
+                f"full reconstruction ({name}) loses {clean - mean_pct[name]:.1f} points "
+                f"(> {max_drop:g}) of the no-SAE accuracy {clean:.1f} %"
+            )
+    return {
+        "usable": not reasons,
+        "reasons": reasons,
+        "chance_pct": chance,
+        "max_drop": max_drop,
+        "min_ratio_to_chance": min_ratio_to_chance,
+    }
 
 
-def _selected_latents(selections: dict[str, np.ndarray], ns: Sequence[int], n_classes: int, controls: bool,
-                      class_names, seed: int) -> dict[tuple[str, str, int], np.ndarray]:
+def _selected_latents(
+    selections: dict[str, np.ndarray], ns: Sequence[int], n_classes: int, controls: bool, class_names, seed: int
+) -> dict[tuple[str, str, int], np.ndarray]:
     """(protocol, side, n) → (C, n) latent indices; every selection checked before any work is done."""
     out = {}
     for p, stat in selections.items():
@@ -399,9 +443,20 @@ def _selected_latents(selections: dict[str, np.ndarray], ns: Sequence[int], n_cl
 
 
 @torch.no_grad()
-def topn_classification(backbone, sae, hook: str, data, head, selections: dict[str, np.ndarray],
-                        ns: Sequence[int] = (1, 5, 10, 50), batch_size: int = 32, progress: bool = False,
-                        controls: bool = True, seed: int = 0, acts_cache: str | Path | None = None) -> dict:
+def topn_classification(
+    backbone,
+    sae,
+    hook: str,
+    data,
+    head,
+    selections: dict[str, np.ndarray],
+    ns: Sequence[int] = (1, 5, 10, 50),
+    batch_size: int = 32,
+    progress: bool = False,
+    controls: bool = True,
+    seed: int = 0,
+    acts_cache: str | Path | None = None,
+) -> dict:
     """Class-balanced accuracy (percent) of ``head`` on ``data`` under every setting (module docstring).
 
     With ``acts_cache`` (the activation cache of ``data`` at ``hook``) the clean activations are read from
@@ -421,8 +476,10 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     n_classes = len(data.class_names)
     for p, c in selections.items():
         if np.shape(c) != (n_classes, sae.cfg.d_sae):
-            raise ValueError(f"class statistics of protocol {p!r} have shape {np.shape(c)}, expected "
-                             f"(n_classes, d_sae) = ({n_classes}, {sae.cfg.d_sae})")
+            raise ValueError(
+                f"class statistics of protocol {p!r} have shape {np.shape(c)}, expected "
+                f"(n_classes, d_sae) = ({n_classes}, {sae.cfg.d_sae})"
+            )
     chosen = _selected_latents(selections, ns, n_classes, controls, data.class_names, seed)
     was_training = sae.training
     sae.eval()
@@ -437,13 +494,13 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     cached = None if acts_cache is None else cached_example_activations(backbone, data, acts_cache, hook)
     try:
         for lo in tqdm(range(0, len(labels_all), batch_size), disable=not progress, desc="top-n"):
-            labels = labels_all[lo:lo + batch_size]
+            labels = labels_all[lo : lo + batch_size]
             if cached is None:
-                inputs = backbone.preprocess(data.examples[lo:lo + batch_size])
+                inputs = backbone.preprocess(data.examples[lo : lo + batch_size])
                 acts, mask = backbone.activations(inputs, hook)
                 features = partial(backbone.features_from, hook, inputs=inputs)
             else:
-                acts = cached[lo:lo + batch_size].to(backbone.device)
+                acts = cached[lo : lo + batch_size].to(backbone.device)
                 mask = torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
                 features = partial(backbone.features_from_cached, hook)
             x = acts[mask]
@@ -477,23 +534,48 @@ def topn_classification(backbone, sae, hook: str, data, head, selections: dict[s
     total = np.bincount(labels_all, minlength=n_classes).astype(float)
     correct = {s: np.bincount(labels_all, weights=h, minlength=n_classes) for s, h in hit.items()}
     present = total > 0
-    per_class = {s: [float(100 * c / t) if t else None for c, t in zip(correct[s], total, strict=True)]
-                 for s in names}
+    per_class = {s: [float(100 * c / t) if t else None for c, t in zip(correct[s], total, strict=True)] for s in names}
     mean = {s: float(np.mean(100 * correct[s][present] / total[present])) for s in names}
     ci95 = {}
     for s in names:
         b = bootstrap_balanced_accuracy_ci(hit[s], labels_all, seed=seed)
         ci95[s] = {"lo": b["lo"], "hi": b["hi"], "n_boot": b["n_boot"], "unit": b["unit"]}
     selected_out = {p: {str(n): chosen[(p, "on", n)].tolist() for n in ns if n <= 10} for p in selections}
-    return {"mean_pct": mean, "per_class_pct": per_class, "class_names": list(data.class_names),
-            "n_examples": int(total.sum()), "n_classes_present": int(present.sum()), "ns": list(ns),
-            "protocols": list(selections), "selected": selected_out, "controls": list(CONTROLS) if controls else [],
-            "ci95": ci95,
-            "gate": setup_gate(mean, int(present.sum()))}
+    return {
+        "mean_pct": mean,
+        "per_class_pct": per_class,
+        "class_names": list(data.class_names),
+        "n_examples": int(total.sum()),
+        "n_classes_present": int(present.sum()),
+        "ns": list(ns),
+        "protocols": list(selections),
+        "selected": selected_out,
+        "controls": list(CONTROLS) if controls else [],
+        "ci95": ci95,
+        "gate": setup_gate(mean, int(present.sum())),
+    }
 
 
-__all__ = ["CONTROLS", "SELECTIONS", "CosineHead", "LinearHead", "TopNSelectionError", "ZeroShotHead",
-           "agnostic_latents", "cached_example_activations", "check_selectable", "fit_cosine_head",
-           "fit_linear_head", "frequency_mask_off", "features_from_activation_cache", "pooled_features",
-           "random_latents", "select_latents", "selection_mask", "selection_statistic", "settings_for", "setup_gate",
-           "topn_classification"]
+__all__ = [
+    "CONTROLS",
+    "SELECTIONS",
+    "CosineHead",
+    "LinearHead",
+    "TopNSelectionError",
+    "ZeroShotHead",
+    "agnostic_latents",
+    "cached_example_activations",
+    "check_selectable",
+    "fit_cosine_head",
+    "fit_linear_head",
+    "frequency_mask_off",
+    "features_from_activation_cache",
+    "pooled_features",
+    "random_latents",
+    "select_latents",
+    "selection_mask",
+    "selection_statistic",
+    "settings_for",
+    "setup_gate",
+    "topn_classification",
+]

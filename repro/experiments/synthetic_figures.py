@@ -42,8 +42,17 @@ def plot_l0_vs_count(runs: list[dict], order: list[str], stem: Path) -> None:
             means.append(statistics.fmean(vals))
             stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
         top = max(top, max(counts, default=1))
-        ax.errorbar(counts, means, yerr=stds, marker="os^D"[i % 4], ms=4, capsize=2, color=colours[name],
-                    ls=LINESTYLES[i % len(LINESTYLES)], label=name)
+        ax.errorbar(
+            counts,
+            means,
+            yerr=stds,
+            marker="os^D"[i % 4],
+            ms=4,
+            capsize=2,
+            color=colours[name],
+            ls=LINESTYLES[i % len(LINESTYLES)],
+            label=name,
+        )
     ax.plot([1, top], [1, top], ls="--", color="grey", lw=1.5, label="L0 = true count")
     ax.set_xlabel("true number of active features in the sample")
     ax.set_ylabel("SAE L0 (active latents), mean over samples (log scale)")
@@ -61,8 +70,10 @@ def plot_mcc(runs: list[dict], order: list[str], stem: Path) -> None:
     colours = method_colours(order)
     fig = Figure(figsize=(10, 4.5))
     axes = fig.subplots(1, 2, sharey=False)
-    for ax, key, label in ((axes[0], "mcc", "MCC (mean matched |cos|)"),
-                           (axes[1], "recovered", "features recovered (|cos| > 0.9)")):
+    for ax, key, label in (
+        (axes[0], "mcc", "MCC (mean matched |cos|)"),
+        (axes[1], "recovered", "features recovered (|cos| > 0.9)"),
+    ):
         for i, name in enumerate(order):
             vals = [r["dictionary"][key] for r in runs if r["method"] == name]
             ax.bar(i, statistics.fmean(vals), color=colours[name], alpha=0.8)

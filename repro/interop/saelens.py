@@ -25,8 +25,13 @@ import torch
 from repro import run_record
 from repro.files import atomic_write
 
-SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
-                        "gated": "gated"}
+SAELENS_ARCHITECTURE = {
+    "relu": "standard",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "batchtopk": "jumprelu",
+    "gated": "gated",
+}
 SAELENS_FORMAT_VERSION = "6.54.12"  # the sae_lens version whose save_model output this writer reproduces
 CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE = "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"
 
@@ -39,12 +44,16 @@ def saelens_state(sae) -> tuple[str, dict[str, torch.Tensor], dict]:
     """(architecture, tensors, extra cfg keys) of ``sae`` in SAELens's parametrisation (module docstring)."""
     kind = sae.kind
     if kind not in SAELENS_ARCHITECTURE:
-        raise NotExportable(f"kind {kind!r} has no SAELens architecture (exportable: "
-                            f"{', '.join(SAELENS_ARCHITECTURE)}); the sparsemax-attention family is not expressible")
+        raise NotExportable(
+            f"kind {kind!r} has no SAELens architecture (exportable: "
+            f"{', '.join(SAELENS_ARCHITECTURE)}); the sparsemax-attention family is not expressible"
+        )
     norm = getattr(sae.cfg, "input_norm", "none")
     if norm == "token":
-        raise NotExportable(f"{kind} with input_norm='token' standardises each token; SAELens's affine "
-                            "weights cannot express it (train with input_norm: scalar or none to export)")
+        raise NotExportable(
+            f"{kind} with input_norm='token' standardises each token; SAELens's affine "
+            "weights cannot express it (train with input_norm: scalar or none to export)"
+        )
     with torch.no_grad():
         c = float(sae.input_scale) if norm == "scalar" else 1.0
         w_enc, w_dec = sae.W_enc.detach().float() * c, sae.W_dec.detach().float() / c
@@ -68,16 +77,30 @@ def saelens_state(sae) -> tuple[str, dict[str, torch.Tensor], dict]:
     return SAELENS_ARCHITECTURE[kind], {k: v.contiguous() for k, v in tensors.items()}, extra
 
 
-def saelens_config(sae, architecture: str, extra: dict, hook_name: str, model_name: str,
-                   provenance: dict | None = None) -> dict:
+def saelens_config(
+    sae, architecture: str, extra: dict, hook_name: str, model_name: str, provenance: dict | None = None
+) -> dict:
     """The ``cfg.json`` record SAELens 6 reads: sizes, dtype, no input scaling, and the metadata."""
-    metadata = {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": SAELENS_FORMAT_VERSION,
-                "hook_name": hook_name, "model_name": model_name}
+    metadata = {
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "sae_lens_training_version": SAELENS_FORMAT_VERSION,
+        "hook_name": hook_name,
+        "model_name": model_name,
+    }
     if provenance:
         metadata["sae_repro"] = provenance
-    return {"d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), "dtype": "float32", "device": "cpu",
-            "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
-            "metadata": metadata, **extra, "architecture": architecture}
+    return {
+        "d_in": int(sae.cfg.d_in),
+        "d_sae": int(sae.cfg.d_sae),
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+        **extra,
+        "architecture": architecture,
+    }
 
 
 def export_sae(sae, out_dir: str | Path, hook_name: str, model_name: str, provenance: dict | None = None) -> Path:
@@ -109,16 +132,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     record = run_record.read(run_dir)
     spec = record["data"]["spec"]
     firing = run_dir / "eval" / "interpretability.json"
-    provenance = {"run": str(run_dir), "kind": sae.kind, "sae_config": record.get("sae_config"),
-                  "dataset": spec["dataset"]["name"]}
+    provenance = {
+        "run": str(run_dir),
+        "kind": sae.kind,
+        "sae_config": record.get("sae_config"),
+        "dataset": spec["dataset"]["name"],
+    }
     rate = None
     if firing.is_file():
         evaluation = json.loads(firing.read_text())
         rate = torch.tensor(evaluation["results"]["firing"]["firing_rate"], dtype=torch.float64)
         if rate.shape != (sae.cfg.d_sae,):
             raise ValueError(f"{firing}: {tuple(rate.shape)} firing rates for {sae.cfg.d_sae} latents")
-        provenance["sparsity"] = (f"log10 of each latent's firing rate + 1e-10 over the "
-                                  f"{evaluation['results']['firing']['n_tokens']} test tokens of {firing}")
+        provenance["sparsity"] = (
+            f"log10 of each latent's firing rate + 1e-10 over the "
+            f"{evaluation['results']['firing']['n_tokens']} test tokens of {firing}"
+        )
     out = export_sae(sae, out_dir, spec["hook"], spec["backbone"]["name"], provenance)
     if rate is not None:
         log_density = torch.log10(rate + 1e-10).float()

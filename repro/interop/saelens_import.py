@@ -61,8 +61,10 @@ def _saelens6_config(cfg: dict) -> dict:
     out = {{"hook_point": "hook_name"}.get(k, k): v for k, v in cfg.items()}
     out.setdefault("apply_b_dec_to_input", True)
     out.setdefault("architecture", "standard")
-    if out.get("activation_fn", out.get("activation_fn_str")) == "topk" and \
-            (out.get("activation_fn_kwargs") or {}).get("k") is not None:
+    if (
+        out.get("activation_fn", out.get("activation_fn_str")) == "topk"
+        and (out.get("activation_fn_kwargs") or {}).get("k") is not None
+    ):
         out["architecture"], out["k"] = "topk", out["activation_fn_kwargs"]["k"]
     if isinstance(out.get("normalize_activations"), bool):
         out["normalize_activations"] = "expected_average_only_in" if out["normalize_activations"] else "none"
@@ -109,14 +111,19 @@ def importable_kind(cfg: dict) -> str:
         raise NotImportable(f"architecture {arch!r} is not importable (importable: {', '.join(OUR_KIND)})")
     norm = cfg.get("normalize_activations", "none")
     if norm not in UNSCALED_NORMS:
-        raise NotImportable(f"normalize_activations={norm!r} transforms each input at inference, which no kind "
-                            f"of ours with affine weights reproduces (importable: {', '.join(UNSCALED_NORMS)})")
+        raise NotImportable(
+            f"normalize_activations={norm!r} transforms each input at inference, which no kind "
+            f"of ours with affine weights reproduces (importable: {', '.join(UNSCALED_NORMS)})"
+        )
     if cfg.get("reshape_activations", "none") != "none":
-        raise NotImportable(f"reshape_activations={cfg['reshape_activations']!r} (per-head attention SAEs) is "
-                            "not importable: our hooks are residual-stream vectors")
+        raise NotImportable(
+            f"reshape_activations={cfg['reshape_activations']!r} (per-head attention SAEs) is "
+            "not importable: our hooks are residual-stream vectors"
+        )
     if cfg.get("finetuning_scaling_factor"):
-        raise NotImportable("finetuning_scaling_factor is set; SAELens 6 no longer applies it, so what the file "
-                            "computes is ambiguous")
+        raise NotImportable(
+            "finetuning_scaling_factor is set; SAELens 6 no longer applies it, so what the file computes is ambiguous"
+        )
     return OUR_KIND[arch]
 
 
@@ -192,11 +199,15 @@ def resolve_target(cfg: dict, cache_spec: dict, model: str | None = None, hook: 
     ours = canonical_name(theirs)
     if ours is None:
         known = ", ".join(f"{b} ({', '.join(ALIASES.get(b, ()))})" for b in BACKBONES)
-        raise NotImportable(f"model {theirs!r} is none of our backbones: {known}; if it is one of them under "
-                            "another name, pass --model with ours")
+        raise NotImportable(
+            f"model {theirs!r} is none of our backbones: {known}; if it is one of them under "
+            "another name, pass --model with ours"
+        )
     if ours != cache_spec["backbone"]["name"]:
-        raise NotImportable(f"the SAE reads {theirs!r} (our {ours}) but the cache was extracted from "
-                            f"{cache_spec['backbone']['name']}: pass a cache of {ours}")
+        raise NotImportable(
+            f"the SAE reads {theirs!r} (our {ours}) but the cache was extracted from "
+            f"{cache_spec['backbone']['name']}: pass a cache of {ours}"
+        )
     if hook is None:
         if not hook_name:
             raise NotImportable("cfg.json names no hook (metadata.hook_name); pass --hook with one of ours")
@@ -204,8 +215,15 @@ def resolve_target(cfg: dict, cache_spec: dict, model: str | None = None, hook: 
     return ours, hook
 
 
-def import_run(folder: str | os.PathLike, out_dir: str | os.PathLike, cache: str | os.PathLike, *,
-               model: str | None = None, hook: str | None = None, labels: dict | None = None) -> Path:
+def import_run(
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cache: str | os.PathLike,
+    *,
+    model: str | None = None,
+    hook: str | None = None,
+    labels: dict | None = None,
+) -> Path:
     """Write the run ``out_dir`` (``sae/`` and ``train.json``, the latter last and atomically) for the SAELens
     SAE in ``folder``, to be evaluated on the backbone, dataset and token filter of the activation ``cache``
     at the SAE's hook (module docstring). Refuses a folder that already holds a run."""
@@ -246,17 +264,41 @@ def import_run(folder: str | os.PathLike, out_dir: str | os.PathLike, cache: str
         shutil.rmtree(tmp, ignore_errors=True)
     folder = Path(folder).resolve()
     summary = {
-        "kind": sae.kind, "sae_config": dataclasses.asdict(sae.cfg), "train_config": {"seed": None, "imported": True},
-        "training": {}, "provenance": provenance(),
-        "data": {"cache": str(Path(cache).resolve()) if hook == acts.spec["hook"] else None,
-                 "spec_hash": spec_hash(spec), "spec": spec, "labels": dict(labels or {})},
-        "imported": {"format": "saelens", "folder": str(folder), "architecture": cfg.get("architecture"),
-                     "model_name": model_name, "hook_name": hook_name, "backbone": backbone, "hook": hook,
-                     "weights_sha256": file_sha256(folder / WEIGHTS_FILE), "cfg": cfg},
+        "kind": sae.kind,
+        "sae_config": dataclasses.asdict(sae.cfg),
+        "train_config": {"seed": None, "imported": True},
+        "training": {},
+        "provenance": provenance(),
+        "data": {
+            "cache": str(Path(cache).resolve()) if hook == acts.spec["hook"] else None,
+            "spec_hash": spec_hash(spec),
+            "spec": spec,
+            "labels": dict(labels or {}),
+        },
+        "imported": {
+            "format": "saelens",
+            "folder": str(folder),
+            "architecture": cfg.get("architecture"),
+            "model_name": model_name,
+            "hook_name": hook_name,
+            "backbone": backbone,
+            "hook": hook,
+            "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
+            "cfg": cfg,
+        },
     }
     run_record.write(out_dir, summary)
     return out_dir
 
 
-__all__ = ["NotImportable", "OUR_KIND", "import_run", "importable_kind", "read_config", "read_saelens",
-           "resolve_target", "sae_from_saelens", "saelens_names"]
+__all__ = [
+    "NotImportable",
+    "OUR_KIND",
+    "import_run",
+    "importable_kind",
+    "read_config",
+    "read_saelens",
+    "resolve_target",
+    "sae_from_saelens",
+    "saelens_names",
+]

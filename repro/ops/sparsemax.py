@@ -256,8 +256,9 @@ def sparsemax_threshold(z: torch.Tensor, dim: int = -1, k0: int | None = None) -
 
 
 @torch.no_grad()
-def sparsemax_support_topk(rows: torch.Tensor, k0: int | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def sparsemax_support_topk(
+    rows: torch.Tensor, k0: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For (R, M) rows: ``(tau (R, 1), support_size (R, 1), values (R, w), indices (R, w))`` where tau and
     support_size are exactly those of :func:`sparsemax_threshold` and ``values``/``indices`` are each row's w
     largest entries in descending order, w = the largest support size. The top-k pass that finds tau

@@ -36,7 +36,6 @@ from pathlib import Path
 from repro import run_record
 from repro.kinds import knobs
 from repro.report import metrics_csv
-from repro.report.metrics_csv import COLUMNS  # the tidy CSV's contract: columns, writer, reader
 
 
 def _ratio(a: int, b: int) -> int | float:
@@ -56,11 +55,19 @@ def _identity(record: dict, labels: dict) -> dict:
     cfg = record["sae_config"]
     data = record["data"]
     split = data["splits"].get("test") or next(iter(data["splits"].values()))
-    return {"config": labels.get("config", ""), "run": labels.get("run", record["run"]),
-            "backbone": data["backbone"]["name"], "dataset": split["dataset"]["name"], "hook": data["hook"],
-            "kind": record["kind"], "d_sae": int(cfg["d_sae"]),
-            "expansion": _ratio(int(cfg["d_sae"]), int(cfg["d_in"])),
-            "seed": record["seed"], "setting": labels.get("setting", "default"), "eval": record["eval"]}
+    return {
+        "config": labels.get("config", ""),
+        "run": labels.get("run", record["run"]),
+        "backbone": data["backbone"]["name"],
+        "dataset": split["dataset"]["name"],
+        "hook": data["hook"],
+        "kind": record["kind"],
+        "d_sae": int(cfg["d_sae"]),
+        "expansion": _ratio(int(cfg["d_sae"]), int(cfg["d_in"])),
+        "seed": record["seed"],
+        "setting": labels.get("setting", "default"),
+        "eval": record["eval"],
+    }
 
 
 def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
@@ -79,15 +86,22 @@ def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[
     training = summary.get("training") or {}
     conv = training.get("converged")
     final = training.get("final_validation") or {}
-    values = {"tokens_seen": training.get("tokens_seen"), "steps": (summary.get("train_config") or {}).get("steps"),
-              "train_tokens": (summary.get("data") or {}).get("train_tokens"),
-              "converged": math.nan if conv is None else float(bool(conv)),
-              "plateau_improvement": training.get("plateau_improvement"),
-              "last_quarter_improvement": training.get("last_quarter_improvement"),
-              "val_nmse": final.get("nmse"), "val_l0": final.get("l0")}
+    values = {
+        "tokens_seen": training.get("tokens_seen"),
+        "steps": (summary.get("train_config") or {}).get("steps"),
+        "train_tokens": (summary.get("data") or {}).get("train_tokens"),
+        "converged": math.nan if conv is None else float(bool(conv)),
+        "plateau_improvement": training.get("plateau_improvement"),
+        "last_quarter_improvement": training.get("last_quarter_improvement"),
+        "val_nmse": final.get("nmse"),
+        "val_l0": final.get("l0"),
+    }
     cfg = summary.get("sae_config") or {}
-    values |= {f"hp_{k}": cfg[k] for k in knobs()  # the sparsity knobs of the kind catalogue (one per run)
-               if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)}
+    values |= {
+        f"hp_{k}": cfg[k]
+        for k in knobs()  # the sparsity knobs of the kind catalogue (one per run)
+        if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)
+    }
     return [template | {"metric": m, "value": math.nan if v is None else float(v)} for m, v in values.items()]
 
 

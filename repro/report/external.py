@@ -20,8 +20,12 @@ from repro import kinds
 from repro.report.tables import Table, _sweep_frame, interpolate_at
 from repro.workflow import EXTERNAL
 
-COLUMNS = (("L0", "reconstruction", "l0", "{:.1f}"), ("NMSE", "reconstruction", "nmse", "{:.4f}"),
-           ("EV", "reconstruction", "ev", "{:.3f}"), ("dead", "reconstruction", "dead_fraction", "{:.1%}"))
+COLUMNS = (
+    ("L0", "reconstruction", "l0", "{:.1f}"),
+    ("NMSE", "reconstruction", "nmse", "{:.4f}"),
+    ("EV", "reconstruction", "ev", "{:.3f}"),
+    ("dead", "reconstruction", "dead_fraction", "{:.1%}"),
+)
 OPTIONAL = (("CE Δ (nats)", "lm_loss", "ce_delta", "{:.4f}"), ("on-1 (official)", "topn", "official/on_1", "{:.1f}"))
 
 
@@ -37,8 +41,9 @@ def _fmt(value: float, fmt: str) -> str:
 def ours_at(df: pd.DataFrame, backbone: str, dataset: str, hook: str, l0: float) -> str:
     """Our kinds' NMSE at ``l0`` on the same backbone, dataset and hook, one entry per (kind, size) whose runs
     bracket it (module docstring), best first."""
-    ours = df[(df["backbone"] == backbone) & (df["dataset"] == dataset) & (df["hook"] == hook)
-              & (df["setting"] != EXTERNAL)]
+    ours = df[
+        (df["backbone"] == backbone) & (df["dataset"] == dataset) & (df["hook"] == hook) & (df["setting"] != EXTERNAL)
+    ]
     found = []
     for x, g in ours.groupby("expansion"):
         frame = _sweep_frame(g)
@@ -57,9 +62,13 @@ def external(df: pd.DataFrame) -> Table:
     """The ``external`` table (module docstring)."""
     ext = df[df["setting"] == EXTERNAL]
     optional = [c for c in OPTIONAL if not ext[(ext["eval"] == c[1]) & (ext["metric"] == c[2])].empty]
-    t = Table("external", "SAEs trained elsewhere (SAELens format) beside ours, on the same held-out tokens",
-              ["SAE", "backbone", "hook", "kind", "d_sae"] + [c[0] for c in COLUMNS + tuple(optional)]
-              + ["ours at this L0 (NMSE)"])
+    t = Table(
+        "external",
+        "SAEs trained elsewhere (SAELens format) beside ours, on the same held-out tokens",
+        ["SAE", "backbone", "hook", "kind", "d_sae"]
+        + [c[0] for c in COLUMNS + tuple(optional)]
+        + ["ours at this L0 (NMSE)"],
+    )
     for run, rows in sorted(ext.groupby("run")):
         first = rows.iloc[0]
         l0 = _value(rows, "reconstruction", "l0")
@@ -68,13 +77,24 @@ def external(df: pd.DataFrame) -> Table:
         if math.isfinite(lo) and math.isfinite(hi):
             cells[1] += f" [{lo:.4f}, {hi:.4f}]"
         versus = ours_at(df, first["backbone"], first["dataset"], first["hook"], l0) if math.isfinite(l0) else "–"
-        t.rows.append([str(run).rsplit("/", 1)[-1], f"{first['backbone']} ({first['dataset']})", str(first["hook"]),
-                       kinds.label(str(first["kind"])), f"{int(first['d_sae'])}", *cells, versus])
-    t.notes = ["Imported with `repro import` (config key `external`) and scored by our evaluations on the test split "
-               "our runs are scored on; NMSE = Σ‖x − x̂‖² / Σ‖x‖², EV centred, L0 active latents per token.",
-               "Ours at this L0: each kind of ours with two or more runs on the same backbone, dataset and hook at one "
-               "size (×: d_sae / d_in), its seed-mean NMSE interpolated linearly in log L0 at the imported SAE's L0 "
-               "between the two runs that bracket it; 'outside our sweeps' when none brackets it."]
+        t.rows.append(
+            [
+                str(run).rsplit("/", 1)[-1],
+                f"{first['backbone']} ({first['dataset']})",
+                str(first["hook"]),
+                kinds.label(str(first["kind"])),
+                f"{int(first['d_sae'])}",
+                *cells,
+                versus,
+            ]
+        )
+    t.notes = [
+        "Imported with `repro import` (config key `external`) and scored by our evaluations on the test split "
+        "our runs are scored on; NMSE = Σ‖x − x̂‖² / Σ‖x‖², EV centred, L0 active latents per token.",
+        "Ours at this L0: each kind of ours with two or more runs on the same backbone, dataset and hook at one "
+        "size (×: d_sae / d_in), its seed-mean NMSE interpolated linearly in log L0 at the imported SAE's L0 "
+        "between the two runs that bracket it; 'outside our sweeps' when none brackets it.",
+    ]
     if not t.rows:
         t.notes.insert(0, "No external SAEs: list SAELens folders under `external` in the config.")
     return t

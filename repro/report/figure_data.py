@@ -50,9 +50,14 @@ def _meta(record: dict, labels: dict) -> dict:
     cfg = record["sae_config"]
     data = record["data"]
     split = data["splits"].get("test") or next(iter(data["splits"].values()))
-    return {"kind": record["kind"], "backbone": data["backbone"]["name"], "dataset": split["dataset"]["name"],
-            "expansion": cfg["d_sae"] / cfg["d_in"], "setting": labels.get("setting", "default"),
-            "seed": record["seed"]}
+    return {
+        "kind": record["kind"],
+        "backbone": data["backbone"]["name"],
+        "dataset": split["dataset"]["name"],
+        "expansion": cfg["d_sae"] / cfg["d_in"],
+        "setting": labels.get("setting", "default"),
+        "seed": record["seed"],
+    }
 
 
 def _labels(run_dir: Path) -> dict:
@@ -102,8 +107,10 @@ def collect(index_files, out_dir: str | Path) -> dict[str, Path]:
         if record["eval"] == "interpretability":
             out["latents"][run_id] = meta | _latents(res)
             tokens = _Tokens(record["data"]["backbone"]) if modality == "text" else None
-            out["concepts"][run_id] = meta | {"modality": modality,
-                                              "latents": _concepts(res, test, modality, lookup, tokens)}
+            out["concepts"][run_id] = meta | {
+                "modality": modality,
+                "latents": _concepts(res, test, modality, lookup, tokens),
+            }
         elif record["eval"] == "reconstruction":
             if run_id not in out["training_curves"] and (run_dir / "log.csv").is_file():  # imported runs have none
                 out["training_curves"][run_id] = meta | _curve(run_dir / "log.csv")
@@ -122,9 +129,12 @@ def collect(index_files, out_dir: str | Path) -> dict[str, Path]:
 def _latents(res: dict) -> dict:
     per, firing = res["scores"]["per_latent"], res["firing"]
     alive = [i for i, r in enumerate(firing["firing_rate"]) if r]
-    return {"firing_rate": [firing["firing_rate"][i] for i in alive],
-            "mean_act": [_clean(firing["mean_act"][i]) for i in alive],
-            "entropy": [per["entropy"][i] for i in alive], "purity": [per["purity"][i] for i in alive]}
+    return {
+        "firing_rate": [firing["firing_rate"][i] for i in alive],
+        "mean_act": [_clean(firing["mean_act"][i]) for i in alive],
+        "entropy": [per["entropy"][i] for i in alive],
+        "purity": [per["purity"][i] for i in alive],
+    }
 
 
 def _curve(log_csv: Path) -> dict:
@@ -132,8 +142,10 @@ def _curve(log_csv: Path) -> dict:
     rows = list(csv.DictReader(open(log_csv)))
     keep = np.unique(np.linspace(0, len(rows) - 1, min(MAX_POINTS, len(rows))).round().astype(int)) if rows else []
     pick = [rows[i] for i in keep]
-    return {"step": [int(r["step"]) for r in pick],
-            **{k: [_clean(float(r[k])) for r in pick] for k in ("loss", "mse", "l0")}}
+    return {
+        "step": [int(r["step"]) for r in pick],
+        **{k: [_clean(float(r[k])) for r in pick] for k in ("loss", "mse", "l0")},
+    }
 
 
 def _l0(res: dict, test: dict, modality: str, lookup: ExampleLookup) -> dict:
@@ -143,8 +155,10 @@ def _l0(res: dict, test: dict, modality: str, lookup: ExampleLookup) -> dict:
     for side in ("fewest", "most"):
         ids = [e["id"] for e in ex[side]]
         examples, names = lookup.get(test, ids) if ids else ([], [])
-        groups[side] = [{"id": e["id"], "l0": e["l0"], "label": name, **_as_payload(x, modality)}
-                        for e, x, name in zip(ex[side], examples, names, strict=True)]
+        groups[side] = [
+            {"id": e["id"], "l0": e["l0"], "label": name, **_as_payload(x, modality)}
+            for e, x, name in zip(ex[side], examples, names, strict=True)
+        ]
     return {"hist": hist, **groups}
 
 
@@ -164,8 +178,9 @@ class _Tokens:
         return self._backbone.tokenizer.convert_ids_to_tokens([ids[p] for p in positions])
 
 
-def _concepts(res: dict, test: dict, modality: str, lookup: ExampleLookup, tokens: _Tokens | None = None,
-              max_latents: int = 6) -> list[dict]:
+def _concepts(
+    res: dict, test: dict, modality: str, lookup: ExampleLookup, tokens: _Tokens | None = None, max_latents: int = 6
+) -> list[dict]:
     out = []
     for c in res.get("concepts", [])[:max_latents]:
         ids = [e["id"] for e in c["examples"]]
@@ -180,8 +195,11 @@ def _concepts(res: dict, test: dict, modality: str, lookup: ExampleLookup, token
                 grid = [[acts.get(r * side + col, 0.0) for col in range(side)] for r in range(side)]
                 item |= {"token_map": grid if side * side == n else None, "tokens": None, "token_acts": None}
             else:
-                item |= {"token_map": None, "tokens": tokens(str(x), e["positions"]) if tokens else None,
-                         "token_acts": e["token_acts"]}
+                item |= {
+                    "token_map": None,
+                    "tokens": tokens(str(x), e["positions"]) if tokens else None,
+                    "token_acts": e["token_acts"],
+                }
             items.append(item)
         out.append({"latent": c["latent"], "purity": c["purity"], "examples": items})
     return out

@@ -4,7 +4,8 @@ One function per figure, ``figure_<name>(input, out) -> [<out>.pdf, <out>.png]``
 atomically (a temporary file in the same folder, then :func:`os.replace`). Figures are built on
 :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot, no global state). Every SAE kind has one
 colour, marker and label across all figures, from the kind catalogue (:mod:`repro.kinds`); the sparsemax family
-is drawn larger and with a thicker line, and the paper's method comes first. A panel without data shows "no data" instead of failing.
+is drawn larger and with a thicker line, and the paper's method comes first. A panel without data shows "no data"
+instead of failing.
 
 Figures (:data:`FIGURES`, name -> (function, input)):
 
@@ -80,8 +81,13 @@ def kind_style(kind: str) -> dict:
     """Line/marker keyword arguments for ``kind``: its colour and marker; sparsemax thicker, larger and on top."""
     sm = is_sparsemax(kind)
     entry = kinds.info(str(kind))
-    return {"color": entry.color if entry else UNKNOWN_COLOR, "marker": entry.marker if entry else "o",
-            "linewidth": 2.8 if sm else 1.5, "markersize": 13 if sm else 6, "zorder": 5 if sm else 3}
+    return {
+        "color": entry.color if entry else UNKNOWN_COLOR,
+        "marker": entry.marker if entry else "o",
+        "linewidth": 2.8 if sm else 1.5,
+        "markersize": 13 if sm else 6,
+        "zorder": 5 if sm else 3,
+    }
 
 
 def _kind_rank(kind: str) -> tuple[bool, int, str]:
@@ -94,8 +100,9 @@ def _expansion_label(x: float) -> str:
 
 
 def _no_data(ax: Axes, message: str = "no data") -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.45", fontsize=11,
-            style="italic")
+    ax.text(
+        0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.45", fontsize=11, style="italic"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -130,8 +137,9 @@ def _runs(data: dict | None) -> dict[str, dict]:
 
 def _ordered(runs: dict[str, dict]) -> list[tuple[str, dict]]:
     """Runs with sparsemax kinds first, then by kind order and run id."""
-    return sorted(runs.items(), key=lambda kv: (not is_sparsemax(kv[1].get("kind", "")),
-                                                 _kind_rank(kv[1].get("kind", "")), kv[0]))
+    return sorted(
+        runs.items(), key=lambda kv: (not is_sparsemax(kv[1].get("kind", "")), _kind_rank(kv[1].get("kind", "")), kv[0])
+    )
 
 
 def _floats(values: Iterable | None) -> np.ndarray:
@@ -171,8 +179,14 @@ def _errors(g: pd.DataFrame) -> np.ndarray | None:
     return np.vstack([np.maximum(lo, 0.0), np.maximum(hi, 0.0)])
 
 
-def _with_ci(points: pd.DataFrame, metrics: pd.DataFrame, eval_name: str, metric: str, keys: list[str],
-             setting: str | None = None) -> pd.DataFrame:
+def _with_ci(
+    points: pd.DataFrame,
+    metrics: pd.DataFrame,
+    eval_name: str,
+    metric: str,
+    keys: list[str],
+    setting: str | None = None,
+) -> pd.DataFrame:
     """``points`` (one row per ``keys``) with the mean over seeds of the run's bootstrap interval bounds of
     ``metric`` (``<metric>_ci_lo``/``_ci_hi`` rows) as ``ci_lo``/``ci_hi`` (NaN where not recorded)."""
     out = points
@@ -203,8 +217,13 @@ def _log_if_wide(ax: Axes, values: Iterable[float], axis: str = "y", ratio: floa
         _log(ax, axis)
 
 
-def _kind_legend(fig: Figure, kinds: Iterable[str], extra: list | None = None, markers: bool = True,
-                 notes: dict[str, str] | None = None) -> None:
+def _kind_legend(
+    fig: Figure,
+    kinds: Iterable[str],
+    extra: list | None = None,
+    markers: bool = True,
+    notes: dict[str, str] | None = None,
+) -> None:
     """One figure legend below the panels: a line (and marker) per SAE kind (with its note), then ``extra``."""
     handles = []
     for k in sorted(set(kinds), key=_kind_rank):
@@ -217,8 +236,9 @@ def _kind_legend(fig: Figure, kinds: Iterable[str], extra: list | None = None, m
     if handles:
         longest = max(len(h.get_label()) for h in handles)
         fits = max(1, int(fig.get_figwidth() * 72 / (8.5 * 0.6 * longest + 40)))  # columns that fit the width
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6, fits), fontsize=8.5,
-                   frameon=False)
+        fig.legend(
+            handles=handles, loc="outside lower center", ncols=min(len(handles), 6, fits), fontsize=8.5, frameon=False
+        )
 
 
 # --------------------------------------------------------------------------------------------------- figures
@@ -231,8 +251,14 @@ def figure_nmse_vs_size(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
     bootstrap 95 % interval over held-out examples (NMSE).
     """
     size_keys = ["backbone", "kind", "expansion"]
-    nmse = _with_ci(_over_seeds(_select(metrics, "reconstruction", "nmse", "default"), size_keys), metrics,
-                    "reconstruction", "nmse", size_keys, "default")
+    nmse = _with_ci(
+        _over_seeds(_select(metrics, "reconstruction", "nmse", "default"), size_keys),
+        metrics,
+        "reconstruction",
+        "nmse",
+        size_keys,
+        "default",
+    )
     ce = _over_seeds(_select(metrics, "lm_loss", "ce_delta", "default"), ["backbone", "kind", "expansion"])
     backbones = sorted(set(nmse["backbone"]) | set(ce["backbone"])) or [None]
     rows = [("nmse", nmse, "NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred)")]
@@ -251,8 +277,9 @@ def figure_nmse_vs_size(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
                 continue
             for kind, g in sorted(sub.groupby("kind"), key=lambda kg: _kind_rank(kg[0])):
                 g = g.sort_values("expansion")
-                ax.errorbar(g["expansion"], g["mean"], yerr=_errors(g), capsize=3, label=kind_label(kind),
-                            **kind_style(kind))
+                ax.errorbar(
+                    g["expansion"], g["mean"], yerr=_errors(g), capsize=3, label=kind_label(kind), **kind_style(kind)
+                )
             xs = sorted(sub["expansion"].unique())
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, labels=[_expansion_label(x) for x in xs])
@@ -267,8 +294,11 @@ def figure_nmse_vs_size(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
     _kind_legend(fig, set(nmse["kind"]) | set(ce["kind"]))
-    fig.suptitle("Reconstruction vs dictionary size (default hyperparameters; mean over seeds, bars: min–max over "
-                 "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)", fontsize=11)
+    fig.suptitle(
+        "Reconstruction vs dictionary size (default hyperparameters; mean over seeds, bars: min–max over "
+        "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)",
+        fontsize=11,
+    )
     return save_figure(fig, out)
 
 
@@ -341,32 +371,79 @@ def figure_pareto(metrics: pd.DataFrame, out: str | Path) -> list[Path]:
             kinds.add(kind)
             g = g.sort_values("mean_l0")
             st = kind_style(kind)
-            xerr = _errors(g.rename(columns={"mean_l0": "mean", "min_l0": "min", "max_l0": "max", "n_l0": "n",
-                                             "ci_lo_l0": "ci_lo", "ci_hi_l0": "ci_hi"}))
-            yerr = _errors(g.rename(columns={"mean_nmse": "mean", "min_nmse": "min", "max_nmse": "max",
-                                             "n_nmse": "n", "ci_lo_nmse": "ci_lo", "ci_hi_nmse": "ci_hi"}))
+            xerr = _errors(
+                g.rename(
+                    columns={
+                        "mean_l0": "mean",
+                        "min_l0": "min",
+                        "max_l0": "max",
+                        "n_l0": "n",
+                        "ci_lo_l0": "ci_lo",
+                        "ci_hi_l0": "ci_hi",
+                    }
+                )
+            )
+            yerr = _errors(
+                g.rename(
+                    columns={
+                        "mean_nmse": "mean",
+                        "min_nmse": "min",
+                        "max_nmse": "max",
+                        "n_nmse": "n",
+                        "ci_lo_nmse": "ci_lo",
+                        "ci_hi_nmse": "ci_hi",
+                    }
+                )
+            )
             ax.errorbar(g["mean_l0"], g["mean_nmse"], xerr=xerr, yerr=yerr, capsize=2, **st)
             notes: dict[tuple[float, float], tuple[float, float, list[str]]] = {}  # (near-)coinciding points
             for x_, y_, setting in zip(g["mean_l0"], g["mean_nmse"], g["setting"], strict=True):
                 key = (round(math.log10(x_), 2), round(math.log10(y_), 2))
                 notes.setdefault(key, (x_, y_, []))[2].append(_setting_label(setting))
             for x_, y_, labels in notes.values():
-                ax.annotate(" / ".join(labels), (x_, y_), xytext=(4, 3), textcoords="offset points", fontsize=6.5,
-                            color=st["color"])
+                ax.annotate(
+                    " / ".join(labels),
+                    (x_, y_),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=6.5,
+                    color=st["color"],
+                )
         for _, r in imported[imported["backbone"] == bb].iterrows():
             ax.plot(r["l0"], r["nmse"], marker="h", markersize=10, color="black", linestyle="none", zorder=5)
-            ax.annotate(f"{r['name']} ({kind_label(r['kind'])}, {_expansion_label(r['expansion'])})", (r["l0"], r["nmse"]),
-                        xytext=(5, -9), textcoords="offset points", fontsize=6.5)
+            ax.annotate(
+                f"{r['name']} ({kind_label(r['kind'])}, {_expansion_label(r['expansion'])})",
+                (r["l0"], r["nmse"]),
+                xytext=(5, -9),
+                textcoords="offset points",
+                fontsize=6.5,
+            )
         _log(ax, "x")
         _log(ax, "y")
         ax.set_xlabel("L0 (active latents per token, log)")
         ax.set_ylabel("NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred, log)")
         ax.grid(alpha=0.3, which="both")
-    extra = [Line2D([], [], marker="h", markersize=10, color="black", linestyle="none",
-                    label="imported SAE (config `external`; its size in brackets)")] if not imported.empty else None
+    extra = (
+        [
+            Line2D(
+                [],
+                [],
+                marker="h",
+                markersize=10,
+                color="black",
+                linestyle="none",
+                label="imported SAE (config `external`; its size in brackets)",
+            )
+        ]
+        if not imported.empty
+        else None
+    )
     _kind_legend(fig, kinds, extra=extra, notes={k: f"swept: {v}" for k, v in swept.items() if v})
-    fig.suptitle("Sparsity–reconstruction frontier (lower left is better; mean over seeds, bars: min–max over "
-                 "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)", fontsize=11)
+    fig.suptitle(
+        "Sparsity–reconstruction frontier (lower left is better; mean over seeds, bars: min–max over "
+        "seeds,\nor with one seed the bootstrap 95 % interval over held-out examples)",
+        fontsize=11,
+    )
     return save_figure(fig, out)
 
 
@@ -405,8 +482,18 @@ def _examples_panel(sub, run_id: str, run: dict, n_images: int = 4, n_texts: int
             for ex in exs[:n_texts]:
                 body = textwrap.fill(_clean_text(ex.get("text") or "(no text)"), width=58, subsequent_indent="    ")
                 lines.append(f"L0 = {float(ex.get('l0', float('nan'))):.1f}: {body}")
-            ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace",
-                    transform=ax.transAxes, parse_math=False, linespacing=1.25)
+            ax.text(
+                0,
+                1,
+                "\n".join(lines),
+                va="top",
+                ha="left",
+                fontsize=7,
+                family="monospace",
+                transform=ax.transAxes,
+                parse_math=False,
+                linespacing=1.25,
+            )
         return
     rows = sub.subfigures(2, 1)
     for row, (title, exs) in zip(rows, groups, strict=True):
@@ -441,9 +528,10 @@ def figure_l0_distribution(data: dict, out: str | Path) -> list[Path]:
         shown = shown or members
         ax.set_title(f"{bb}: per-token L0" if bb is not None else "per-token L0", fontsize=10)
         _l0_histograms(ax, shown)
-        source = next(((rid, r) for rid, r in shown if is_sparsemax(r.get("kind", "")) and (r.get("fewest")
-                                                                                             or r.get("most"))),
-                      next(((rid, r) for rid, r in shown if r.get("fewest") or r.get("most")), None))
+        source = next(
+            ((rid, r) for rid, r in shown if is_sparsemax(r.get("kind", "")) and (r.get("fewest") or r.get("most"))),
+            next(((rid, r) for rid, r in shown if r.get("fewest") or r.get("most")), None),
+        )
         if source is None:
             _no_data(right.subplots(), "no examples")
         else:
@@ -477,8 +565,16 @@ def _l0_histograms(ax: Axes, shown: list[tuple[str, dict]]) -> None:
         styles[kind] += 1
         label = f"{kind_label(kind)} ({run.get('setting', '?')}, {_expansion_label(float(run.get('expansion', 0)))})"
         edges = np.arange(d.size + 1) - 0.5
-        ax.stairs(d, edges, color=st["color"], linewidth=st["linewidth"] * 0.8, linestyle=ls, label=label,
-                  fill=False, zorder=st["zorder"])
+        ax.stairs(
+            d,
+            edges,
+            color=st["color"],
+            linewidth=st["linewidth"] * 0.8,
+            linestyle=ls,
+            label=label,
+            fill=False,
+            zorder=st["zorder"],
+        )
         if is_sparsemax(kind):
             ax.stairs(d, edges, color=st["color"], alpha=0.15, fill=True, zorder=1)
         if is_fixed_k(kind):
@@ -486,13 +582,26 @@ def _l0_histograms(ax: Axes, shown: list[tuple[str, dict]]) -> None:
             if k is not None:
                 ax.axvline(k, color=st["color"], linestyle=ls, linewidth=1.0, alpha=0.8)
                 k_label = f"k={k:g}" if float(k).is_integer() else f"k≈{k:.1f}"
-                ax.annotate(k_label + (f" ({d.max():.0%} of tokens)" if clipped and d.max() > top else ""),
-                            (k + 0.5, 0.97), xycoords=("data", "axes fraction"), xytext=(2, 0),
-                            textcoords="offset points", rotation=90, va="top", fontsize=7, color=st["color"])
+                ax.annotate(
+                    k_label + (f" ({d.max():.0%} of tokens)" if clipped and d.max() > top else ""),
+                    (k + 0.5, 0.97),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, 0),
+                    textcoords="offset points",
+                    rotation=90,
+                    va="top",
+                    fontsize=7,
+                    color=st["color"],
+                )
                 x_max = max(x_max, int(math.ceil(k)))
     for run in missing:
-        ax.plot([], [], color=kind_color(run.get("kind", "")), alpha=0.4,
-                label=f"{kind_label(run.get('kind', ''))} ({run.get('setting', '?')}): no data")
+        ax.plot(
+            [],
+            [],
+            color=kind_color(run.get("kind", "")),
+            alpha=0.4,
+            label=f"{kind_label(run.get('kind', ''))} ({run.get('setting', '?')}): no data",
+        )
     if clipped:
         ax.set_ylim(0, top)
     ax.set_xlim(-0.5, x_max * 1.08 + 1)
@@ -516,7 +625,7 @@ def figure_firing_vs_activation(data: dict, out: str | Path) -> list[Path]:
     ent_all = ent_all[np.isfinite(ent_all)]
     norm = Normalize(0.0, float(ent_all.max()) if ent_all.size and ent_all.max() > 0 else 1.0)
     cmap = "viridis"
-    for ax in axes[len(runs):]:
+    for ax in axes[len(runs) :]:
         if runs:
             ax.axis("off")
         else:
@@ -539,15 +648,21 @@ def figure_firing_vs_activation(data: dict, out: str | Path) -> list[Path]:
         size = 6 if ok.sum() < 5000 else 2
         ax.scatter(x[nan], y[nan], s=size, c=NAN_COLOR, linewidths=0, rasterized=True, label="no entropy")
         ax.scatter(x[~nan], y[~nan], s=size, c=e[~nan], cmap=cmap, norm=norm, linewidths=0, rasterized=True)
-        ax.text(0.02, 0.02, f"{ok.sum()} latents" + (f" ({nan.sum()} without entropy)" if nan.any() else ""),
-                transform=ax.transAxes, fontsize=7, color="0.35")
+        ax.text(
+            0.02,
+            0.02,
+            f"{ok.sum()} latents" + (f" ({nan.sum()} without entropy)" if nan.any() else ""),
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.35",
+        )
         ax.set_xlabel("log10 firing rate (fraction of tokens)")
         ax.set_ylabel("log10 mean activation")
         ax.grid(alpha=0.3)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="label entropy (nats; grey: none)",
-                 shrink=0.8)
-    fig.suptitle("Latent firing rate vs activation strength (colour: entropy of the labels it fires on)",
-                 fontsize=11)
+    fig.colorbar(
+        ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="label entropy (nats; grey: none)", shrink=0.8
+    )
+    fig.suptitle("Latent firing rate vs activation strength (colour: entropy of the labels it fires on)", fontsize=11)
     return save_figure(fig, out)
 
 
@@ -598,12 +713,16 @@ def _image_example(ax: Axes, ex: dict, color: str) -> None:
             gh, gw = t.shape
             ch, cw = h / gh, w / gw
             for i, j in zip(*np.nonzero(t > 0), strict=True):
-                ax.add_patch(Rectangle((j * cw - 0.5, i * ch - 0.5), cw, ch, fill=False, edgecolor=color,
-                                       linewidth=1.0))
+                ax.add_patch(
+                    Rectangle((j * cw - 0.5, i * ch - 0.5), cw, ch, fill=False, edgecolor=color, linewidth=1.0)
+                )
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"{_clean_text(ex.get('label', '?'), 22)}\nact {float(ex.get('value', float('nan'))):.3g}",
-                 fontsize=7, parse_math=False)
+    ax.set_title(
+        f"{_clean_text(ex.get('label', '?'), 22)}\nact {float(ex.get('value', float('nan'))):.3g}",
+        fontsize=7,
+        parse_math=False,
+    )
 
 
 def _text_examples(ax: Axes, exs: list[dict], width_in: float, color: str, fontsize: float = 7.5) -> None:
@@ -626,8 +745,15 @@ def _text_examples(ax: Axes, exs: list[dict], width_in: float, color: str, fonts
         acts = np.nan_to_num(acts)
         ax.text(0, i, prefix, fontsize=fontsize, family="monospace", va="center", color="0.35", parse_math=False)
         if not toks:
-            ax.text(len(prefix), i, _clean_text(ex.get("label", "(no tokens)"), n_chars - len(prefix)),
-                    fontsize=fontsize, family="monospace", va="center", parse_math=False)
+            ax.text(
+                len(prefix),
+                i,
+                _clean_text(ex.get("label", "(no tokens)"), n_chars - len(prefix)),
+                fontsize=fontsize,
+                family="monospace",
+                va="center",
+                parse_math=False,
+            )
             continue
         room = n_chars - len(prefix)
         start = _window(toks, int(np.argmax(acts)) if acts.size else 0, room)
@@ -638,10 +764,21 @@ def _text_examples(ax: Axes, exs: list[dict], width_in: float, color: str, fonts
                 ax.text(n_chars - 1, i, "…", fontsize=fontsize, family="monospace", va="center")
                 break
             if act > 0:
-                ax.add_patch(Rectangle((x, i - 0.42), len(tok), 0.84, facecolor=color, alpha=0.15 + 0.75 * act / peak,
-                                       linewidth=0))
-            ax.text(x, i, tok, fontsize=fontsize, family="monospace", va="center", parse_math=False,
-                    fontweight="bold" if act > 0 else "normal")
+                ax.add_patch(
+                    Rectangle(
+                        (x, i - 0.42), len(tok), 0.84, facecolor=color, alpha=0.15 + 0.75 * act / peak, linewidth=0
+                    )
+                )
+            ax.text(
+                x,
+                i,
+                tok,
+                fontsize=fontsize,
+                family="monospace",
+                va="center",
+                parse_math=False,
+                fontweight="bold" if act > 0 else "normal",
+            )
             x += len(tok)
 
 
@@ -674,8 +811,16 @@ def figure_concepts(data: dict, out: str | Path, max_latents: int = 4, max_examp
             current = payload
             rid, run = payload
             kind = run.get("kind", "")
-            fig.text(_LEFT / width, (y + h / 2) / height, f"{kind_label(kind)}  ({rid})", fontsize=10,
-                     fontweight="bold", color=kind_color(kind), va="center", parse_math=False)
+            fig.text(
+                _LEFT / width,
+                (y + h / 2) / height,
+                f"{kind_label(kind)}  ({rid})",
+                fontsize=10,
+                fontweight="bold",
+                color=kind_color(kind),
+                va="center",
+                parse_math=False,
+            )
             continue
         if kind_of_row == "empty":
             _no_data(fig.add_axes(rect), payload)
@@ -686,8 +831,12 @@ def figure_concepts(data: dict, out: str | Path, max_latents: int = 4, max_examp
         if kind_of_row == "text":
             ax = fig.add_axes(rect)
             _text_examples(ax, exs, inner, color)
-            ax.set_title("top activation │ tokens around the most active one (background ∝ token activation)",
-                         fontsize=7, loc="left", color="0.4")
+            ax.set_title(
+                "top activation │ tokens around the most active one (background ∝ token activation)",
+                fontsize=7,
+                loc="left",
+                color="0.4",
+            )
             ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
             continue
         cell = inner / max_examples
@@ -699,8 +848,12 @@ def figure_concepts(data: dict, out: str | Path, max_latents: int = 4, max_examp
                 _image_example(ax, exs[j], color)
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.suptitle("Top-activating examples per latent (highlight: where the latent is active, opacity ∝ activation)",
-                 fontsize=11, y=1 - 0.15 / height, va="top")
+    fig.suptitle(
+        "Top-activating examples per latent (highlight: where the latent is active, opacity ∝ activation)",
+        fontsize=11,
+        y=1 - 0.15 / height,
+        va="top",
+    )
     return save_figure(fig, out)
 
 
@@ -712,8 +865,11 @@ def figure_training_curves(data: dict, out: str | Path) -> list[Path]:
     backbones = sorted({str(r.get("backbone", "?")) for _, r in runs}) or [None]
     settings = sorted({str(r.get("setting", "default")) for _, r in runs}, key=lambda s: (s != "default", s))
     ls_of = {s: LINESTYLES[i % len(LINESTYLES)] for i, s in enumerate(settings)}
-    panels = (("loss", "Loss", "training loss (log)", True), ("mse", "MSE", "MSE (log)", True),
-              ("l0", "L0", "L0 (active latents / token)", False))
+    panels = (
+        ("loss", "Loss", "training loss (log)", True),
+        ("mse", "MSE", "MSE (log)", True),
+        ("l0", "L0", "L0 (active latents / token)", False),
+    )
     fig = Figure(figsize=(13, 1.1 + 3.0 * len(backbones)), layout="constrained")
     axes = fig.subplots(len(backbones), 3, squeeze=False)
     kinds: set[str] = set()
@@ -732,8 +888,15 @@ def figure_training_curves(data: dict, out: str | Path) -> list[Path]:
                 kind = run.get("kind", "")
                 kinds.add(kind)
                 st = kind_style(kind)
-                ax.plot(step[:m][ok], v[:m][ok], color=st["color"], linewidth=st["linewidth"] * 0.7,
-                        linestyle=ls_of[str(run.get("setting", "default"))], zorder=st["zorder"], alpha=0.9)
+                ax.plot(
+                    step[:m][ok],
+                    v[:m][ok],
+                    color=st["color"],
+                    linewidth=st["linewidth"] * 0.7,
+                    linestyle=ls_of[str(run.get("setting", "default"))],
+                    zorder=st["zorder"],
+                    alpha=0.9,
+                )
                 drawn = True
             if not drawn:
                 _no_data(ax)
@@ -758,8 +921,9 @@ _DRAW: dict[str, Callable[..., list[Path]]] = {
     "training_curves": figure_training_curves,
 }
 # name -> (drawing function, source: "metrics" or a figure-data stem); names and sources: repro.report.catalogue
-FIGURES: dict[str, tuple[Callable[..., list[Path]], str]] = {name: (_DRAW[name], source)
-                                                             for name, source in FIGURE_SOURCES.items()}
+FIGURES: dict[str, tuple[Callable[..., list[Path]], str]] = {
+    name: (_DRAW[name], source) for name, source in FIGURE_SOURCES.items()
+}
 
 
 def render(name: str, metrics_csv: Path | None, data_dir: Path | None, out: Path) -> list[Path]:

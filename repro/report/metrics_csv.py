@@ -16,8 +16,21 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "d_sae", "expansion", "seed", "setting",
-           "eval", "metric", "value")
+COLUMNS = (
+    "config",
+    "run",
+    "backbone",
+    "dataset",
+    "hook",
+    "kind",
+    "d_sae",
+    "expansion",
+    "seed",
+    "setting",
+    "eval",
+    "metric",
+    "value",
+)
 TEXT_COLUMNS = ("config", "run", "backbone", "dataset", "hook", "kind", "setting", "eval", "metric")
 NUMERIC_COLUMNS = ("d_sae", "expansion", "seed", "value")
 

@@ -49,22 +49,47 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = [f"**{self.caption}**", "", "| " + " | ".join(self.header) + " |",
-                 "|" + "|".join("---" for _ in self.header) + "|"]
+        lines = [
+            f"**{self.caption}**",
+            "",
+            "| " + " | ".join(self.header) + " |",
+            "|" + "|".join("---" for _ in self.header) + "|",
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         return "\n".join(lines + [""] + [f"- {n}" for n in self.notes]) + "\n"
 
     def latex(self) -> str:
         def esc(s: str) -> str:
-            return (s.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_")
-                    .replace("#", "\\#").replace("±", "$\\pm$").replace("×", "$\\times$").replace("–", "--")
-                    .replace("**", ""))
+            return (
+                s.replace("\\", "\\textbackslash{}")
+                .replace("&", "\\&")
+                .replace("%", "\\%")
+                .replace("_", "\\_")
+                .replace("#", "\\#")
+                .replace("±", "$\\pm$")
+                .replace("×", "$\\times$")
+                .replace("–", "--")
+                .replace("**", "")
+            )
 
         body = [" & ".join(esc(c) for c in r) + " \\\\" for r in self.rows]
-        return "\n".join(["\\begin{table}[t]", "\\centering", f"\\caption{{{esc(self.caption)}}}",
-                          f"\\label{{tab:{self.name}}}", "\\begin{tabular}{l" + "r" * (len(self.header) - 1) + "}",
-                          "\\toprule", " & ".join(esc(h) for h in self.header) + " \\\\", "\\midrule", *body,
-                          "\\bottomrule", "\\end{tabular}", "\\end{table}", ""])
+        return "\n".join(
+            [
+                "\\begin{table}[t]",
+                "\\centering",
+                f"\\caption{{{esc(self.caption)}}}",
+                f"\\label{{tab:{self.name}}}",
+                "\\begin{tabular}{l" + "r" * (len(self.header) - 1) + "}",
+                "\\toprule",
+                " & ".join(esc(h) for h in self.header) + " \\\\",
+                "\\midrule",
+                *body,
+                "\\bottomrule",
+                "\\end{tabular}",
+                "\\end{table}",
+                "",
+            ]
+        )
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
@@ -137,11 +162,17 @@ def table_a(df: pd.DataFrame) -> Table:
     sub = sub[sub["setting"] == "default"]
     xs = sorted(sub[sub["kind"].isin(TABLE_A_KINDS)]["expansion"].unique(), key=float)
     dataset = ", ".join(sorted(sub["dataset"].unique())) or "–"
-    t = Table("table_a", f"NMSE, EV, L0 and CE degradation by dictionary size ({backbone} on {dataset})",
-              ["metric", "method"] + [f"{_fmt_x(x)}×d" for x in xs])
-    for metric, eval_name, fmt, best in (("NMSE", "nmse", "{:.4f}", min), ("EV", "ev", "{:.3f}", max),
-                                        ("L0", "l0", "{:.1f}", None),
-                                        ("CE degradation (nats)", "ce_delta", "{:.4f}", min)):
+    t = Table(
+        "table_a",
+        f"NMSE, EV, L0 and CE degradation by dictionary size ({backbone} on {dataset})",
+        ["metric", "method"] + [f"{_fmt_x(x)}×d" for x in xs],
+    )
+    for metric, eval_name, fmt, best in (
+        ("NMSE", "nmse", "{:.4f}", min),
+        ("EV", "ev", "{:.3f}", max),
+        ("L0", "l0", "{:.1f}", None),
+        ("CE degradation (nats)", "ce_delta", "{:.4f}", min),
+    ):
         ev = "lm_loss" if eval_name == "ce_delta" else "reconstruction"
         cells = {(k, x): _stats(sub, kind=k, expansion=x, eval=ev, metric=eval_name) for k in TABLE_A_KINDS for x in xs}
         for k in TABLE_A_KINDS:
@@ -151,13 +182,15 @@ def table_a(df: pd.DataFrame) -> Table:
                 is_best = best is not None and col and cells[(k, x)][0] == best(col)
                 row.append(_cell_ci(sub, fmt=fmt, bold=bool(is_best), kind=k, expansion=x, eval=ev, metric=eval_name))
             t.rows.append(row)
-    t.notes = ["NMSE = Σ‖x − x̂‖² / Σ‖x‖² on held-out tokens (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / "
-               "Σ‖x − x̄‖² (centred, negative when worse than predicting the mean); bold = best in the column.",
-               "CE degradation = CE with the SAE spliced in − clean CE, per token, BOS and padding excluded.",
-               "Each method at its paper setting (K = 32; ReLU λ = 5, JumpReLU λ = 1, Gated λ = 1 on normalised "
-               "inputs); the L0s differ, so NMSE here is not a comparison at equal sparsity: see matched_l0.",
-               "Cells: mean ± standard deviation over seeds when there are several; with one seed, NMSE and L0 "
-               "[bootstrap 95 % interval over held-out examples]."]
+    t.notes = [
+        "NMSE = Σ‖x − x̂‖² / Σ‖x‖² on held-out tokens (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / "
+        "Σ‖x − x̄‖² (centred, negative when worse than predicting the mean); bold = best in the column.",
+        "CE degradation = CE with the SAE spliced in − clean CE, per token, BOS and padding excluded.",
+        "Each method at its paper setting (K = 32; ReLU λ = 5, JumpReLU λ = 1, Gated λ = 1 on normalised "
+        "inputs); the L0s differ, so NMSE here is not a comparison at equal sparsity: see matched_l0.",
+        "Cells: mean ± standard deviation over seeds when there are several; with one seed, NMSE and L0 "
+        "[bootstrap 95 % interval over held-out examples].",
+    ]
     return t
 
 
@@ -166,12 +199,22 @@ def _fmt_x(x) -> str:
     return f"{x:g}"
 
 
-def _topn_rows(t: Table, sub: pd.DataFrame, kind_names, protocol: str, ns: list[int], label: str, setting="default",
-               side: str = "on"):
+def _topn_rows(
+    t: Table,
+    sub: pd.DataFrame,
+    kind_names,
+    protocol: str,
+    ns: list[int],
+    label: str,
+    setting="default",
+    side: str = "on",
+):
     for k in kind_names:
         row = [label, kinds.label(k)]
-        row += [_cell_ci(sub, fmt="{:.1f}", kind=k, setting=setting, eval="topn", metric=f"{protocol}/{side}_{n}")
-                for n in ns]
+        row += [
+            _cell_ci(sub, fmt="{:.1f}", kind=k, setting=setting, eval="topn", metric=f"{protocol}/{side}_{n}")
+            for n in ns
+        ]
         t.rows.append(row)
 
 
@@ -192,8 +235,11 @@ def table_b(df: pd.DataFrame) -> Table:
         full = [x for x in xs if set(TABLE_B_KINDS) <= set(sub[sub["expansion"] == x]["kind"])]
         sub = sub[sub["expansion"] == (full or xs)[-1]]
     dataset = ", ".join(sorted(sub[sub["eval"] == "topn"]["dataset"].unique())) or "–"
-    t = Table("table_b", f"Top-n concept classification accuracy (%), {backbone} on {dataset}",
-              ["protocol", "configuration"] + [f"on {n}" for n in ns])
+    t = Table(
+        "table_b",
+        f"Top-n concept classification accuracy (%), {backbone} on {dataset}",
+        ["protocol", "configuration"] + [f"on {n}" for n in ns],
+    )
     _topn_rows(t, sub, TABLE_B_KINDS, "official", ns, "official")
     _topn_rows(t, sub, TABLE_B_KINDS, "heldout", ns, "held-out")
     for side, label in (("agnostic", "control: class-agnostic top-n"), ("random", "control: n random latents")):
@@ -201,21 +247,25 @@ def table_b(df: pd.DataFrame) -> Table:
             _topn_rows(t, sub, TABLE_B_KINDS, "heldout", ns, label, side=side)
     refs = []
     for k in TABLE_B_KINDS:
-        cells = [_cell_ci(sub, fmt="{:.1f}", kind=k, setting="default", eval="topn", metric=m)
-                 for m in ("no_sae", "sae", "on_all")]
+        cells = [
+            _cell_ci(sub, fmt="{:.1f}", kind=k, setting="default", eval="topn", metric=m)
+            for m in ("no_sae", "sae", "on_all")
+        ]
         gate = _stats(sub, kind=k, setting="default", eval="topn", metric="gate_usable")
         verdict = "–" if gate[2] == 0 else ("usable" if gate[0] == 1 else f"FAILED ({gate[0]:.0%} of seeds usable)")
         refs.append(f"{kinds.label(k)}: no SAE {cells[0]}, full SAE {cells[1]}, on all {cells[2]}; gate {verdict}.")
-    t.notes = ["on n: only each class's n latents with the most nonzero activations on the counting split kept in "
-               "the reconstruction spliced at the hook (code without the frequency mask, as the official "
-               "forward_clamp); class-balanced accuracy; mean ± std over seeds, or with one seed the accuracy "
-               "[bootstrap 95 % interval over test examples, stratified by class].",
-               "official: latents counted on the classified split (as the official code); held-out: counted on "
-               "the training split. Controls: the n latents most active over all classes, and n seeded random "
-               "firing latents, the same for every class.",
-               "gate: a setup is usable only when no-SAE accuracy is at least twice chance and the full "
-               "reconstructions lose at most 10 points of it; otherwise on-n measures the setup, not the latents.",
-               *refs]
+    t.notes = [
+        "on n: only each class's n latents with the most nonzero activations on the counting split kept in "
+        "the reconstruction spliced at the hook (code without the frequency mask, as the official "
+        "forward_clamp); class-balanced accuracy; mean ± std over seeds, or with one seed the accuracy "
+        "[bootstrap 95 % interval over test examples, stratified by class].",
+        "official: latents counted on the classified split (as the official code); held-out: counted on "
+        "the training split. Controls: the n latents most active over all classes, and n seeded random "
+        "firing latents, the same for every class.",
+        "gate: a setup is usable only when no-SAE accuracy is at least twice chance and the full "
+        "reconstructions lose at most 10 points of it; otherwise on-n measures the setup, not the latents.",
+        *refs,
+    ]
     return t
 
 
@@ -223,29 +273,40 @@ def topn_methods(df: pd.DataFrame) -> Table:
     """Per-dataset top-n for ReLU, TopK, BatchTopK and sparsemax, both protocols (module docstring)."""
     sub = df[(df["eval"] == "topn") & (df["setting"] == "default") & df["kind"].isin(METHOD_KINDS)]
     ns = _ns(sub)
-    t = Table("topn_methods", "Top-n concept classification (%) by method, dataset and protocol",
-              ["dataset", "method", "protocol"] + [f"on {n}" for n in ns] + [f"off {n}" for n in ns] + ["full SAE"])
+    t = Table(
+        "topn_methods",
+        "Top-n concept classification (%) by method, dataset and protocol",
+        ["dataset", "method", "protocol"] + [f"on {n}" for n in ns] + [f"off {n}" for n in ns] + ["full SAE"],
+    )
     for (backbone, dataset), g in sub.groupby(["backbone", "dataset"]):
         x = g.groupby("expansion")["kind"].nunique().idxmax()
         g = g[g["expansion"] == x]
         for k in METHOD_KINDS:
             for protocol in ("official", "heldout"):
                 row = [f"{dataset} ({backbone}, {_fmt_x(x)}×d)", kinds.label(k), protocol]
-                row += [_cell_ci(g, fmt="{:.1f}", kind=k, metric=f"{protocol}/{side}_{n}")
-                        for side in ("on", "off") for n in ns]
+                row += [
+                    _cell_ci(g, fmt="{:.1f}", kind=k, metric=f"{protocol}/{side}_{n}")
+                    for side in ("on", "off")
+                    for n in ns
+                ]
                 row.append(_cell_ci(g, fmt="{:.1f}", kind=k, metric="sae"))
                 t.rows.append(row)
-    t.notes = ["off n: the class's n latents removed; full SAE: every latent kept (on all).",
-               "Cells: mean ± std over seeds, or with one seed the accuracy [bootstrap 95 % interval over test "
-               "examples, stratified by class]."]
+    t.notes = [
+        "off n: the class's n latents removed; full SAE: every latent kept (on all).",
+        "Cells: mean ± std over seeds, or with one seed the accuracy [bootstrap 95 % interval over test "
+        "examples, stratified by class].",
+    ]
     return t
 
 
 def guidance(df: pd.DataFrame) -> Table:
     """The tuning-guidance table (module docstring)."""
     guided = df[(df["setting"] == "guided") & (df["eval"] == "topn")]
-    t = Table("guidance", "Tuning guidance: TopK/BatchTopK at fixed K and at the K from the sparsemax SAE's L0",
-              ["dataset", "method", "setting", "L0", "on 1 (official)", "on 1 (held-out)", "NMSE"])
+    t = Table(
+        "guidance",
+        "Tuning guidance: TopK/BatchTopK at fixed K and at the K from the sparsemax SAE's L0",
+        ["dataset", "method", "setting", "L0", "on 1 (official)", "on 1 (held-out)", "NMSE"],
+    )
     for (backbone, dataset, x), _ in guided.groupby(["backbone", "dataset", "expansion"]):
         g = df[(df["backbone"] == backbone) & (df["dataset"] == dataset) & (df["expansion"] == x)]
         entries = [("sparsemax_attention", "default", "default")]  # (kind, setting, label)
@@ -254,8 +315,9 @@ def guidance(df: pd.DataFrame) -> Table:
             default_k = _stats(g, kind=k, setting="default", eval="train", metric="hp_k")
             if default_k[2]:
                 fixed["default"] = int(default_k[0])
-            entries += [(k, s, f"k={fixed[s]} (default)" if s == "default" else s)
-                        for s in sorted(fixed, key=fixed.get)]
+            entries += [
+                (k, s, f"k={fixed[s]} (default)" if s == "default" else s) for s in sorted(fixed, key=fixed.get)
+            ]
             gk = _stats(g, kind=k, setting="guided", eval="train", metric="hp_k")
             value = "" if gk[2] == 0 else f" = {gk[0]:.0f}" if gk[2] == 1 else f" = {gk[0]:.1f} ± {gk[1]:.1f}"
             entries.append((k, "guided", f"guided (K = round(L0 of sparsemax){value})"))
@@ -263,14 +325,25 @@ def guidance(df: pd.DataFrame) -> Table:
             l0 = _stats(g, kind=kind, setting=setting, eval="reconstruction", metric="l0")
             if l0[2] == 0 and setting == "default":
                 continue
-            on1 = [_cell_ci(g, fmt="{:.1f}", kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1")
-                   for p in ("official", "heldout")]
+            on1 = [
+                _cell_ci(g, fmt="{:.1f}", kind=kind, setting=setting, eval="topn", metric=f"{p}/on_1")
+                for p in ("official", "heldout")
+            ]
             rec = {"kind": kind, "setting": setting, "eval": "reconstruction"}
-            t.rows.append([f"{dataset} ({backbone}, {_fmt_x(x)}×d)", kinds.label(kind), name,
-                           _cell_ci(g, fmt="{:.1f}", metric="l0", **rec), *on1,
-                           _cell_ci(g, fmt="{:.4f}", metric="nmse", **rec)])
-    t.notes = ["The paper (Food101, CLIP): sparsemax on-1 26.11 % against 0.99–8.64 % for TopK/BatchTopK at K = 24/32.",
-               "Cells: mean ± std over seeds, or with one seed the value [bootstrap 95 % interval over test examples]."]
+            t.rows.append(
+                [
+                    f"{dataset} ({backbone}, {_fmt_x(x)}×d)",
+                    kinds.label(kind),
+                    name,
+                    _cell_ci(g, fmt="{:.1f}", metric="l0", **rec),
+                    *on1,
+                    _cell_ci(g, fmt="{:.4f}", metric="nmse", **rec),
+                ]
+            )
+    t.notes = [
+        "The paper (Food101, CLIP): sparsemax on-1 26.11 % against 0.99–8.64 % for TopK/BatchTopK at K = 24/32.",
+        "Cells: mean ± std over seeds, or with one seed the value [bootstrap 95 % interval over test examples].",
+    ]
     return t
 
 
@@ -287,9 +360,13 @@ def interpolate_at(l0s: list[float], values: list[float], target: float) -> floa
     return math.nan
 
 
-MATCHED_METRICS = (("NMSE", "reconstruction", "nmse", "{:.4f}"), ("EV", "reconstruction", "ev", "{:.3f}"),
-                   ("per-token NMSE", "reconstruction", "nmse_tok", "{:.4f}"),
-                   ("CE Δ (nats)", "lm_loss", "ce_delta", "{:.4f}"), ("KL", "lm_loss", "kl_sae", "{:.4f}"))
+MATCHED_METRICS = (
+    ("NMSE", "reconstruction", "nmse", "{:.4f}"),
+    ("EV", "reconstruction", "ev", "{:.3f}"),
+    ("per-token NMSE", "reconstruction", "nmse_tok", "{:.4f}"),
+    ("CE Δ (nats)", "lm_loss", "ce_delta", "{:.4f}"),
+    ("KL", "lm_loss", "kl_sae", "{:.4f}"),
+)
 
 
 def _sweep_frame(g: pd.DataFrame) -> pd.DataFrame:
@@ -315,8 +392,11 @@ def matched_l0(df: pd.DataFrame) -> Table:
     seeds whose sweep brackets their target (the seeds column counts them); with one seed the NMSE cell
     carries the bootstrap 95 % interval over held-out examples, interpolated the same way. A sweep whose L0
     range brackets no seed's target says so."""
-    t = Table("matched_l0", "Metrics at the sparsemax SAE's L0 (each method interpolated on its sweep)",
-              ["backbone", "size", "method", "seeds", "sweep L0 (target)"] + [m[0] for m in MATCHED_METRICS])
+    t = Table(
+        "matched_l0",
+        "Metrics at the sparsemax SAE's L0 (each method interpolated on its sweep)",
+        ["backbone", "size", "method", "seeds", "sweep L0 (target)"] + [m[0] for m in MATCHED_METRICS],
+    )
     df = df[df["setting"] != "external"]  # SAEs imported from elsewhere: the `external` table
     sweeps = df[(df["eval"] == "reconstruction") & ~df["setting"].isin(["default", "guided"])]
     for (backbone, x), _ in sweeps.groupby(["backbone", "expansion"]):
@@ -327,9 +407,13 @@ def matched_l0(df: pd.DataFrame) -> Table:
         seeds = sorted(ref.index)
         targets = {s: float(ref.loc[s, "l0"]) for s in seeds}
         mean_target = float(np.mean(list(targets.values())))
-        row = [backbone, f"{_fmt_x(x)}×d", kinds.label("sparsemax_attention"), str(len(seeds)),
-               f"L0 = {mean_target:.1f}"
-               + (f" ± {np.std(list(targets.values()), ddof=1):.1f}" if len(seeds) > 1 else "")]
+        row = [
+            backbone,
+            f"{_fmt_x(x)}×d",
+            kinds.label("sparsemax_attention"),
+            str(len(seeds)),
+            f"L0 = {mean_target:.1f}" + (f" ± {np.std(list(targets.values()), ddof=1):.1f}" if len(seeds) > 1 else ""),
+        ]
         for _, _, metric, fmt in MATCHED_METRICS:
             vals = [float(ref.loc[s, metric]) for s in seeds if metric in ref]
             row.append(_seed_cell(vals, fmt) + (_ci_text(ref, seeds, fmt) if metric == "nmse" else ""))
@@ -343,8 +427,11 @@ def matched_l0(df: pd.DataFrame) -> Table:
             row = [backbone, f"{_fmt_x(x)}×d", kinds.label(kind), str(len(kind_seeds)), span]
             if pts.index.get_level_values("setting").nunique() < 2:  # no sparsity knob (MLP + sparsemax)
                 row[3] = str(pts.index.get_level_values("seed").nunique())
-                t.rows.append(row + [f"no sweep: one setting (L0 {l0s.mean():.1f}), nothing to interpolate"]
-                              + ["–"] * (len(MATCHED_METRICS) - 1))
+                t.rows.append(
+                    row
+                    + [f"no sweep: one setting (L0 {l0s.mean():.1f}), nothing to interpolate"]
+                    + ["–"] * (len(MATCHED_METRICS) - 1)
+                )
                 continue
             kind_seeds = [s for s in kind_seeds if math.isfinite(matched_at(frame, kind, targets[s], "l0", s))]
             row[3] = str(len(kind_seeds))
@@ -360,13 +447,15 @@ def matched_l0(df: pd.DataFrame) -> Table:
                     cell += f" [{fmt.format(lo)}, {fmt.format(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
                 row.append(cell)
             t.rows.append(row)
-    t.notes = ["Interpolation is linear in log L0 between the two settings of the method's sweep whose held-out L0 "
-               "bracket the sparsemax SAE's; no extrapolation ('not bracketed' when the sweep misses the target).",
-               "Cells: mean ± standard deviation over seeds (each seed interpolated at its own sparsemax L0); with "
-               "one seed, NMSE [bootstrap 95 % interval over held-out examples].",
-               "NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² (negative when "
-               "worse than the mean); per-token NMSE = mean over tokens of ‖x − x̂‖²/‖x‖²; CE Δ and KL: next-token "
-               "cross-entropy increase and KL(clean ‖ spliced) per token (language only)."]
+    t.notes = [
+        "Interpolation is linear in log L0 between the two settings of the method's sweep whose held-out L0 "
+        "bracket the sparsemax SAE's; no extrapolation ('not bracketed' when the sweep misses the target).",
+        "Cells: mean ± standard deviation over seeds (each seed interpolated at its own sparsemax L0); with "
+        "one seed, NMSE [bootstrap 95 % interval over held-out examples].",
+        "NMSE = Σ‖x − x̂‖² / Σ‖x‖² (uncentred ratio of sums); EV = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² (negative when "
+        "worse than the mean); per-token NMSE = mean over tokens of ‖x − x̂‖²/‖x‖²; CE Δ and KL: next-token "
+        "cross-entropy increase and KL(clean ‖ spliced) per token (language only).",
+    ]
     return t
 
 
@@ -388,23 +477,39 @@ def _ci_text(ref: pd.DataFrame, seeds: list, fmt: str) -> str:
 def probing(df: pd.DataFrame) -> Table:
     """Sparse probing accuracy (module docstring)."""
     sub = df[(df["eval"] == "probing") & (df["setting"] == "default")]
-    t = Table("probing", "Sparse probing accuracy (balanced one-vs-rest, mean over classes)",
-              ["dataset", "representation", "top 1", "top 2", "top 5", "all"])
+    t = Table(
+        "probing",
+        "Sparse probing accuracy (balanced one-vs-rest, mean over classes)",
+        ["dataset", "representation", "top 1", "top 2", "top 5", "all"],
+    )
     for (backbone, dataset), g in sub.groupby(["backbone", "dataset"]):
         where = f"{dataset} ({backbone})"
-        t.rows.append([where, "raw activations"] + [_cell(*_stats(g, metric=f"raw_top_{k}")) for k in (1, 2, 5)]
-                      + [_cell(*_stats(g, metric="raw_all"))])
+        t.rows.append(
+            [where, "raw activations"]
+            + [_cell(*_stats(g, metric=f"raw_top_{k}")) for k in (1, 2, 5)]
+            + [_cell(*_stats(g, metric="raw_all"))]
+        )
         for k in sorted(set(g["kind"]), key=lambda k: (kinds.rank(k), k)):
-            t.rows.append([where, f"{kinds.label(k)} latents ({_fmt_x(g[g['kind'] == k]['expansion'].iloc[0])}×d)"]
-                          + [_cell(*_stats(g, kind=k, metric=f"sae_top_{n}")) for n in (1, 2, 5)] + ["–"])
-    t.notes = ["SAEBench recipe: encode every token, mean-pool over real tokens, top-k latents by |mean difference| "
-               "on the training split, logistic regression (C = 1); raw rows use the pooled activations."]
+            t.rows.append(
+                [where, f"{kinds.label(k)} latents ({_fmt_x(g[g['kind'] == k]['expansion'].iloc[0])}×d)"]
+                + [_cell(*_stats(g, kind=k, metric=f"sae_top_{n}")) for n in (1, 2, 5)]
+                + ["–"]
+            )
+    t.notes = [
+        "SAEBench recipe: encode every token, mean-pool over real tokens, top-k latents by |mean difference| "
+        "on the training split, logistic regression (C = 1); raw rows use the pooled activations."
+    ]
     return t
 
 
 _BUILD: dict[str, Callable[[pd.DataFrame], Table]] = {
-    "table_a": table_a, "table_b": table_b, "topn_methods": topn_methods, "guidance": guidance,
-    "matched_l0": matched_l0, "probing": probing}
+    "table_a": table_a,
+    "table_b": table_b,
+    "topn_methods": topn_methods,
+    "guidance": guidance,
+    "matched_l0": matched_l0,
+    "probing": probing,
+}
 
 
 def _external(df: pd.DataFrame) -> Table:
@@ -434,8 +539,10 @@ def training_notes(df: pd.DataFrame, table: Table) -> list[str]:
     if len(bad):
         from repro.train import CONVERGED_RTOL
 
-        out.append(f"Not converged (held-out NMSE still falling > {CONVERGED_RTOL:.0%} over the quarter of the run "
-                   f"before the lr decay begins, or the last quarter without one): {', '.join(bad)}.")
+        out.append(
+            f"Not converged (held-out NMSE still falling > {CONVERGED_RTOL:.0%} over the quarter of the run "
+            f"before the lr decay begins, or the last quarter without one): {', '.join(bad)}."
+        )
     tokens = train[train["metric"] == "tokens_seen"]["value"].dropna()
     if len(tokens):
         out.append(f"Every SAE behind this table saw at least {int(tokens.min()):,} training tokens.")

@@ -14,8 +14,10 @@ def check_catalogue() -> None:
     """Every registered kind is declared in :mod:`repro.kinds` and every declared kind is registered."""
     registered, declared = set(registry()), set(CATALOGUE)
     if registered != declared:
-        raise RuntimeError(f"SAE kinds registered without a repro.kinds entry: {sorted(registered - declared)}; "
-                           f"declared without a registered class: {sorted(declared - registered)}")
+        raise RuntimeError(
+            f"SAE kinds registered without a repro.kinds entry: {sorted(registered - declared)}; "
+            f"declared without a registered class: {sorted(declared - registered)}"
+        )
 
 
 check_catalogue()

@@ -76,8 +76,10 @@ class NormalisedSAE(SAE):
     def decode(self, acts: Tensor, ctx: Tensor | None = None) -> Tensor:
         """x_hat = ||x|| * ((acts D) P); ``ctx`` = the input norms ||x|| (..., 1), :meth:`input_context`."""
         if ctx is None:
-            raise ValueError(f"{self.kind} decodes in unit-norm space: pass ctx=||x|| (shape (..., 1), "
-                             "sae.input_context(x)), or call forward(x)")
+            raise ValueError(
+                f"{self.kind} decodes in unit-norm space: pass ctx=||x|| (shape (..., 1), "
+                "sae.input_context(x)), or call forward(x)"
+            )
         x_norm = ctx
         out = acts @ self.decode_rows()
         post = self.decode_post()
@@ -178,8 +180,9 @@ class NormalisedSparsemaxSAE(NormalisedSAE):
             self.update_freq(fired)
             self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired > 0, 0)
         l0 = (vals.detach() != 0).sum(dim=-1)
-        return recon, self.log_parts(recon, mse, l0, l0_pos=(vals.detach() > 0).sum(-1).double().mean(),
-                                     support_size=support_l0.double().mean())
+        return recon, self.log_parts(
+            recon, mse, l0, l0_pos=(vals.detach() > 0).sum(-1).double().mean(), support_size=support_l0.double().mean()
+        )
 
     def fast_forward(self, x_n: Tensor, x_norm: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(x_hat, support values (N, w), their indices (N, w), support mask (N, w)): dense no-grad scores,
@@ -352,8 +355,9 @@ class AttentionReLUSAE(ConceptAttention, NormalisedSAE):
         recon = self.objective(x, x_hat, x_norm)
         penalty = self.cfg.l1_coefficient * l1
         loss = recon + penalty
-        return loss, self.log_parts(loss, mse_per_token(x.detach(), x_hat.detach()), l0, l1=l1, recon=recon,
-                                    sparsity_loss=penalty)
+        return loss, self.log_parts(
+            loss, mse_per_token(x.detach(), x_hat.detach()), l0, l1=l1, recon=recon, sparsity_loss=penalty
+        )
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,12 @@ class SAEConfig:
         require(isinstance(self.d_in, int) and self.d_in > 0, "d_in", self.d_in, "a positive integer")
         require(isinstance(self.d_sae, int) and self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
         require(isinstance(self.seed, int), "seed", self.seed, "an integer")
-        require(self.dead_window is None or (isinstance(self.dead_window, int) and self.dead_window > 0),
-                "dead_window", self.dead_window, "None or a positive integer (tokens)")
+        require(
+            self.dead_window is None or (isinstance(self.dead_window, int) and self.dead_window > 0),
+            "dead_window",
+            self.dead_window,
+            "None or a positive integer (tokens)",
+        )
         require(self.decode in ("auto", "dense", "sparse"), "decode", self.decode, "'auto', 'dense' or 'sparse'")
 
 
@@ -223,9 +227,13 @@ class SAE(nn.Module):
         """The ``parts`` dict of :meth:`loss`: detached floats ``loss``, ``mse``, ``l0`` (mean count of
         nonzero acts per token, from the per-token counts ``l0``), ``l0_max``, ``dead_fraction`` (share
         of latents silent for ``dead_window_tokens`` training tokens) and any extra named terms."""
-        parts = {"loss": float(loss.detach()), "mse": float(mse.detach()), "l0": float(l0.double().mean()),
-                 "l0_max": float(l0.max()) if l0.numel() else 0.0,
-                 "dead_fraction": float(self.dead_mask().double().mean())}
+        parts = {
+            "loss": float(loss.detach()),
+            "mse": float(mse.detach()),
+            "l0": float(l0.double().mean()),
+            "l0_max": float(l0.max()) if l0.numel() else 0.0,
+            "dead_fraction": float(self.dead_mask().double().mean()),
+        }
         parts.update({k: float(v.detach()) for k, v in extra.items()})
         return parts
 
@@ -301,8 +309,10 @@ def make_config(kind: str, d_in: int, d_sae: int, **hparams: Any) -> SAEConfig:
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(hparams) - names)
     if unknown:
-        raise ValueError(f"unknown hyperparameter(s) for kind {kind!r}: {', '.join(unknown)}; "
-                         f"accepted: {', '.join(sorted(names - {'d_in', 'd_sae'}))}")
+        raise ValueError(
+            f"unknown hyperparameter(s) for kind {kind!r}: {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(names - {'d_in', 'd_sae'}))}"
+        )
     cfg = config_cls(d_in=d_in, d_sae=d_sae, **hparams)
     cfg.validate()
     return cfg
@@ -328,11 +338,15 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> S
     except json.JSONDecodeError as e:
         raise ValueError(f"corrupt SAE config {cfg_file}: {e}") from None
     if record.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{cfg_file}: schema_version {record.get('schema_version')!r} is not supported "
-                         f"(this version reads {SCHEMA_VERSION})")
+        raise ValueError(
+            f"{cfg_file}: schema_version {record.get('schema_version')!r} is not supported "
+            f"(this version reads {SCHEMA_VERSION})"
+        )
     if file_sha256(weights_file) != record.get("weights_sha256"):
-        raise ValueError(f"corrupt SAE weights {weights_file}: its sha256 differs from the one recorded in "
-                         f"{cfg_file} (the file was changed or damaged after it was written)")
+        raise ValueError(
+            f"corrupt SAE weights {weights_file}: its sha256 differs from the one recorded in "
+            f"{cfg_file} (the file was changed or damaged after it was written)"
+        )
     config = dict(record["config"])
     sae = create(record["kind"], config.pop("d_in"), config.pop("d_sae"), **config)
     try:

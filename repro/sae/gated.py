@@ -87,5 +87,4 @@ class GatedSAE(LinearSAE):
         aux = mse_per_token(x_n, gate_recon)
         penalty = self.cfg.l1_coefficient * l1
         loss = recon + penalty + aux
-        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l1=l1, aux_mse=aux,
-                                    sparsity_loss=penalty)
+        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l1=l1, aux_mse=aux, sparsity_loss=penalty)

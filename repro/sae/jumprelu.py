@@ -129,8 +129,11 @@ class JumpReLUSAE(LinearSAE):
     def fit_to_data(self, sample: Tensor) -> dict[str, float]:
         record = super().fit_to_data(sample)
         self.rms_norm.fill_(record["normalised_mean_sq_norm"] ** 0.5)
-        return record | {"rms_norm": float(self.rms_norm), "bandwidth": self.bandwidth,
-                         "threshold_init": self.cfg.init_threshold * float(self.rms_norm)}
+        return record | {
+            "rms_norm": float(self.rms_norm),
+            "bandwidth": self.bandwidth,
+            "threshold_init": self.cfg.init_threshold * float(self.rms_norm),
+        }
 
     def thresholds(self) -> Tensor:
         return self.theta().detach()
@@ -173,6 +176,13 @@ class JumpReLUSAE(LinearSAE):
         recon, raw_mse = self.reconstruction_terms(x_n, x_hat, ctx)
         penalty = self.cfg.l0_coefficient * l0_penalty
         loss = recon + penalty
-        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l0_penalty=l0_penalty,
-                                    sparsity_loss=penalty, threshold_mean=theta.detach().mean(),
-                                    window_fraction=torch.tensor(window / (len(x_n) * self.cfg.d_sae)))
+        return loss, self.log_parts(
+            loss,
+            raw_mse,
+            l0,
+            recon=recon,
+            l0_penalty=l0_penalty,
+            sparsity_loss=penalty,
+            threshold_mean=theta.detach().mean(),
+            window_fraction=torch.tensor(window / (len(x_n) * self.cfg.d_sae)),
+        )

@@ -111,8 +111,10 @@ class LinearSAE(SAE):
         """Raw units from normalised ones (the inverse of :meth:`normalise`)."""
         if self.cfg.input_norm == "token":
             if ctx is None:
-                raise ValueError(f"{self.kind} with input_norm='token' decodes per-token standardised inputs: "
-                                 "pass ctx=sae.input_context(x), or call forward(x)")
+                raise ValueError(
+                    f"{self.kind} with input_norm='token' decodes per-token standardised inputs: "
+                    "pass ctx=sae.input_context(x), or call forward(x)"
+                )
             return y * ctx[..., :1] + ctx[..., 1:]
         if self.cfg.input_norm == "scalar":
             return y / self.input_scale

@@ -62,5 +62,4 @@ class ReLUSAE(LinearSAE):
         recon, raw_mse = self.reconstruction_terms(x_n, x_hat, ctx)
         penalty = self.cfg.l1_coefficient * l1
         loss = recon + penalty
-        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l1=l1,
-                                    sparsity_loss=penalty)
+        return loss, self.log_parts(loss, raw_mse, l0, recon=recon, l1=l1, sparsity_loss=penalty)

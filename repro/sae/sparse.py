@@ -120,8 +120,9 @@ class _GatheredScores(torch.autograd.Function):
         return grad_q, grad_w, None, None, None
 
 
-def _sparse_score_grads(q: Tensor, weight: Tensor, code: Ragged, g: Tensor,
-                        needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
+def _sparse_score_grads(
+    q: Tensor, weight: Tensor, code: Ragged, g: Tensor, needs: tuple[bool, ...]
+) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of the scores ``<q[row], weight[col]>`` of the entries of ``code`` given their output
     gradients ``g``: ``dq[t] = sum_e g_e W[col_e]`` and ``dW[i] = sum_e g_e q[row_e]``, as embedding_bag sums."""
     grad_q = grad_w = None
@@ -163,8 +164,9 @@ def ragged_decode(values: Tensor, code: Ragged, weight: Tensor) -> Tensor:
     return F.embedding_bag(code.cols, weight, code.offsets, per_sample_weights=values, mode="sum")
 
 
-def gathered_scores(q: Tensor, weight: Tensor, indices: Tensor, values: Tensor | None = None,
-                    mask: Tensor | None = None) -> Tensor:
+def gathered_scores(
+    q: Tensor, weight: Tensor, indices: Tensor, values: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
     """Differentiable ``<q[t], weight[indices[t, j]]>`` for ``q (N, d)``, ``weight (M, d)``,
     ``indices (N, k)``; entries where ``mask (N, k)`` is False are 0 and get no gradient. ``values``
     are the scores if already computed (no second product)."""

@@ -31,10 +31,15 @@ class TopKConfig(LinearConfig):
 
     def validate(self) -> None:
         super().validate()
-        require(isinstance(self.k, int) and 0 < self.k <= self.d_sae, "k", self.k,
-                 f"an integer in [1, d_sae={self.d_sae}]")
-        require(self.aux_k is None or (isinstance(self.aux_k, int) and 0 < self.aux_k <= self.d_sae), "aux_k",
-                 self.aux_k, f"None or an integer in [1, d_sae={self.d_sae}]")
+        require(
+            isinstance(self.k, int) and 0 < self.k <= self.d_sae, "k", self.k, f"an integer in [1, d_sae={self.d_sae}]"
+        )
+        require(
+            self.aux_k is None or (isinstance(self.aux_k, int) and 0 < self.aux_k <= self.d_sae),
+            "aux_k",
+            self.aux_k,
+            f"None or an integer in [1, d_sae={self.d_sae}]",
+        )
         require_nonnegative("auxk_coefficient", self.auxk_coefficient)
 
 
@@ -113,8 +118,9 @@ class TopKSAE(LinearSAE):
         active = vals.detach() != 0
         return self.loss_with_auxk(x, x_hat, pre, ctx, idx[active], active.sum(dim=-1))
 
-    def loss_with_auxk(self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: Tensor | None, fired: Tensor,
-                       l0: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss_with_auxk(
+        self, x: Tensor, x_hat: Tensor, pre: Tensor, ctx: Tensor | None, fired: Tensor, l0: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
         """MSE + the weighted AuxK term (class docstring) and the log parts, from the reconstruction, the
         no-grad pre-activations, the latents that fired (one entry per firing) and the per-token L0."""
         recon, raw_mse = self.reconstruction_terms(x, x_hat, ctx)
@@ -218,7 +224,7 @@ class BatchTopKSAE(TopKSAE):
         n_keep = self.cfg.k * len(x)
         kept = []  # each chunk's n_keep + 1 largest entries hold the global ones
         for lo in range(0, len(x), batch_size):
-            pre = self.pre_activation(self.normalise(x[lo:lo + batch_size])[0]).flatten()
+            pre = self.pre_activation(self.normalise(x[lo : lo + batch_size])[0]).flatten()
             kept.append(pre.topk(min(n_keep + 1, pre.numel())).values)
         pool = torch.cat(kept)
         if len(pool) <= n_keep:

@@ -47,8 +47,16 @@ wildcard_constraints:
 
 def backbone(role):
     """The role's backbone entry with the schema's defaults filled in."""
-    return {"seed": 0, "train_limit": None, "test_limit": None, "dtype": "float32", "data_root": None,
-            "max_norm_ratio": None, "image_size": None, **config["backbones"][role]}
+    return {
+        "seed": 0,
+        "train_limit": None,
+        "test_limit": None,
+        "dtype": "float32",
+        "data_root": None,
+        "max_norm_ratio": None,
+        "image_size": None,
+        **config["backbones"][role],
+    }
 
 
 def token_filter_option(role):
@@ -120,8 +128,11 @@ def external_entry(wc):
 def external_inputs(wc):
     """The role's cache pointer and the SAELens folder's two files (a changed SAE is imported again)."""
     folder = Path(external_entry(wc)["path"])
-    return {"cache": f"{CACHE}/pointers/{config['name']}/{wc.role}.json", "cfg": str(folder / "cfg.json"),
-            "weights": str(folder / "sae_weights.safetensors")}
+    return {
+        "cache": f"{CACHE}/pointers/{config['name']}/{wc.role}.json",
+        "cfg": str(folder / "cfg.json"),
+        "weights": str(folder / "sae_weights.safetensors"),
+    }
 
 
 def import_options(wc):
@@ -131,16 +142,28 @@ def import_options(wc):
 
 
 def eval_settings():
-    e = {"selection": "nonzero", "head": "auto", "threshold": 0.2, "ns": [1, 5, 10, 50], "top_k": 50, "lm_texts": 64,
-         "batch_size": 32, **config["evaluation"]}
-    return (f"--selection {e['selection']} --head {e['head']} --threshold {e['threshold']} --ns {' '.join(map(str, e['ns']))} --top-k {e['top_k']} "
-            f"--lm-texts {e['lm_texts']} --batch-size {e['batch_size']}")
+    e = {
+        "selection": "nonzero",
+        "head": "auto",
+        "threshold": 0.2,
+        "ns": [1, 5, 10, 50],
+        "top_k": 50,
+        "lm_texts": 64,
+        "batch_size": 32,
+        **config["evaluation"],
+    }
+    return (
+        f"--selection {e['selection']} --head {e['head']} --threshold {e['threshold']} --ns {' '.join(map(str, e['ns']))} --top-k {e['top_k']} "
+        f"--lm-texts {e['lm_texts']} --batch-size {e['batch_size']}"
+    )
 
 
 def eval_outputs():
     """The evaluation index of every run of the plan, trained and imported."""
-    return sorted([f"{run_path(run)}/eval/index.json" for run in PLAN.runs.values()]
-                  + [f"{RUNS}/{run_id}/eval/index.json" for run_id in PLAN.external])
+    return sorted(
+        [f"{run_path(run)}/eval/index.json" for run in PLAN.runs.values()]
+        + [f"{RUNS}/{run_id}/eval/index.json" for run_id in PLAN.external]
+    )
 
 
 def aggregate_inputs(wildcards):
@@ -184,6 +207,9 @@ def final_outputs():
     names = TABLE_NAMES + ((EXTERNAL_TABLE,) if PLAN.external else ())
     tables = [f"{RESULTS}/tables/{t}.{ext}" for t in names for ext in ("md", "tex")]
     figures = [f"{FIGURES}/{f}.{ext}" for f in FIGURE_SOURCES for ext in ("pdf", "png")]
-    synthetic = [f"{RESULTS}/{name}/table.md" for name in synthetic_benchmarks()] \
-        if config["experiments"].get("synthetic", {}).get("enabled") else []
+    synthetic = (
+        [f"{RESULTS}/{name}/table.md" for name in synthetic_benchmarks()]
+        if config["experiments"].get("synthetic", {}).get("enabled")
+        else []
+    )
     return [f"{RESULTS}/metrics.csv", *tables, *figures, f"{RESULTS}/audit.md", *synthetic, *records]

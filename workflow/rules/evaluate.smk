@@ -7,8 +7,19 @@ rule evaluate:
         summary=f"{RUNS}/{{run}}/train.json",
     output:
         index=f"{RUNS}/{{run}}/eval/index.json",
+    log:
+        f"{RUNS}/logs/evaluate/{{run}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/evaluate/{{run}}.tsv"
     wildcard_constraints:
         run=r"(language|vision)/.+",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=GPUS,
     params:
         run_dir=lambda wc, input: str(Path(input.summary).parent),
         out_dir=lambda wc, output: str(Path(output.index).parent),
@@ -18,17 +29,6 @@ rule evaluate:
         data_root=lambda wc: data_root_option(role_of(wc.run)),
         cache=CACHE,
         device=DEVICE,
-    log:
-        f"{RUNS}/logs/evaluate/{{run}}.log",
-    benchmark:
-        f"{RUNS}/benchmarks/evaluate/{{run}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=GPUS,
-    conda:
-        ENV
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli evaluate --run {params.run_dir} {params.evals} "
         "--out {params.out_dir} --index {output.index} --test-limit {params.test_limit} {params.settings} "

@@ -5,6 +5,17 @@
 rule extract:
     output:
         pointer=f"{CACHE}/pointers/{config['name']}/{{role}}.json",
+    log:
+        f"{RUNS}/logs/extract-{{role}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/extract-{{role}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPUS,
     params:
         b=lambda wc: backbone(wc.role),
         limit=lambda wc: limit_option(backbone(wc.role)["train_limit"]),
@@ -13,17 +24,6 @@ rule extract:
         image_size=lambda wc: image_size_option(wc.role),
         cache=lambda wc, output: str(Path(output.pointer).parents[2]),
         device=DEVICE,
-    log:
-        f"{RUNS}/logs/extract-{{role}}.log",
-    benchmark:
-        f"{RUNS}/benchmarks/extract-{{role}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPUS,
-    conda:
-        ENV
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli extract --backbone {params.b[name]} --layer {params.b[hook]} "
         "--dataset {params.b[dataset]} --split train {params.limit} --seed {params.b[seed]} --dtype {params.b[dtype]} "

@@ -8,19 +8,12 @@ rule train:
         unpack(train_inputs),
     output:
         summary=f"{RUN_PATTERN}/train.json",
-    params:
-        run_dir=lambda wc, output: str(Path(output.summary).parent),
-        hparams=set_options,
-        guide=lambda wc, input: f"--guide {input.guide}" if "guide" in input.keys() else "",
-        t={"checkpoint_every": 0, "decay": "linear", "decay_start": 0.8, "grad_clip": 1.0, **config["train"]},
-        lr=lambda wc: learning_rate(config, wc.kind),
-        val=lambda wc: "" if config["train"].get("val_tokens") is None else f"--val-tokens {config['train']['val_tokens']}",
-        labels=label_options,
-        device=DEVICE,
     log:
         f"{RUNS}/logs/train/{RUN_NAME}.log",
     benchmark:
         f"{RUNS}/benchmarks/train/{RUN_NAME}.tsv"
+    conda:
+        ENV
     # One thread per job: on 2 cores two 1-thread jobs train 1.26 x as many SAEs per hour as one 2-thread job
     # (vision TopK k=32, 2 x d, 1,250 steps: 58.4 s alone on 2 threads, 92.5 s on 1 thread beside another
     # job; the same weights either way). On a GPU the trainer's CPU side is one thread's work.
@@ -29,8 +22,17 @@ rule train:
         mem_mb=8000,
         runtime=240,
         gpu=GPUS,
-    conda:
-        ENV
+    params:
+        run_dir=lambda wc, output: str(Path(output.summary).parent),
+        hparams=set_options,
+        guide=lambda wc, input: f"--guide {input.guide}" if "guide" in input.keys() else "",
+        t={"checkpoint_every": 0, "decay": "linear", "decay_start": 0.8, "grad_clip": 1.0, **config["train"]},
+        lr=lambda wc: learning_rate(config, wc.kind),
+        val=lambda wc: (
+            "" if config["train"].get("val_tokens") is None else f"--val-tokens {config['train']['val_tokens']}"
+        ),
+        labels=label_options,
+        device=DEVICE,
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli train --cache {input.cache} --kind {wildcards.kind} "
         "--expansion {wildcards.expansion} {params.hparams} {params.guide} --steps {params.t[steps]} "
@@ -45,23 +47,23 @@ rule guide:
         summary=f"{RUNS}/{{role}}/{GUIDE_SOURCE}/default/x{{expansion}}/s{{seed}}/train.json",
     output:
         guide=f"{RUNS}/{{role}}/{GUIDE_SOURCE}/default/x{{expansion}}/s{{seed}}/guide.json",
+    log:
+        f"{RUNS}/logs/guide/{{role}}-x{{expansion}}-s{{seed}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/guide/{{role}}-x{{expansion}}-s{{seed}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=GPUS,
     params:
         run_dir=lambda wc, input: str(Path(input.summary).parent),
         test_limit=lambda wc: test_limit(wc.role),
         data_root=lambda wc: data_root_option(wc.role),
         cache=CACHE,
         device=DEVICE,
-    log:
-        f"{RUNS}/logs/guide/{{role}}-x{{expansion}}-s{{seed}}.log",
-    benchmark:
-        f"{RUNS}/benchmarks/guide/{{role}}-x{{expansion}}-s{{seed}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=GPUS,
-    conda:
-        ENV
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli guide --from {params.run_dir} --no-relu --cache-root {params.cache} "
         "{params.data_root} --test-limit {params.test_limit} --device {params.device} --quiet --out {output.guide} "
@@ -75,18 +77,18 @@ rule import_sae:
         unpack(external_inputs),
     output:
         summary=f"{RUNS}/{{role}}/{EXTERNAL}/{{name}}/train.json",
-    params:
-        folder=lambda wc, input: str(Path(input.cfg).parent),
-        run_dir=lambda wc, output: str(Path(output.summary).parent),
-        options=import_options,
     log:
         f"{RUNS}/logs/import/{{role}}-{{name}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        folder=lambda wc, input: str(Path(input.cfg).parent),
+        run_dir=lambda wc, output: str(Path(output.summary).parent),
+        options=import_options,
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli import {params.folder} --cache {input.cache} "
         "--out {params.run_dir} {params.options} > {log} 2>&1"
