@@ -1,80 +1,13 @@
-"""Streaming, float64, batch-split-invariant reconstruction and sparsity metrics for SAEs.
-
-Definitions follow ``shared/reference/metrics.md`` (sections 0-5 and 7). Notation: the evaluation
-set has N tokens t = 1..N (every leading dimension of the inputs is flattened into tokens),
-x_t ∈ R^d is the input activation, x̂_t its reconstruction, r_t = x_t - x̂_t the residual and
-f_t ∈ R^F the latent code (F = ``d_sae``). ‖·‖ is the Euclidean norm over the last dimension.
-Every accumulation happens in float64 (inputs of any floating dtype are cast first), under
-``torch.no_grad()``, and only sums / counts / histograms / pairwise-merged moments are stored, so
-every key below is independent of how the data is split into batches and of the batch order (up
-to float64 rounding, ~1e-12 relative or better; integer quantities are exact).
-
-Accumulated state: N; the per-dimension mean m ∈ R^d and centred sum of squares M2 ∈ R^d, merged
-with the pairwise (Chan et al.) update; Q_x = Σ_t ‖x_t‖², Q_r = Σ_t ‖r_t‖², Q_x̂ = Σ_t ‖x̂_t‖²,
-P = Σ_t ⟨x_t, x̂_t⟩; per-token-ratio sums; the per-latent firing counts c_i = Σ_t 1[f_ti ≠ 0];
-the integer histogram h[k] = #{t : L0_t = k} of the per-token L0_t = #{i : f_ti ≠ 0}.
-
-Keys of :meth:`ReconstructionMetrics.compute` (plain Python ``int``/``float``/``bool``/``list``/
-``dict``, JSON-serialisable; NaN where a quantity is undefined):
-
-- ``n_tokens``: N (int).
-- ``d_in``, ``d_sae``: d and F (int).
-- ``mse``: Q_r / N  (sum over dimensions, mean over tokens).
-- ``mse_per_dim``: Q_r / (N·d).
-- ``nmse``: Q_r / Q_x  (ratio of sums, uncentred; NaN if Q_x = 0).
-- ``nmse_tok``: mean over tokens with ‖x_t‖ > 0 of ‖r_t‖²/‖x_t‖² (tokens with ‖x_t‖² = 0 are
-  excluded and counted in ``n_zero_norm_tokens``; NaN if no token qualifies).
-- ``n_zero_norm_tokens``: #{t : ‖x_t‖² = 0} (int).
-- ``total_variance``: V = Σ_d M2_d / N = Q_x/N - ‖S/N‖² with S = Σ_t x_t (population variance
-  summed over dimensions; computed from the pairwise-merged M2, not from the raw difference).
-- ``explained_variance`` and its alias ``ev``: 1 - (Q_r/N) / V  (centred; may be negative, never
-  clamped).
-- ``fvu``: 1 - ev = (Q_r/N) / V.
-- ``variance_degenerate``: True iff V = 0 or V ≤ 1e-12 · (Q_x/N); then ``explained_variance``,
-  ``ev`` and ``fvu`` are NaN (no exception, no warning).
-- ``ev_uncentred``: 1 - nmse = 1 - Q_r/Q_x.
-- ``cosine`` and its alias ``cos_sim``: (1/N) Σ_t cos(x_t, x̂_t) with
-  cos = ⟨x_t, x̂_t⟩/(‖x_t‖‖x̂_t‖), defined as 0 when ‖x_t‖·‖x̂_t‖ = 0 (such tokens stay in N).
-- ``l2_ratio``: mean over tokens with ‖x_t‖ > 0 of ‖x̂_t‖/‖x_t‖ (zero-norm tokens excluded; NaN
-  if none).
-- ``relative_reconstruction_bias`` and its alias ``rel_recon_bias``: Q_x̂ / P
-  = Σ_t ‖x̂_t‖² / Σ_t ⟨x_t, x̂_t⟩ (NaN if P = 0). 1 = unbiased, < 1 = shrinkage.
-- ``l0``: (1/N) Σ_t #{i : f_ti ≠ 0}  (a count in [0, F], not a fraction).
-- ``l0_pos``: (1/N) Σ_t #{i : f_ti > 0}.
-- ``l0_quantiles``: dict with keys "p5", "p25", "p50", "p75", "p95", "p99", "min", "max" of the
-  per-token L0, computed exactly from the histogram h. The q-quantile uses linear interpolation
-  between order statistics (the default of ``torch.quantile``/``numpy.quantile``): with the
-  sorted per-token L0 values v_0 ≤ … ≤ v_{N-1}, p = q·(N-1),
-  value = v_⌊p⌋ + (p - ⌊p⌋)·(v_⌈p⌉ - v_⌊p⌋).
-- ``l0_hist``: list of counts, ``l0_hist[k]`` = #{t : L0_t = k}, length max_t L0_t + 1. If
-  ``l0_hist_max`` was given and some token has L0_t > ``l0_hist_max``, the list has length
-  ``l0_hist_max`` + 2: entries 0..``l0_hist_max`` are exact counts and the last entry is the
-  overflow bucket #{t : L0_t > l0_hist_max}. (Quantiles always use the full, uncapped histogram.)
-- ``l0_hist_overflow``: #{t : L0_t > l0_hist_max} (int; 0 when uncapped).
-- ``l1``: (1/N) Σ_t Σ_i |f_ti|.
-- ``dead_fraction`` and its alias ``frac_dead``: (1/F) #{i : c_i = 0} (dead relative to the N
-  tokens seen; report ``n_tokens`` with it).
-- ``dense_fraction`` and its alias ``frac_dense_10pct``: (1/F) #{i : c_i/N > 0.10}.
-- ``dense_fraction_1pct`` and its alias ``frac_dense_1pct``: (1/F) #{i : c_i/N > 0.01}.
-
-The per-latent firing frequency c_i/N (over tokens, not images) is returned by
-:meth:`ReconstructionMetrics.latent_firing_rate` rather than in the dict.
+"""The streaming accumulator :class:`ReconstructionMetrics`: float64 sums, counts, histograms and
+pairwise-merged moments, so that every metric is independent of batching. The keys of
+:meth:`ReconstructionMetrics.compute`, their formulas and the notation are defined in :mod:`repro.metrics`.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-
-__all__ = [
-    "L0_QUANTILES",
-    "VARIANCE_DEGENERATE_RTOL",
-    "ReconstructionMetrics",
-    "bootstrap_balanced_accuracy_ci",
-    "bootstrap_ratio_ci",
-]
 
 #: V ≤ VARIANCE_DEGENERATE_RTOL · (Q_x/N) (or V == 0) marks the variance as degenerate.
 VARIANCE_DEGENERATE_RTOL = 1e-12
@@ -126,9 +59,9 @@ class ReconstructionMetrics:
     """Streaming float64 accumulator of reconstruction, sparsity and dead/dense-latent metrics.
 
     Call :meth:`update` once per batch, :meth:`merge` to combine accumulators (e.g. across
-    workers), and :meth:`compute` for the result dict (keys and formulas in the module
-    docstring). State tensors live on the device of the first batch; :meth:`compute` returns
-    plain Python values.
+    workers), and :meth:`compute` for the result dict (keys and formulas in the docstring of
+    :mod:`repro.metrics`). State tensors live on the device of the first batch; :meth:`compute`
+    returns plain Python values.
     """
 
     def __init__(self, d_sae: int, l0_hist_max: int | None = None) -> None:
@@ -323,7 +256,7 @@ class ReconstructionMetrics:
 
     @torch.no_grad()
     def compute(self) -> dict:
-        """Return every metric as plain Python values; see the module docstring for each formula.
+        """Return every metric as plain Python values; see :mod:`repro.metrics` for each formula.
 
         Main formulas: mse = Q_r/N; nmse = Q_r/Q_x; V = Σ_d M2_d/N; ev = 1 - (Q_r/N)/V (NaN and
         ``variance_degenerate`` = True when V = 0 or V ≤ 1e-12·Q_x/N); l0 = Σ_k k·h[k]/N.
@@ -411,66 +344,3 @@ class ReconstructionMetrics:
             "dense_fraction_1pct": dense1,
             "frac_dense_1pct": dense1,
         }
-
-
-def bootstrap_balanced_accuracy_ci(
-    hits: np.ndarray, labels: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
-) -> dict:
-    """Stratified percentile bootstrap of a class-balanced accuracy in percent,
-    A = 100 · mean_c (Σ_{e ∈ c} hit_e / n_c) over the classes c present in ``labels``: each of the ``n_boot``
-    resamples (seeded) redraws the n_c examples of every class with replacement, so class sizes stay fixed
-    and A keeps its definition. Returns value, lo, hi (the ``level`` interval), n_examples, n_boot, level,
-    unit. With one seed, every setting of one run uses the same draws (common random numbers)."""
-    hit = np.asarray(hits, dtype=np.float64)
-    lab = np.asarray(labels)
-    if hit.shape != lab.shape or hit.ndim != 1 or len(hit) == 0:
-        raise ValueError("bootstrap_balanced_accuracy_ci needs hits and labels as 1-d arrays of one nonzero length")
-    classes = np.unique(lab)
-    value = 100 * float(np.mean([hit[lab == c].mean() for c in classes]))
-    rng = np.random.default_rng(seed)
-    acc = np.zeros(n_boot)
-    for c in classes:
-        h = hit[lab == c]
-        acc += h[rng.integers(0, len(h), size=(n_boot, len(h)))].mean(1)
-    acc *= 100 / len(classes)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(acc, [alpha, 1 - alpha])
-    return {
-        "value": value,
-        "lo": float(lo),
-        "hi": float(hi),
-        "n_examples": int(len(hit)),
-        "n_boot": int(n_boot),
-        "level": float(level),
-        "unit": "example, stratified by class",
-    }
-
-
-def bootstrap_ratio_ci(
-    numerators: np.ndarray, denominators: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
-) -> dict:
-    """Percentile bootstrap over examples of a ratio of sums R = Σ_e num_e / Σ_e den_e (the NMSE with
-    num = per-example Σ_t ||x − x̂||², den = Σ_t ||x||²): ``n_boot`` resamples of the E examples with
-    replacement (seeded), the ``level`` interval of R over them. Returns value, lo, hi, n_examples,
-    n_boot, level, unit ("example")."""
-    num = np.asarray(numerators, dtype=np.float64)
-    den = np.asarray(denominators, dtype=np.float64)
-    if num.shape != den.shape or num.ndim != 1 or len(num) == 0:
-        raise ValueError("bootstrap_ratio_ci needs two 1-d arrays of the same nonzero length")
-    value = float(num.sum() / den.sum())
-    rng = np.random.default_rng(seed)
-    ratios = np.empty(n_boot)
-    for lo in range(0, n_boot, 100):  # 100 resamples at a time: memory stays O(100 E)
-        draws = rng.integers(0, len(num), size=(min(100, n_boot - lo), len(num)))
-        ratios[lo : lo + len(draws)] = num[draws].sum(1) / den[draws].sum(1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(ratios, [alpha, 1 - alpha])
-    return {
-        "value": value,
-        "lo": float(lo),
-        "hi": float(hi),
-        "n_examples": int(len(num)),
-        "n_boot": int(n_boot),
-        "level": float(level),
-        "unit": "example",
-    }
