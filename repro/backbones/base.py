@@ -1,4 +1,6 @@
-"""The :class:`Backbone` interface and the helpers shared by the backbone families.
+"""The :class:`Backbone` interface, its image and text bases, and the helpers shared by the backbone families
+(kept in :mod:`repro.backbones.hooks`, :mod:`repro.backbones.preprocessing` and :mod:`repro.backbones.digests`,
+and re-exported here, where the families import them from).
 
 A backbone turns raw examples into model inputs (:meth:`Backbone.preprocess`), reads activations at a
 named hook point (:meth:`Backbone.activations`, stopping the forward pass there), and runs the rest of
@@ -17,20 +19,58 @@ temporary hooks used to stop or splice a forward pass act only in the thread tha
 from __future__ import annotations
 
 import abc
-import contextlib
-import hashlib
-import importlib.metadata
-import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from repro.backbones.digests import (
+    clear_shared,
+    file_digest,
+    files_digest,
+    frozen,
+    library_versions,
+    shared,
+    state_dict_digest,
+    version,
+)
+from repro.backbones.hooks import (
+    call_of,
+    map_from_tokens,
+    masked_mean,
+    output_of,
+    replaced_input,
+    replaced_output,
+    run_layers_from,
+    tokens_from_map,
+)
+from repro.backbones.preprocessing import preprocess_images, tokenizer_has_bos
 from repro.backbones.token_filter import TokenFilter
+
+__all__ = [
+    "MODEL_INPUT_KEYS",
+    "Backbone",
+    "BackboneUnavailable",
+    "ImageBackbone",
+    "TextBackbone",
+    "TimmImageBackbone",
+    "call_of",
+    "clear_shared",
+    "file_digest",
+    "frozen",
+    "library_versions",
+    "map_from_tokens",
+    "masked_mean",
+    "output_of",
+    "replaced_input",
+    "replaced_output",
+    "run_layers_from",
+    "shared",
+    "tokenizer_has_bos",
+    "tokens_from_map",
+    "version",
+]
 
 # Keys of a text ``inputs`` dict that are passed to a Hugging Face model; the others (``token_mask``)
 # are ours.
@@ -271,64 +311,6 @@ class TimmImageBackbone(ImageBackbone):
         return self.model.forward_head(self.model.forward_features(self._pixels(inputs)), pre_logits=True)
 
 
-def _as_channels_last(img: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) with C in 1/3/4 → float32 (H, W, 3)."""
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"an image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {img.shape}")
-    img = img[..., :3].astype(np.float32, copy=False)
-    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
-
-
-def _resize_crop(x: Tensor, size: int, interpolation: str) -> Tensor:
-    """(N, 3, H, W) float in [0, 255] → (N, 3, size, size): shorter side to ``size``, centre crop."""
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    if (nh, nw) != (h, w):
-        x = torch.nn.functional.interpolate(
-            x, size=(nh, nw), mode=interpolation, align_corners=False, antialias=True
-        ).clamp_(0.0, 255.0)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[..., top : top + size, left : left + size]
-
-
-def preprocess_images(
-    examples: Any, size: int, interpolation: str, mean: Sequence[float], std: Sequence[float]
-) -> Tensor:
-    """See :meth:`ImageBackbone.preprocess`."""
-    if interpolation not in ("bicubic", "bilinear"):
-        raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}")
-    if isinstance(examples, Tensor):
-        examples = examples.detach().cpu().numpy()
-    if hasattr(examples, "convert") and hasattr(examples, "size"):  # a single PIL image
-        examples = [examples]
-    if isinstance(examples, np.ndarray):
-        if examples.ndim == 3:
-            examples = examples[..., None]
-        if examples.ndim != 4 or examples.shape[-1] not in (1, 3, 4):
-            raise ValueError("an image array must be (N, H, W) or (N, H, W, 3); got shape " + str(examples.shape))
-        batch = torch.from_numpy(np.ascontiguousarray(examples[..., :3], dtype=np.float32)).permute(0, 3, 1, 2)
-        if batch.shape[1] == 1:
-            batch = batch.expand(-1, 3, -1, -1)
-        batch = _resize_crop(batch, size, interpolation)
-    else:
-        images = []
-        for img in examples:
-            if hasattr(img, "convert"):  # PIL
-                img = np.asarray(img.convert("RGB"))
-            arr = torch.from_numpy(np.ascontiguousarray(_as_channels_last(img))).permute(2, 0, 1)[None]
-            images.append(_resize_crop(arr, size, interpolation))
-        if not images:
-            raise ValueError("no images given")
-        batch = torch.cat(images)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((batch / 255.0 - mean_t) / std_t).contiguous()
-
-
 # ----------------------------------------------------------------------------------------------- text
 class TextBackbone(Backbone):
     """Tokenisation shared by the text backbones: right padding to the longest text, truncation to
@@ -389,209 +371,3 @@ class TextBackbone(Backbone):
         if "token_mask" in inputs:
             return inputs["token_mask"].to(self.device).bool()
         return inputs["attention_mask"].to(self.device).bool()
-
-
-def tokenizer_has_bos(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` itself puts its BOS token first."""
-    if tokenizer.bos_token_id is None:
-        return False
-    ids = tokenizer("a")["input_ids"]
-    return bool(ids) and ids[0] == tokenizer.bos_token_id
-
-
-# ----------------------------------------------------------------------------------- hook execution
-class _Stop(BaseException):
-    """Raised by a hook to end a forward pass early (BaseException so that no ``except Exception`` in
-    library code swallows it)."""
-
-
-def _first(output: Any) -> Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def _run_until(module: nn.Module, run: Callable[[], Any], register: Callable, capture: Callable) -> Any:
-    """Call ``run()`` with a hook installed by ``register(module, hook)`` that records ``capture(...)`` of
-    the hooked call (in this thread only) and stops the forward pass there; return the record."""
-    box: list[Any] = []
-    me = threading.get_ident()
-
-    def hook(*hook_args):
-        if threading.get_ident() != me:  # another thread's forward pass through the same model
-            return None
-        box.append(capture(*hook_args))
-        raise _Stop
-
-    handle = register(module, hook)
-    try:
-        run()
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not box:
-        raise RuntimeError(f"the forward pass never reached {type(module).__name__}")
-    return box[0]
-
-
-def output_of(module: nn.Module, run: Callable[[], Any]) -> Tensor:
-    """Call ``run()`` (a forward pass) until ``module`` has returned; return its output (the first
-    element of a tuple output). Nothing after ``module`` is computed."""
-    return _run_until(
-        module, run, lambda m, hook: m.register_forward_hook(hook), lambda _mod, _args, output: _first(output)
-    )
-
-
-def call_of(module: nn.Module, run: Callable[[], Any]) -> tuple[tuple, dict]:
-    """Call ``run()`` until ``module`` is about to be called; return the call's (args, kwargs)."""
-    return _run_until(
-        module,
-        run,
-        lambda m, hook: m.register_forward_pre_hook(hook, with_kwargs=True),
-        lambda _mod, args, kwargs: (args, kwargs),
-    )
-
-
-def run_layers_from(layers: Sequence[nn.Module], start: int, hidden: Tensor, run: Callable[[], Any]) -> Tensor:
-    """Run ``layers[start:]`` on ``hidden`` with the extra arguments (attention mask, position
-    embeddings, …) that the model's own forward ``run()`` passes to its layers. Those are captured at
-    the call of ``layers[0]`` (only the embeddings are computed for that), and are the same for every
-    layer in the models used here (BERT, Llama, GPT-2, CLIP), whose forward loops over the layers
-    with nothing in between."""
-    args, kwargs = call_of(layers[0], run)
-    for layer in layers[start:]:
-        hidden = _first(layer(hidden, *args[1:], **kwargs))
-    return hidden
-
-
-@contextlib.contextmanager
-def replaced_output(module: nn.Module, value: Tensor) -> Iterator[None]:
-    """While active, ``module``'s output (its first element for tuples) is replaced by ``value``."""
-    me = threading.get_ident()
-
-    def hook(_mod, _args, output):
-        if threading.get_ident() != me:
-            return None
-        if isinstance(output, tuple):
-            return (value, *output[1:])
-        return value
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def replaced_input(module: nn.Module, value: Tensor) -> Iterator[None]:
-    """While active, ``module``'s first positional input (or ``hidden_states``) is replaced by ``value``."""
-    me = threading.get_ident()
-
-    def hook(_mod, args, kwargs):
-        if threading.get_ident() != me:
-            return None
-        if args:
-            return (value, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": value}
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``hidden`` ``(B, T, d)`` over the True positions of ``mask`` ``(B, T)`` → ``(B, d)``; a row
-    with no True position gives zeros."""
-    m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
-
-
-def tokens_from_map(x: Tensor) -> Tensor:
-    """(B, C, H, W) → (B, H·W, C), spatial positions in row-major order."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def map_from_tokens(acts: Tensor, height: int, width: int) -> Tensor:
-    """Inverse of :func:`tokens_from_map`."""
-    b, t, c = acts.shape
-    if t != height * width:
-        raise ValueError(f"expected {height}×{width} = {height * width} spatial tokens, got {t}")
-    return acts.transpose(1, 2).reshape(b, c, height, width)
-
-
-# --------------------------------------------------------------------------------- identity / cache
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-_DIGEST_LOCK = threading.Lock()
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, computed once per process (keyed by path, size and mtime)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    with _DIGEST_LOCK:
-        if key not in _DIGESTS:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
-            _DIGESTS[key] = h.hexdigest()
-        return _DIGESTS[key]
-
-
-def files_digest(paths: Sequence[str | os.PathLike]) -> str:
-    """The digest of one file, or for several the sha256 of their ``name:digest`` lines (sorted)."""
-    paths = sorted(Path(p) for p in paths)
-    if len(paths) == 1:
-        return file_digest(paths[0])
-    lines = "".join(f"{p.name}:{file_digest(p)}\n" for p in paths)
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def state_dict_digest(module: nn.Module) -> str:
-    """sha256 over a module's state (names, dtypes, shapes and bytes), for models built in memory."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def library_versions(*dists: str) -> dict[str, str | None]:
-    return {d: version(d) for d in ("torch", *dists)}
-
-
-_SHARED: dict[tuple, Any] = {}
-_SHARED_LOCK = threading.RLock()
-
-
-def shared(key: tuple, factory: Callable[[], Any]) -> Any:
-    """A per-process cache of loaded models, so that backbones differing only in preprocessing
-    options (``max_length``, ``image_size``) share one copy of the weights."""
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = factory()
-        return _SHARED[key]
-
-
-def clear_shared() -> None:
-    with _SHARED_LOCK:
-        _SHARED.clear()
-
-
-def frozen(model: nn.Module, device: str | torch.device) -> nn.Module:
-    """``model`` in eval mode on ``device`` with gradients off for every parameter."""
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model

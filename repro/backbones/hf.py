@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from repro.backbones.base import (
     BackboneUnavailable,
     TextBackbone,
-    _as_channels_last,
     call_of,
     frozen,
     library_versions,
@@ -40,6 +39,7 @@ from repro.backbones.base import (
     replaced_output,
     shared,
 )
+from repro.backbones.preprocessing import _as_channels_last
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
