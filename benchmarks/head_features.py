@@ -1,6 +1,6 @@
 """Top-n head features: the pooled features of the training split from the full forward pass against the
 same features computed from the split's activation cache through the blocks after the hook only
-(`repro.evals.topn.features_from_activation_cache`), as the cosine head of the top-n evaluation needs
+(`repro.evals.heads.features_from_activation_cache`), as the cosine head of the top-n evaluation needs
 them. The cache is extracted once beforehand (in the DAG it already exists: the SAE trained on it).
 
 Prints, per repetition and as medians, the seconds of each path, their ratio (full / cached) and the
@@ -22,7 +22,7 @@ import torch
 from repro.backbones import load as load_backbone
 from repro.cache import extract
 from repro.data import load as load_data
-from repro.evals.topn import features_from_activation_cache, pooled_features
+from repro.evals.heads import features_from_activation_cache, pooled_features
 
 
 def main() -> None:

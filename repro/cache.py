@@ -23,8 +23,11 @@ On-disk layout, under a cache root (``cache/`` in the workflow):
 - ``<spec_hash>/shards/index_NNNNN.bin``: little-endian int64, shape (tokens, 3): the example's stable id in its
   dataset, the token's position within the example, the example's label;
 - ``.<spec_hash>.partial/`` (with ``progress.json``) while an extraction runs, and ``.<spec_hash>.lock``;
-- ``pointers/<config>/<role>.json`` (written by ``repro extract --pointer``, the workflow's DAG nodes):
-  {"cache": absolute folder, "spec_hash"}.
+- ``pointers/<config>/<role>.<split>.json`` (written by ``repro extract --pointer``, the workflow's DAG nodes):
+  {"cache": absolute folder, "spec_hash"}; ``pointers/<config>/<role>.train.features.json`` names the training
+  split's pooled head features (``repro features --pointer``);
+- ``features/<spec_hash>/``: pooled head features, the protocol's second kind of folder (identity, layout and
+  validation in :mod:`repro.head_features`), verified by the same ``repro cache verify``.
 
 Shards hold whole examples, in dataset order; a shard closes at the end of the first batch (or length-sorted
 window of batches) that brings it to ``shard_tokens`` tokens or more, and at the end of the dataset.
@@ -377,7 +380,8 @@ def _save_progress(partial: Path, state: dict) -> None:
     os.replace(tmp, partial / PROGRESS)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 16 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
@@ -387,12 +391,24 @@ def _sha256_file(path: Path) -> str:
 
 def _shard_intact(folder: Path, record: dict) -> bool:
     return all(
-        (folder / record[k]).is_file() and _sha256_file(folder / record[k]) == record[f"{k}_sha256"]
+        (folder / record[k]).is_file() and sha256_file(folder / record[k]) == record[f"{k}_sha256"]
         for k in ("acts", "index")
     )
 
 
 # ----- verification ----------------------------------------------------------------------------------
+def spec_hash_problems(meta: dict, path: Path) -> list[str]:
+    """[] when the metadata's spec hashes to its recorded ``spec_hash`` and to the folder's name, else the problem
+    (for every content-addressed folder of the protocol: activation caches, pooled features)."""
+    actual = spec_hash(meta.get("spec", {}))
+    if actual == meta.get("spec_hash") == path.name:
+        return []
+    return [
+        f"spec hash mismatch: the spec hashes to {actual[:16]}…, metadata says "
+        f"{str(meta.get('spec_hash'))[:16]}…, folder is {path.name[:16]}…"
+    ]
+
+
 def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
     """Every problem found in the cache folder (empty = intact): missing or unreadable metadata, a spec
     whose hash is not the folder name or the recorded hash, missing shards, shards whose size does not
@@ -405,12 +421,7 @@ def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
         return [f"{path}: no {METADATA} (not a cache, or an incomplete extraction)"]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return [f"{path / METADATA}: unreadable ({e})"]
-    actual = spec_hash(meta.get("spec", {}))
-    if actual != meta.get("spec_hash") or actual != path.name:
-        problems.append(
-            f"spec hash mismatch: the spec hashes to {actual[:16]}…, metadata says "
-            f"{str(meta.get('spec_hash'))[:16]}…, folder is {path.name[:16]}…"
-        )
+    problems += spec_hash_problems(meta, path)
     dtype = meta.get("dtype")
     if dtype not in DTYPES:
         return problems + [f"unknown dtype {dtype!r}"]
@@ -426,7 +437,7 @@ def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
                 problems.append(
                     f"{f.name}: {f.stat().st_size} bytes, expected {s['n_tokens'] * row_bytes} (truncated or wrong)"
                 )
-            elif checksums and _sha256_file(f) != s[f"{key}_sha256"]:
+            elif checksums and sha256_file(f) != s[f"{key}_sha256"]:
                 problems.append(f"{f.name}: checksum mismatch (corrupted)")
         total += s["n_tokens"]
     if total != meta["n_tokens"]:

@@ -37,13 +37,21 @@ def _kinds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_hparams(pairs: list[str]) -> dict:
-    """``key=value`` pairs; values are read as JSON where possible (numbers, null, true), else strings."""
+def _parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """``key=value`` arguments of the repeatable option ``flag`` as a dict (ValueError naming the option)."""
     out = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise ValueError(f"{flag} expects key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _parse_hparams(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values are read as JSON where possible (numbers, null, true), else strings."""
+    out = {}
+    for key, value in _parse_pairs(pairs, "--set").items():
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -53,13 +61,7 @@ def _parse_hparams(pairs: list[str]) -> dict:
 
 def _parse_labels(pairs: list[str] | None) -> dict[str, str]:
     """``key=value`` labels recorded with a run (config, run id, setting) for aggregation."""
-    out = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--label expects key=value, got {pair!r}")
-        out[key] = value
-    return out
+    return _parse_pairs(pairs, "--label")
 
 
 def resolve_hook(hook_points: tuple[str, ...], layer: str) -> str:
@@ -81,27 +83,24 @@ def _extract(args: argparse.Namespace) -> int:
     from repro.backbones.token_filter import TokenFilter
     from repro.cache import extract
     from repro.data import load as load_data
+    from repro.data import load_at_most
 
     options = {} if args.image_size is None else {"image_size": args.image_size}
     backbone = load_backbone(args.backbone, device=args.device, **options)
     backbone.token_filter = TokenFilter(max_norm_ratio=args.max_norm_ratio)
     hook = resolve_hook(backbone.hook_points, args.layer)
-    data = load_data(
-        args.dataset,
-        split=args.split,
-        limit=args.limit,
-        seed=args.seed,
-        **({"root": args.data_root} if args.data_root else {}),
-    )
+    root = {"root": args.data_root} if args.data_root else {}
+    if args.at_most:
+        data = load_at_most(args.dataset, args.split, args.limit, args.seed, **root)
+    else:
+        data = load_data(args.dataset, split=args.split, limit=args.limit, seed=args.seed, **root)
     path = extract(
         backbone, data, hook, args.out, dtype=args.dtype, batch_size=args.batch_size, progress=not args.quiet
     )
     if args.pointer:
-        from repro.files import atomic_write
+        from repro.files import write_pointer
 
-        record = json.dumps({"cache": str(Path(path).resolve()), "spec_hash": Path(path).name})
-        Path(args.pointer).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(args.pointer), lambda p: Path(p).write_text(record))
+        write_pointer(args.pointer, "cache", path)
     selection = json.loads((Path(path) / "metadata.json").read_text()).get("token_selection") or {}
     if selection.get("rule"):
         print(
@@ -117,10 +116,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _cache_path(value: str) -> str:
     """A cache folder, or a pointer file written by ``repro extract --pointer``."""
-    p = Path(value)
-    if p.is_file() and p.suffix == ".json":
-        return json.loads(p.read_text())["cache"]
-    return value
+    from repro.cache import CacheError
+    from repro.files import pointed_folder
+
+    return str(pointed_folder(value, "cache", CacheError))
 
 
 def _guided(kind: str, guide_file: str) -> dict:
@@ -217,7 +216,10 @@ def _eval_settings(args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace) -> int:
     from repro.evaluate import evaluate_run
 
-    written = evaluate_run(args.run, args.eval, _eval_settings(args), out_dir=args.out)
+    split_caches = _parse_pairs(args.split_cache, "--split-cache")
+    written = evaluate_run(
+        args.run, args.eval, _eval_settings(args), args.out, split_caches or None, args.head_features
+    )
     for name, path in written.items():
         record = json.loads(Path(path).read_text())
         print(f"{name}: {path} ({record['seconds']:.1f} s)")
@@ -329,10 +331,28 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _features(args: argparse.Namespace) -> int:
+    from repro.evals.heads import split_head_features
+
+    folder = split_head_features(
+        _cache_path(args.cache), args.out, batch_size=args.batch_size, device=args.device, data_root=args.data_root
+    )
+    if args.pointer:
+        from repro.files import write_pointer
+
+        write_pointer(args.pointer, "features", folder)
+    print(folder)
+    return 0
+
+
 def _cache_verify(args: argparse.Namespace) -> int:
+    from repro import head_features
     from repro.cache import verify
 
-    problems = verify(args.path, checksums=not args.quick)
+    if head_features.is_features_folder(args.path):
+        problems = head_features.verify(args.path)
+    else:
+        problems = verify(args.path, checksums=not args.quick)
     for p in problems:
         print(f"PROBLEM: {p}")
     print(f"{args.path}: {'intact' if not problems else f'{len(problems)} problem(s)'}")
@@ -417,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--dataset", required=True)
     ext.add_argument("--split", choices=("train", "test"), default="train")
     ext.add_argument("--limit", type=int, default=None, help="number of examples (class-balanced subset)")
+    ext.add_argument(
+        "--at-most",
+        action="store_true",
+        help="--limit is an upper bound: the whole split when it has fewer examples (as repro evaluate reads "
+        "its evaluation splits; the workflow extracts them so)",
+    )
     ext.add_argument("--seed", type=int, default=0, help="seed of the dataset split and subset")
     ext.add_argument("--out", default="cache", help="cache root; the cache folder is named by the spec hash")
     ext.add_argument("--batch-size", type=int, default=32)
@@ -437,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--device", default="cpu", help="where the backbone runs (cpu, cuda, cuda:1, ...)")
     ext.add_argument("--quiet", action="store_true")
     ext.set_defaults(func=_extract)
+
+    feat = sub.add_parser(
+        "features", help="the backbone's pooled final features of the split an activation cache holds (top-n head)"
+    )
+    feat.add_argument("--cache", required=True, help="the split's activation cache (folder or pointer)")
+    feat.add_argument("--out", default="cache", help="cache root; the features go to <out>/features/<spec hash>")
+    feat.add_argument("--pointer", help="also write a JSON naming the features folder here (for workflows)")
+    feat.add_argument("--batch-size", type=int, default=32, help="backbone batch size of a full forward pass")
+    feat.add_argument("--data-root", help="folder of pre-cached paper-scale datasets (not needed offline)")
+    feat.add_argument("--device", default="cpu")
+    feat.set_defaults(func=_features)
 
     tr = sub.add_parser("train", help="train an SAE on an activation cache")
     tr.add_argument(
@@ -505,6 +542,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--lm-texts", type=int, help="test texts for lm_loss (default 64)")
     ev.add_argument("--top-k", type=int, help="top examples kept per latent (default 50)")
+    ev.add_argument(
+        "--split-cache",
+        action="append",
+        default=[],
+        metavar="SPLIT=CACHE",
+        help="the activation cache (folder or pointer) of a split, extracted beforehand (repeatable); when given, "
+        "every split read must be given and nothing is extracted (the workflow's extract rules)",
+    )
+    ev.add_argument(
+        "--head-features",
+        metavar="FEATURES",
+        help="the training split's pooled head features (folder or pointer of repro features) for top-n",
+    )
     _add_eval_options(ev)
     ev.set_defaults(func=_evaluate)
 
@@ -590,7 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser("cache", help="activation cache tools")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
-    ver = cache_sub.add_parser("verify", help="check a cache folder: spec hash, shard sizes and checksums")
+    ver = cache_sub.add_parser(
+        "verify", help="check a cache folder (activations or pooled features): spec hash, sizes and checksums"
+    )
     ver.add_argument("path")
     ver.add_argument("--quick", action="store_true", help="sizes and spec hash only, no checksums")
     ver.set_defaults(func=_cache_verify)

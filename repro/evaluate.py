@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from repro import run_record
 from repro.evals import registry, topn
@@ -144,14 +145,31 @@ def backbone_from_spec(spec: dict, device: str = "cpu"):
 
 
 class RunData:
-    """The run's SAE, backbone, hook and datasets, with the encoded splits computed once each."""
+    """The run's SAE, backbone, hook and datasets, with the encoded splits computed once each.
 
-    def __init__(self, run_dir: str | Path, settings: EvalSettings, pooled: bool = True):
+    ``split_caches`` ({split: cache folder or pointer file}) are the activation caches of the splits, extracted
+    beforehand (the workflow's extract rules); when given, every split read must be among them (checked to be
+    extracted as the run's training cache was, on the split's dataset) and nothing is extracted. Without them a
+    split's cache is extracted, or found, under ``settings.cache_root``. ``head_features`` (a folder or pointer
+    of :mod:`repro.head_features`) are the training split's pooled features for the top-n head."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        settings: EvalSettings,
+        pooled: bool = True,
+        split_caches: dict[str, str | Path] | None = None,
+        head_features: str | Path | None = None,
+    ):
+        from repro.cache import CacheError
+        from repro.files import pointed_folder
         from repro.sae import load as load_sae
 
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.pooled = pooled  # keep per-example pooled codes (probing needs them; E x F floats)
+        self.given_caches = {s: pointed_folder(p, "cache", CacheError) for s, p in (split_caches or {}).items()}
+        self.head_features = head_features
         self.summary = read_run(run_dir)
         self.cache_spec = self.summary["data"]["spec"]
         self.hook = self.cache_spec["hook"]
@@ -173,7 +191,7 @@ class RunData:
 
     def dataset(self, split: str):
         """The training split as trained on (when the cache holds a training split) or a subset."""
-        from repro.data import load as load_data
+        from repro.data import load_at_most
 
         if split not in self._datasets:
             d = self.cache_spec["dataset"]
@@ -181,29 +199,69 @@ class RunData:
                 limit = d["limit"]
             else:
                 limit = self.settings.test_limit if split == "test" else self.settings.train_limit
-            root = {"root": self.settings.data_root} if self.settings.data_root else {}
-            data = load_data(d["name"], split=split, limit=None, seed=d["seed"], **root)
-            if limit is not None and limit < len(data):  # a limit is an upper bound here
-                data = load_data(d["name"], split=split, limit=limit, seed=d["seed"], **root)
-            self._datasets[split] = data
+            self._datasets[split] = load_at_most(d["name"], split, limit, d["seed"], root=self.settings.data_root)
         return self._datasets[split]
 
     def cache(self, split: str) -> Path:
+        """The activation cache of ``split``: the given one (checked), else extracted or found (class docstring)."""
         from repro.cache import extract
 
         if split not in self._caches:
-            s = self.cache_spec
-            self._caches[split] = extract(
-                self.backbone,
-                self.dataset(split),
-                self.hook,
-                self.settings.cache_root,
-                dtype=s["dtype"],
-                batch_size=s["batch_size"],
-                shard_tokens=s["shard_tokens"],
-                progress=self.settings.progress,
-            )
+            if self.given_caches:
+                self._caches[split] = self._given_cache(split)
+            else:
+                s = self.cache_spec
+                self._caches[split] = extract(
+                    self.backbone,
+                    self.dataset(split),
+                    self.hook,
+                    self.settings.cache_root,
+                    dtype=s["dtype"],
+                    batch_size=s["batch_size"],
+                    shard_tokens=s["shard_tokens"],
+                    progress=self.settings.progress,
+                )
         return self._caches[split]
+
+    def _given_cache(self, split: str) -> Path:
+        """The given cache of ``split``, refused (CacheError) unless its spec is the training cache's with the
+        split's dataset: same backbone, hook, token filter, dtype, batching, and the dataset this evaluation
+        reads (name, split, seed and limit)."""
+        from repro.cache import ActivationCache, CacheError
+
+        if split not in self.given_caches:
+            raise CacheError(
+                f"no activation cache was given for the {split} split (given: {', '.join(self.given_caches)}); "
+                "an evaluation with given caches never extracts one"
+            )
+        folder = self.given_caches[split]
+        spec = ActivationCache.open(folder, checksums=False).metadata["spec"]
+        expected = self.cache_spec | {"dataset": json.loads(json.dumps(self.dataset(split).spec()))}
+        differ = sorted(k for k in set(spec) | set(expected) if spec.get(k) != expected.get(k))
+        if differ:
+            raise CacheError(
+                f"the {split} split's cache {folder} is not the one this evaluation reads: it differs from the "
+                f"run's training cache with the {split} split's dataset in {', '.join(differ)}"
+            )
+        return folder
+
+    def pooled_head_features(self) -> Tensor:
+        """The training split's pooled final features for the top-n head: the given ones (checked to be of this
+        backbone and split, :mod:`repro.head_features`), else computed or found under ``settings.cache_root``."""
+        from repro import head_features
+        from repro.evals.heads import cached_features
+
+        data = self.dataset("train")
+        if self.head_features is not None:
+            return head_features.read(self.head_features, head_features.features_spec(self.backbone, data))
+        return cached_features(
+            self.backbone,
+            data,
+            self.settings.batch_size,
+            self.settings.cache_root,
+            acts_cache=self.cache("train"),
+            hook=self.hook,
+        )
 
     def encoded(self, split: str):
         """The split encoded once (:func:`repro.evals.latents.encode_cache`), pooled codes kept if asked."""
@@ -339,13 +397,8 @@ def evaluate_probing(run: RunData) -> tuple[dict, tuple[str, ...]]:
 def evaluate_topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
     """The ``topn`` evaluation (module docstring), both protocols: (results, splits read)."""
     from repro.backbones import ClipBackbone
-    from repro.evals.topn import (
-        ZeroShotHead,
-        fit_cosine_head,
-        fit_linear_head,
-        selection_statistic,
-        topn_classification,
-    )
+    from repro.evals.heads import CosineHead, LinearHead, ZeroShotHead, resolve_head
+    from repro.evals.topn import selection_statistic, topn_classification
 
     backbone = run.backbone
     sel = run.settings.selection
@@ -353,9 +406,7 @@ def evaluate_topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
         p: selection_statistic(e.class_nonzero, e.class_sums, e.class_counts, sel)
         for p, e in (("official", run.encoded("test")), ("heldout", run.encoded("train")))
     }
-    kind = run.settings.head
-    if kind == "auto":
-        kind = "zero-shot" if isinstance(backbone, ClipBackbone) else "cosine"
+    kind = resolve_head(run.settings.head, run.cache_spec["backbone"]["name"])
     if kind == "zero-shot":
         if not isinstance(backbone, ClipBackbone):
             raise ValueError(f"head 'zero-shot' needs a CLIP backbone; this run's backbone is {backbone.name}")
@@ -365,14 +416,8 @@ def evaluate_topn(run: RunData) -> tuple[dict, tuple[str, ...]]:
             weights, f"80 OpenAI ImageNet templates, template mean {'re-' if renorm else 'not '}normalised"
         )
     else:
-        fit = fit_cosine_head if kind == "cosine" else fit_linear_head
-        head = fit(
-            backbone,
-            run.dataset("train"),
-            run.settings.batch_size,
-            run.settings.cache_root,
-            acts_cache=run.cache("train"),
-            hook=run.hook,
+        head = (CosineHead if kind == "cosine" else LinearHead)().fit(
+            run.pooled_head_features(), run.dataset("train").labels
         )
     res = topn_classification(
         backbone,
@@ -418,9 +463,13 @@ def evaluate_run(
     names: tuple[str, ...] | list[str],
     settings: EvalSettings | None = None,
     out_dir: str | Path | None = None,
+    split_caches: dict[str, str | Path] | None = None,
+    head_features: str | Path | None = None,
 ) -> dict[str, Path]:
     """Run the evaluations ``names`` (see :data:`EVALS`; "all" = every applicable one) on ``run_dir``; write
-    ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths."""
+    ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths. ``split_caches`` and
+    ``head_features``: the splits' activation caches and the head's pooled features, extracted beforehand
+    (:class:`RunData`)."""
     from repro.files import atomic_write
     from repro.provenance import provenance, to_plain
 
@@ -430,7 +479,7 @@ def evaluate_run(
     unknown = sorted(set(names) - set(registry.names()) - {"all"})
     if unknown:
         raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; known: {', '.join(registry.names())}, all")
-    run = RunData(run_dir, settings, pooled="probing" in names or "all" in names)
+    run = RunData(run_dir, settings, "probing" in names or "all" in names, split_caches, head_features)
     if "all" in names:
         names = [n for n in registry.names() if applicable(run, n)]
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "eval"

@@ -37,3 +37,24 @@ def atomic_write(target: str | os.PathLike, write: Callable[[str], object]) -> N
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_pointer(pointer: str | os.PathLike, key: str, folder: str | os.PathLike) -> None:
+    """A pointer file (a workflow's DAG node for a content-addressed folder): ``{key: absolute folder,
+    "spec_hash": the folder's name}``, written atomically."""
+    folder = Path(folder)
+    record = json.dumps({key: str(folder.resolve()), "spec_hash": folder.name})
+    Path(pointer).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(pointer), lambda p: Path(p).write_text(record))
+
+
+def pointed_folder(value: str | os.PathLike, key: str, error: type[Exception] = ValueError) -> Path:
+    """A folder, or the folder that the pointer file ``value`` (:func:`write_pointer`, a ``.json`` file) names
+    under ``key``; ``error`` when the pointer names none."""
+    path = Path(value)
+    if path.is_file() and path.suffix == ".json":
+        record = read_json_object(path, error)
+        if not isinstance(record.get(key), str):
+            raise error(f"{path}: not a pointer to a {key} folder (no {key!r} entry)")
+        return Path(record[key])
+    return path

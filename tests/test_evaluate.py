@@ -97,6 +97,53 @@ def test_a_second_evaluation_extracts_nothing(run, monkeypatch):
     assert a == b
 
 
+def test_given_split_caches_are_read_checked_and_never_extracted(run, tmp_path, monkeypatch):
+    """The workflow's evaluation: the splits' caches extracted beforehand (`repro extract --at-most`, as the
+    extract rule runs it) and the head's pooled features (`repro features`) are read, nothing is extracted and
+    the backbone is not even loaded for reconstruction; the numbers equal those of a self-extracting evaluation.
+    A cache of another split, or no cache for a split that is read, is refused naming the split."""
+    import repro.cache
+    import repro.evaluate
+
+    root, settings = run
+    run_dir, cache_root = root / "run", settings.cache_root
+    train_pointer, test_pointer = tmp_path / "train.json", tmp_path / "test.json"
+    train_cache = json.loads((run_dir / "train.json").read_text())["data"]["cache"]
+    assert main(["extract", "--backbone", "effnet-lite0", "--layer", "head", "--dataset", "digits", "--split", "test",
+                 "--limit", "40", "--at-most", "--image-size", "64", "--out", cache_root, "--pointer",
+                 str(test_pointer), "--quiet"]) == 0  # fmt: skip
+    (train_pointer).write_text(json.dumps({"cache": train_cache}))
+    features = tmp_path / "features.json"
+    assert main(["features", "--cache", str(train_pointer), "--out", cache_root, "--pointer", str(features)]) == 0
+    assert main(["cache", "verify", json.loads(features.read_text())["features"]]) == 0
+    reference = evaluate_run(run_dir, ["reconstruction", "topn"], settings, out_dir=tmp_path / "reference")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("an evaluation with given caches extracted or loaded something")
+
+    caches = {"train": train_pointer, "test": test_pointer}
+    monkeypatch.setattr(repro.cache, "extract", fail)
+    monkeypatch.setattr(repro.evaluate, "backbone_from_spec", fail)
+    got = evaluate_run(run_dir, ["reconstruction"], settings, tmp_path / "given", split_caches=caches)
+    assert (
+        json.loads(got["reconstruction"].read_text())["results"]
+        == json.loads(reference["reconstruction"].read_text())["results"]
+    )
+    monkeypatch.undo()
+    monkeypatch.setattr(repro.cache, "extract", fail)
+    monkeypatch.setattr("repro.evals.heads.pooled_features", fail)
+    monkeypatch.setattr("repro.evals.heads.features_from_activation_cache", fail)
+    got = evaluate_run(run_dir, ["topn"], settings, tmp_path / "given", split_caches=caches, head_features=features)
+    assert (
+        json.loads(got["topn"].read_text())["results"]["mean_pct"]
+        == json.loads(reference["topn"].read_text())["results"]["mean_pct"]
+    )
+    with pytest.raises(repro.cache.CacheError, match="test split's cache .* differs .* in dataset"):
+        evaluate_run(run_dir, ["reconstruction"], settings, tmp_path / "bad", split_caches={"test": train_pointer})
+    with pytest.raises(repro.cache.CacheError, match="no activation cache was given for the test split"):
+        evaluate_run(run_dir, ["reconstruction"], settings, tmp_path / "bad", split_caches={"train": train_pointer})
+
+
 def test_guide_follows_the_measured_l0(run):
     root, settings = run
     g = guide_from_run(root / "run", settings, search_steps=2, train_steps=5)

@@ -12,14 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from repro.evals.heads import CosineHead, LinearHead, ZeroShotHead, fit_cosine_head, fit_linear_head
 from repro.evals.topn import (
-    CosineHead,
-    LinearHead,
     TopNSelectionError,
-    ZeroShotHead,
     agnostic_latents,
-    fit_cosine_head,
-    fit_linear_head,
     frequency_mask_off,
     random_latents,
     select_latents,
@@ -242,7 +238,7 @@ def test_sae_mode_is_restored():
 
 
 def test_head_features_are_cached_per_backbone_and_split(tmp_path):
-    from repro.evals.topn import cached_features
+    from repro.evals.heads import cached_features
 
     bb, train = PlantedBackbone(), data(20, 0)
     before = PlantedBackbone.calls
@@ -252,8 +248,13 @@ def test_head_features_are_cached_per_backbone_and_split(tmp_path):
     assert PlantedBackbone.calls == before + 3 and torch.equal(a, b)
     cached_features(bb, data(20, 7), batch_size=8, cache_root=tmp_path)  # another split: computed
     assert PlantedBackbone.calls == before + 6
-    next((tmp_path / "features").glob("*.npy")).write_bytes(b"damaged")
-    assert cached_features(bb, train, batch_size=8, cache_root=tmp_path).shape == a.shape
+    from repro.cache import spec_hash
+    from repro.head_features import features_spec
+
+    damaged = tmp_path / "features" / spec_hash(features_spec(bb, train)) / "features.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-8])  # truncated: detected, recomputed
+    assert torch.equal(cached_features(bb, train, batch_size=8, cache_root=tmp_path), a)
+    assert PlantedBackbone.calls == before + 9
 
 
 @pytest.mark.parametrize(
@@ -314,7 +315,7 @@ def test_head_features_from_the_activation_cache_equal_the_full_forward_pass(tmp
     """EfficientNet at an inner block: the pooled features of the training split computed from its
     activation cache (only the blocks after the hook run) equal those of the full forward pass; a cache
     that lacks some tokens, or a backbone that cannot, falls back to the full pass."""
-    import repro.evals.topn as topn
+    import repro.evals.heads as heads
     from repro.backbones import load as load_backbone
     from repro.cache import extract
     from repro.data import load as load_data
@@ -322,22 +323,22 @@ def test_head_features_from_the_activation_cache_equal_the_full_forward_pass(tmp
     bb = load_backbone("effnet-lite0", image_size=64)
     train = load_data("digits", split="train", limit=24, seed=0)
     path = extract(bb, train, "blocks.4.2", tmp_path / "cache", progress=False)
-    full = topn.pooled_features(bb, train.examples, batch_size=8)
-    fast = topn.features_from_activation_cache(bb, train, path, "blocks.4.2", batch_size=5)
+    full = heads.pooled_features(bb, train.examples, batch_size=8)
+    fast = heads.features_from_activation_cache(bb, train, path, "blocks.4.2", batch_size=5)
     assert fast is not None and fast.shape == full.shape == (24, 1280)
     torch.testing.assert_close(fast, full, atol=1e-4, rtol=1e-4)
     assert (
-        topn.features_from_activation_cache(
+        heads.features_from_activation_cache(
             bb, load_data("digits", split="train", limit=20, seed=0), path, "blocks.4.2"
         )
         is None
     )  # another dataset's cache
     # cached_features takes the fast path, and writes the same features as the slow one would
-    monkeypatch.setattr(topn, "pooled_features", lambda *a, **k: pytest.fail("full forward pass run"))
-    got = topn.cached_features(bb, train, 8, tmp_path / "feats", acts_cache=path, hook="blocks.4.2")
+    monkeypatch.setattr(heads, "pooled_features", lambda *a, **k: pytest.fail("full forward pass run"))
+    got = heads.cached_features(bb, train, 8, tmp_path / "feats", acts_cache=path, hook="blocks.4.2")
     torch.testing.assert_close(got, full, atol=1e-4, rtol=1e-4)
     monkeypatch.setattr(type(bb), "features_from_cached", lambda self, hook, acts: None)
-    assert topn.features_from_activation_cache(bb, train, path, "blocks.4.2") is None
+    assert heads.features_from_activation_cache(bb, train, path, "blocks.4.2") is None
 
 
 def test_classification_from_the_activation_cache_equals_the_full_forward_pass(tmp_path, monkeypatch):

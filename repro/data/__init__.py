@@ -31,6 +31,7 @@ __all__ = [
     "LabelledData",
     "balanced_subset",
     "load",
+    "load_at_most",
     "stratified_split",
 ]
 
@@ -91,3 +92,17 @@ def load(
     raise ValueError(
         f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}, or {' / '.join(p + '<path>' for p in PREFIXES)}"
     )
+
+
+def load_at_most(
+    name: str, split: str = "test", limit: int | None = None, seed: int = 0, *, root: str | os.PathLike | None = None
+) -> LabelledData:
+    """``split`` of ``name`` with at most ``limit`` examples: the class-balanced subset of :func:`load` when
+    ``limit`` is below the split's size, else the whole split (recorded with limit None). The evaluation
+    splits are read this way (``repro evaluate --test-limit``, ``repro extract --at-most``), so that a limit
+    larger than a small split means "all" instead of an error."""
+    kw = {"root": root} if root else {}
+    data = load(name, split=split, limit=None, seed=seed, **kw)
+    if limit is not None and limit < len(data):
+        data = load(name, split=split, limit=limit, seed=seed, **kw)
+    return data

@@ -36,7 +36,6 @@ logits against class text embeddings).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repro.backbones.base import Backbone
+from repro.evals.heads import cached_example_activations
 from repro.metrics import bootstrap_balanced_accuracy_ci
 
 SELECTIONS = ("nonzero", "sum", "threshold")
@@ -121,229 +120,6 @@ def selection_mask(stat: np.ndarray, n: int, strict: bool = True) -> Tensor:
     mask = np.zeros(stat.shape, np.float32)
     np.put_along_axis(mask, select_latents(stat, n, strict=strict), 1.0, axis=1)
     return torch.from_numpy(mask)
-
-
-class LinearHead:
-    """Multinomial logistic regression (scikit-learn, C = 1, lbfgs, max_iter = 1000) on L2-normalised,
-    then standardised features (mean 0, variance 1 per dimension, fitted on the training features).
-
-    The normalisation makes the head judge a feature vector by its direction, as CLIP's zero-shot head
-    (cosine similarity) does in the paper's protocol: a reconstruction from a few latents, which carries
-    little of the input's energy, is classified by what it points at, not by how small it is."""
-
-    def __init__(self, max_iter: int = 1000, C: float = 1.0):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        self.model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-        self.converged = None
-
-    def fit(self, features: Tensor | np.ndarray, labels: np.ndarray) -> LinearHead:
-        from sklearn.exceptions import ConvergenceWarning
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            self.model.fit(_unit_rows(features), np.asarray(labels))
-        self.converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        return self
-
-    def predict(self, features: Tensor) -> np.ndarray:
-        return self.model.predict(_unit_rows(features))
-
-    def spec(self) -> dict:
-        return {
-            "head": "linear",
-            "model": "L2 normalisation + StandardScaler + LogisticRegression(C=1, lbfgs, max_iter=1000)",
-            "fitted_on": "pooled final features of the unmodified backbone, training split",
-            "converged": self.converged,
-        }
-
-
-class CosineHead:
-    """Nearest class mean by cosine: prediction = argmax_c cos(f, μ_c), μ_c the normalised mean of the
-    class's L2-normalised training features (float64). The default offline head: it judges a feature vector
-    by its direction only, as CLIP's zero-shot head does (cosine logits against one embedding per class),
-    and has nothing to fit beyond the class means, so it reads reconstructions of the backbone's inputs
-    as it reads the clean ones."""
-
-    def __init__(self):
-        self.means: np.ndarray | None = None
-
-    def fit(self, features: Tensor | np.ndarray, labels: np.ndarray) -> CosineHead:
-        x, labels = _unit_rows(features), np.asarray(labels)
-        classes = int(labels.max()) + 1
-        means = np.zeros((classes, x.shape[1]))
-        np.add.at(means, labels, x)
-        self.means = _unit_rows(means)
-        return self
-
-    def predict(self, features: Tensor) -> np.ndarray:
-        return (_unit_rows(features) @ self.means.T).argmax(1)
-
-    def spec(self) -> dict:
-        return {
-            "head": "cosine",
-            "model": "nearest class mean by cosine similarity (L2-normalised features)",
-            "fitted_on": "pooled final features of the unmodified backbone, training split",
-        }
-
-
-def _unit_rows(features) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), float64."""
-    x = np.asarray(features.cpu() if isinstance(features, Tensor) else features, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
-class ZeroShotHead:
-    """Prediction = argmax_c ⟨f, w_c⟩ over class text embeddings w (C, D) (CLIP zero-shot; the logit
-    scale does not change the argmax)."""
-
-    def __init__(self, weights: Tensor, description: str = "zero-shot"):
-        self.weights = weights.float()
-        self.description = description
-
-    def predict(self, features: Tensor) -> np.ndarray:
-        return (features.float() @ self.weights.to(features.device).T).argmax(-1).cpu().numpy()
-
-    def spec(self) -> dict:
-        return {"head": "zero-shot", "description": self.description, "n_classes": int(self.weights.shape[0])}
-
-
-@torch.no_grad()
-def pooled_features(backbone, examples: Sequence, batch_size: int = 32) -> Tensor:
-    """(N, D) pooled final features of the unmodified backbone (``backbone.features``)."""
-    out = [
-        backbone.features(backbone.preprocess(examples[lo : lo + batch_size])).cpu()
-        for lo in range(0, len(examples), batch_size)
-    ]
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def cached_example_activations(backbone, data, acts_cache: str | Path, hook: str) -> Tensor | None:
-    """The activations ``(N, T, d)`` at ``hook`` of every example of ``data``, in order, read from its
-    activation cache; None when they cannot stand in for a fresh forward pass: the backbone cannot run its
-    tail from cached activations (``features_from_cached``), the cache is not float32, or it does not hold
-    every token of every example of ``data`` in order (ids, positions 0..T-1: a token filter may have
-    dropped some). Memory-mapped: nothing is copied until a slice is used."""
-    from repro.cache import ActivationCache
-
-    cache = ActivationCache.open(acts_cache)
-    n_tokens = getattr(backbone, "n_tokens", None)
-    if (
-        cache.metadata["dtype"] != "float32"
-        or n_tokens is None
-        or type(backbone).features_from_cached is Backbone.features_from_cached
-    ):
-        return None
-    t, n = n_tokens(hook), len(data)
-    index = cache.index()
-    if len(index) != n * t:
-        return None
-    ids, positions = index[:, 0].reshape(n, t), index[:, 1].reshape(n, t)
-    if not (
-        (ids == ids[:, :1]).all()
-        and (positions == np.arange(t)).all()
-        and np.array_equal(ids[:, 0], np.asarray(data.ids))
-    ):
-        return None
-    return cache.tokens(0, n * t).view(n, t, cache.d_model)
-
-
-def features_from_activation_cache(
-    backbone, data, acts_cache: str | Path, hook: str, batch_size: int = 256
-) -> Tensor | None:
-    """:func:`pooled_features` of ``data`` computed from its activation cache at ``hook`` through the rest
-    of the network only (``backbone.features_from_cached``): for EfficientNet at ``blocks.5.3`` that skips
-    the costly high-resolution stages. None, so that the caller runs the full forward pass, where
-    :func:`cached_example_activations` is None."""
-    acts = cached_example_activations(backbone, data, acts_cache, hook)
-    if acts is None:
-        return None
-    out = []
-    for lo in range(0, len(acts), batch_size):
-        feats = backbone.features_from_cached(hook, acts[lo : lo + batch_size])
-        if feats is None:
-            return None
-        out.append(feats.cpu())
-    return torch.cat(out) if out else None
-
-
-def cached_features(
-    backbone,
-    data,
-    batch_size: int = 32,
-    cache_root: str | Path | None = None,
-    acts_cache: str | Path | None = None,
-    hook: str | None = None,
-) -> Tensor:
-    """:func:`pooled_features` of ``data``, kept in ``<cache_root>/features/<sha256>.npy`` when ``cache_root``
-    is given (the hash covers the backbone's and the dataset's identity, as activation caches do), so that
-    every run on one backbone and split shares one forward pass. Written atomically under a lock. With
-    ``acts_cache`` (the activation cache of ``data`` at ``hook``) they are computed from it where
-    :func:`features_from_activation_cache` can."""
-
-    def compute() -> Tensor:
-        if acts_cache is not None and hook is not None:
-            feats = features_from_activation_cache(backbone, data, acts_cache, hook)
-            if feats is not None:
-                return feats
-        return pooled_features(backbone, data.examples, batch_size)
-
-    if cache_root is None:
-        return compute()
-    from repro.cache import exclusive, spec_hash
-    from repro.files import atomic_write
-
-    key = spec_hash({"what": "pooled final features", "backbone": backbone.spec(), "dataset": data.spec()})
-    folder = Path(cache_root) / "features"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{key}.npy"
-    with exclusive(folder / f".{key}.lock"):
-        if path.is_file():
-            try:
-                feats = np.load(path)
-                if feats.shape[0] == len(data):
-                    return torch.from_numpy(feats)
-            except (OSError, ValueError):  # a damaged file is recomputed
-                pass
-        feats = compute()
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, feats.numpy())
-
-        atomic_write(path, write)
-        return feats
-
-
-def fit_linear_head(
-    backbone,
-    data,
-    batch_size: int = 32,
-    cache_root: str | Path | None = None,
-    acts_cache: str | Path | None = None,
-    hook: str | None = None,
-) -> LinearHead:
-    """A :class:`LinearHead` fitted on ``data`` (a LabelledData, normally the training split); the
-    features are cached under ``cache_root`` (see :func:`cached_features`, which also says what
-    ``acts_cache`` and ``hook`` are for)."""
-    feats = cached_features(backbone, data, batch_size, cache_root, acts_cache, hook)
-    return LinearHead().fit(feats, data.labels)
-
-
-def fit_cosine_head(
-    backbone,
-    data,
-    batch_size: int = 32,
-    cache_root: str | Path | None = None,
-    acts_cache: str | Path | None = None,
-    hook: str | None = None,
-) -> CosineHead:
-    """A :class:`CosineHead` from ``data``'s pooled features (cached as in :func:`fit_linear_head`)."""
-    return CosineHead().fit(cached_features(backbone, data, batch_size, cache_root, acts_cache, hook), data.labels)
 
 
 def decoder_rows(sae, latents: Tensor) -> dict[int, Tensor]:
@@ -559,18 +335,10 @@ def topn_classification(
 __all__ = [
     "CONTROLS",
     "SELECTIONS",
-    "CosineHead",
-    "LinearHead",
     "TopNSelectionError",
-    "ZeroShotHead",
     "agnostic_latents",
-    "cached_example_activations",
     "check_selectable",
-    "fit_cosine_head",
-    "fit_linear_head",
     "frequency_mask_off",
-    "features_from_activation_cache",
-    "pooled_features",
     "random_latents",
     "select_latents",
     "selection_mask",

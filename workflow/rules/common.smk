@@ -1,5 +1,6 @@
 # Config validation (before any job runs), the plan, the paths every rule shares, and the input functions.
 
+import functools
 import json
 from pathlib import Path
 
@@ -40,6 +41,7 @@ wildcard_constraints:
     setting="[^/]+",
     expansion=r"\d+",
     seed=r"\d+",
+    split="train|test",
     table="[a-z_0-9]+",
     name=r"[a-z0-9][a-z0-9_.-]*",
     figure="|".join(FIGURE_SOURCES),  # not "[a-z_0-9]+": that would also claim the synthetic rule's figures
@@ -74,8 +76,23 @@ def data_root_option(role):
     return f"--data-root {root}" if root else ""
 
 
-def limit_option(limit):
-    return "" if limit is None else f"--limit {limit}"
+def split_limit_option(role, split):
+    """The training split: ``train_limit`` examples; the test split: at most ``test_limit`` (as evaluation reads it)."""
+    if split == "train":
+        limit = backbone(role)["train_limit"]
+        return "" if limit is None else f"--limit {limit}"
+    limit = backbone(role)["test_limit"]
+    return "--at-most" if limit is None else f"--limit {limit} --at-most"
+
+
+def pointer(role, split):
+    """The pointer file of the role's activation cache of ``split`` (rule extract)."""
+    return f"{CACHE}/pointers/{config['name']}/{role}.{split}.json"
+
+
+def features_pointer(role):
+    """The pointer file of the pooled head features of the role's training split (rule head_features)."""
+    return f"{CACHE}/pointers/{config['name']}/{role}.train.features.json"
 
 
 def test_limit(role):
@@ -92,7 +109,7 @@ def run_of(wc):
 
 def train_inputs(wc):
     """The role's cache pointer and, for guided runs, the guidance file of the sparsemax run (the DAG edge)."""
-    inputs = {"cache": f"{CACHE}/pointers/{config['name']}/{wc.role}.json"}
+    inputs = {"cache": pointer(wc.role, "train")}
     if wc.setting == GUIDED:
         source = Run(wc.role, GUIDE_SOURCE, "default", int(wc.expansion), int(wc.seed))
         inputs["guide"] = f"{run_path(source)}/guide.json"
@@ -129,7 +146,7 @@ def external_inputs(wc):
     """The role's cache pointer and the SAELens folder's two files (a changed SAE is imported again)."""
     folder = Path(external_entry(wc)["path"])
     return {
-        "cache": f"{CACHE}/pointers/{config['name']}/{wc.role}.json",
+        "cache": pointer(wc.role, "train"),
         "cfg": str(folder / "cfg.json"),
         "weights": str(folder / "sae_weights.safetensors"),
     }
@@ -156,6 +173,25 @@ def eval_settings():
         f"--selection {e['selection']} --head {e['head']} --threshold {e['threshold']} --ns {' '.join(map(str, e['ns']))} --top-k {e['top_k']} "
         f"--lm-texts {e['lm_texts']} --batch-size {e['batch_size']}"
     )
+
+
+@functools.cache
+def head_of(role):
+    """The top-n head of the role's evaluations (``evaluation.head``; ``auto`` resolved by the backbone)."""
+    from repro.evals.heads import resolve_head  # imports torch: only where a run of the role has top-n
+
+    return resolve_head(config["evaluation"].get("head", "auto"), backbone(role)["name"])
+
+
+def evaluate_inputs(wc):
+    """The run's record and the activation caches of both splits of its role (every evaluation reads the test
+    split; probing and top-n the training split), and for top-n with a fitted head the training split's pooled
+    features (the DAG's nodes: evaluation extracts nothing)."""
+    role = role_of(wc.run)
+    inputs = {"summary": f"{RUNS}/{wc.run}/train.json", "train": pointer(role, "train"), "test": pointer(role, "test")}
+    if "topn" in PLAN.evals[wc.run] and head_of(role) != "zero-shot":
+        inputs["features"] = features_pointer(role)
+    return inputs
 
 
 def eval_outputs():

@@ -1,10 +1,11 @@
 # One job per run, trained or imported: every evaluation the plan asks of it (one process, so the backbone loads
-# once), each written to <run>/eval/<eval>.json with its provenance; index.json lists them.
+# once), each written to <run>/eval/<eval>.json with its provenance; index.json lists them. It reads the role's
+# extracted splits and head features (rules extract and head_features) and extracts nothing itself.
 
 
 rule evaluate:
     input:
-        summary=f"{RUNS}/{{run}}/train.json",
+        unpack(evaluate_inputs),
     output:
         index=f"{RUNS}/{{run}}/eval/index.json",
     log:
@@ -27,9 +28,11 @@ rule evaluate:
         settings=eval_settings(),
         test_limit=lambda wc: test_limit(role_of(wc.run)),
         data_root=lambda wc: data_root_option(role_of(wc.run)),
+        features=lambda wc, input: f"--head-features {input.features}" if "features" in input.keys() else "",
         cache=CACHE,
         device=DEVICE,
     shell:
         "OMP_NUM_THREADS={threads} python -m repro.cli evaluate --run {params.run_dir} {params.evals} "
+        "--split-cache train={input.train} --split-cache test={input.test} {params.features} "
         "--out {params.out_dir} --index {output.index} --test-limit {params.test_limit} {params.settings} "
         "--cache-root {params.cache} {params.data_root} --device {params.device} --quiet > {log} 2>&1"
