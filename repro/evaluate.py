@@ -2,22 +2,27 @@
 
 A run folder (``repro train``) holds ``sae/`` and ``train.json``, whose "data" record names the activation
 cache the SAE was trained on, hence the backbone (name, options, weights digest), the hook point and the
-dataset (name, seed, limit). Each evaluation rebuilds those from the registries, extracts (or reuses,
-the cache being content addressed) the activations of the splits it reads, and writes
-``<out>/<name>.json`` atomically with its numbers and provenance (SAE kind and config, training config
-and seed, data identities and cache hashes, evaluation settings, git commit, package versions, seconds).
+dataset (name, seed, limit). Each evaluation rebuilds those from the registries, reads the activations of
+the splits it reads (given, as the workflow's extract rules wrote them, or extracted here, the cache being
+content addressed), and writes ``<out>/<name>.json``, the evaluation record (:mod:`repro.eval_record`), with its
+numbers and provenance (SAE kind and config, the run's labels and training record, data identities and cache
+hashes, evaluation settings, git commit, package versions, seconds).
 
 Evaluations (:data:`EVALS`):
 
-- ``reconstruction``: :class:`repro.metrics.ReconstructionMetrics` on the held-out (test) split;
-- ``interpretability``: per-latent top examples (saved beside the JSON as ``top_examples.npz`` for the
-  concept figures), label purity/entropy of the top 50, firing rate and mean activation
-  (:mod:`repro.evals.interpretability`), on the test split;
+- ``reconstruction``: :class:`repro.metrics.ReconstructionMetrics` on the held-out (test) split, with the
+  examples of fewest and most active latents (their class and content) and the run's thinned training curve
+  for the figures (:mod:`repro.evals.payloads`);
+- ``interpretability``: per-latent top examples (saved beside the JSON as ``top_examples.npz``; the purest
+  latents' examples with their content and token strings in the JSON, for the concept figures), label
+  purity/entropy of the top 50, firing rate and mean activation (:mod:`repro.evals.interpretability`), on the
+  test split;
 - ``probing``: sparse probing of the mean-pooled SAE codes and, as reference rows, of the mean-pooled
   raw activations (top-k dimensions and all dimensions) (:mod:`repro.evals.probing`): selection and
   fit on the training split, accuracy on the test split;
 - ``topn``: top-n concept classification, ``official`` and ``heldout`` protocols (:mod:`repro.evals.topn`)
-  with a linear head on the backbone's pooled final features, or CLIP's zero-shot head;
+  with a cosine (or linear) head on the backbone's pooled final features (:mod:`repro.evals.heads`), or CLIP's
+  zero-shot head;
 - ``lm_loss``: CE/KL degradation with the SAE spliced in (causal language models only;
   :mod:`repro.evals.lm_loss`), on test-split texts.
 
@@ -41,6 +46,8 @@ from torch import Tensor
 
 from repro import run_record
 from repro.evals import registry, topn
+from repro.evals.payloads import describe, token_strings, training_curve
+from repro.train_files import LOG_FILE
 
 EVALS = registry.names()  # the built-in evaluations (repro.evals.registry; one more is one declare there)
 HEADS = ("auto", "cosine", "linear", "zero-shot")
@@ -306,22 +313,30 @@ def evaluate_reconstruction(run: RunData) -> tuple[dict, tuple[str, ...]]:
     order = np.lexsort((enc.ids, enc.example_l0))  # by mean per-token L0, ties to the lower id
     pick = [{"id": int(enc.ids[i]), "label": int(enc.labels[i]), "l0": float(enc.example_l0[i])} for i in order]
     n = min(5, len(pick) // 2)
-    examples = {
-        "fewest": pick[:n],
-        "most": pick[::-1][:n],
-        "definition": "mean over the example's tokens of #{i : a_ti != 0}",
-    }
+    fewest, most = pick[:n], pick[::-1][:n]
+    for example, shown in zip(
+        fewest + most, describe(run.dataset("test"), [e["id"] for e in fewest + most]), strict=True
+    ):
+        example |= shown
+    examples = {"fewest": fewest, "most": most, "definition": "mean over the example's tokens of #{i : a_ti != 0}"}
     ci = {
         "nmse": bootstrap_ratio_ci(enc.example_sse, enc.example_energy),
         "l0": bootstrap_ratio_ci(enc.example_l0, np.ones(len(enc.example_l0))),
     }
     ci["l0"]["definition"] = "mean over examples of the example's mean per-token L0 (examples weighted equally)"
-    return enc.reconstruction | {"example_l0": examples, "ci95": ci, "l0_calibration": calibration}, ("test",)
+    curve = training_curve(run.run_dir / LOG_FILE)
+    return enc.reconstruction | {
+        "example_l0": examples,
+        "ci95": ci,
+        "l0_calibration": calibration,
+        "training_curve": curve,
+    }, ("test",)
 
 
 def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> list[dict]:
     """For the purest latents (label purity of their top examples, then the number of examples), their
-    top examples with the latent's activation at every token of the example (positions as in the cache)."""
+    top examples with the latent's activation at every token of the example (positions as in the cache), the
+    example's class name and content (:func:`repro.evals.payloads.describe`) and, for text, its tokens."""
     import torch
 
     from repro.cache import ActivationCache
@@ -344,13 +359,18 @@ def concept_examples(run: RunData, n_latents: int = 8, n_examples: int = 5) -> l
             rows = np.flatnonzero(index[:, 0] == ex_id)
             with torch.no_grad():
                 acts = run.sae(cache.tokens(int(rows[0]), int(rows[-1]) + 1).to(run.settings.device))[1][:, latent]
+            positions = index[rows, 1].tolist()
+            (shown,) = describe(run.dataset("test"), [ex_id])
+            tokens = None if shown["text"] is None else token_strings(run.backbone, shown["text"], positions)
             examples.append(
                 {
                     "id": ex_id,
                     "label": int(enc.top_labels[latent, slot]),
                     "value": float(enc.top_values[latent, slot]),
-                    "positions": index[rows, 1].tolist(),
+                    "positions": positions,
                     "token_acts": acts.float().cpu().tolist(),
+                    **shown,
+                    "tokens": tokens,
                 }
             )
         out.append(
@@ -470,8 +490,8 @@ def evaluate_run(
     ``<out_dir>/<name>.json`` (default ``<run_dir>/eval``); return the written paths. ``split_caches`` and
     ``head_features``: the splits' activation caches and the head's pooled features, extracted beforehand
     (:class:`RunData`)."""
-    from repro.files import atomic_write
-    from repro.provenance import provenance, to_plain
+    from repro import eval_record
+    from repro.provenance import provenance
 
     settings = settings or EvalSettings()
     settings.validate()
@@ -496,15 +516,14 @@ def evaluate_run(
             "sae_config": dataclasses.asdict(run.sae.cfg),
             "train_config": run.summary["train_config"],
             "seed": run.summary["train_config"].get("seed"),
+            **eval_record.run_fields(run.summary),
             "data": run.data_record(splits),
             "settings": dataclasses.asdict(settings),
             "results": results,
             "seconds": time.perf_counter() - began,
             "provenance": provenance(),
         }
-        path = out_dir / f"{name}.json"
-        text = json.dumps(to_plain(record, nan_as_none=True), indent=1, allow_nan=False)
-        atomic_write(path, lambda p, text=text: Path(p).write_text(text))
+        path = eval_record.write(out_dir / f"{name}.json", record)
         if name == "interpretability":
             _save_top_examples(out_dir / "top_examples.npz", run.encoded("test"))
         written[name] = path

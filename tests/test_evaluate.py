@@ -242,14 +242,26 @@ def test_concepts_and_example_l0_are_recorded(run, tmp_path):
     assert max(first["token_acts"]) == pytest.approx(first["value"], rel=1e-5)
 
 
-def test_figure_data_gathers_images_token_maps_and_curves(run, tmp_path):
+def test_figure_data_gathers_images_token_maps_and_curves(run, tmp_path, monkeypatch):
+    """From evaluation records only: no dataset, backbone, run record or training log is opened."""
+    import repro.backbones
+    import repro.data
+    import repro.run_record
     from repro.report.figure_data import collect
 
     root, settings = run
     index = tmp_path / "index.json"
     written = evaluate_run(root / "run", ["reconstruction", "interpretability"], settings, out_dir=tmp_path)
     index.write_text(json.dumps({k: str(v) for k, v in written.items()}))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the figure data opened something other than evaluation records")
+
+    for module, name in ((repro.data, "load"), (repro.backbones, "load"), (repro.run_record, "read")):
+        monkeypatch.setattr(module, name, fail)
+    monkeypatch.setattr("builtins.open", fail)  # the training log is not read either (pathlib does not use open)
     files = collect([index], tmp_path / "fd")
+    monkeypatch.undo()
     data = {k: json.loads(v.read_text())["runs"] for k, v in files.items()}
     ((run_id, l0),) = data["l0_distribution"].items()
     assert l0["kind"] == "topk" and l0["hist"][8] == 160 and len(l0["fewest"]) == 5

@@ -99,11 +99,11 @@ def test_a_new_kind_is_its_class_plus_one_catalogue_line(toy_kind, tmp_path):
         "run": "r",
         "eval": "reconstruction",
         "kind": toy_kind,
-        "sae_config": {"d_in": 16, "d_sae": 64},
+        "sae_config": {"d_in": 16, "d_sae": 64, "threshold": 0.2},
         "seed": 0,
         "data": {"backbone": {"name": "b"}, "hook": "h", "splits": {"test": {"dataset": {"name": "d"}}}},
     }
-    rows = train_rows(record, {"sae_config": {"threshold": 0.2}})
+    rows = train_rows(record)
     assert any(r["metric"] == "hp_threshold" and r["value"] == 0.2 for r in rows)
     config = yaml.safe_load(open("config/tiny.yaml"))
     config["experiments"]["ablation"]["kinds"].append(toy_kind)

@@ -17,10 +17,10 @@ Metrics per evaluation (:func:`flatten`, each evaluation's ``flatten`` in :mod:`
   ``official/agnostic_1``, …), their bootstrap 95 % intervals over test examples as ``<setting>_ci_lo`` /
   ``<setting>_ci_hi``, and ``gate_usable`` (1 when the setup passes its gate, else 0);
 - ``probing``: the summary (``sae_top_1`` …, ``raw_top_1`` …, ``raw_all``);
-- ``train`` (one set per run, from its ``train.json``; :func:`train_rows`): ``tokens_seen``, ``steps``,
-  ``train_tokens``, ``converged``, ``plateau_improvement`` (the relative NMSE gain behind ``converged``),
-  ``last_quarter_improvement``, ``val_nmse``, ``val_l0``, and the sparsity
-  knob as trained (``hp_k``, ``hp_l1_coefficient``, ``hp_l0_coefficient``, where the kind has one);
+- ``train`` (one set per run, from the run's training record in its evaluation records; :func:`train_rows`):
+  ``tokens_seen``, ``steps``, ``train_tokens``, ``converged``, ``plateau_improvement`` (the relative NMSE gain
+  behind ``converged``), ``last_quarter_improvement``, ``val_nmse``, ``val_l0``, and the sparsity knob as trained
+  (``hp_k``, ``hp_l1_coefficient``, ``hp_l0_coefficient``, where the kind has one);
 - ``interpretability``: ``purity_mean``, ``purity_median``, ``entropy_mean``, ``entropy_median``,
   ``entropy_official_mean``, ``entropy_official_median``, ``baseline_purity``, ``baseline_entropy``,
   ``n_alive``, ``n_scored``, ``n_dead``.
@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from repro import run_record
+from repro import eval_record
 from repro.kinds import knobs
 from repro.report import metrics_csv
 
@@ -76,27 +76,28 @@ def rows_of(record: dict, labels: dict | None = None) -> list[dict]:
     return [base | {"metric": m, "value": v} for m, v in flatten(record["eval"], record["results"]).items()]
 
 
-def train_rows(record: dict, summary: dict, labels: dict | None = None) -> list[dict]:
-    """Rows with ``eval`` = "train" for the run of ``record`` from its ``train.json`` (``summary``):
-    ``tokens_seen``, ``steps``, ``train_tokens`` (distinct training tokens of its cache, the validation tail
-    excluded), ``converged`` (1, 0, or NaN when unknown), ``plateau_improvement`` (the gain it judges; NaN
-    in a record written before it existed), ``last_quarter_improvement`` and the held-out
-    ``val_nmse`` / ``val_l0`` at the end of training."""
+def train_rows(record: dict, labels: dict | None = None) -> list[dict]:
+    """Rows with ``eval`` = "train" for the run of the evaluation ``record`` (:mod:`repro.eval_record`: the
+    run's training record, training config and SAE config travel with it): ``tokens_seen``, ``steps``,
+    ``train_tokens`` (distinct training tokens of its cache, the validation tail excluded), ``converged`` (1, 0,
+    or NaN when unknown), ``plateau_improvement`` (the gain it judges; NaN in a record written before it existed),
+    ``last_quarter_improvement``, the held-out ``val_nmse`` / ``val_l0`` at the end of training, and the sparsity
+    knob as trained."""
     template = _identity(record, labels or {}) | {"eval": "train"}
-    training = summary.get("training") or {}
+    training = record.get("training") or {}
     conv = training.get("converged")
     final = training.get("final_validation") or {}
     values = {
         "tokens_seen": training.get("tokens_seen"),
-        "steps": (summary.get("train_config") or {}).get("steps"),
-        "train_tokens": (summary.get("data") or {}).get("train_tokens"),
+        "steps": (record.get("train_config") or {}).get("steps"),
+        "train_tokens": record.get("train_tokens"),
         "converged": math.nan if conv is None else float(bool(conv)),
         "plateau_improvement": training.get("plateau_improvement"),
         "last_quarter_improvement": training.get("last_quarter_improvement"),
         "val_nmse": final.get("nmse"),
         "val_l0": final.get("l0"),
     }
-    cfg = summary.get("sae_config") or {}
+    cfg = record.get("sae_config") or {}
     values |= {
         f"hp_{k}": cfg[k]
         for k in knobs()  # the sparsity knobs of the kind catalogue (one per run)
@@ -116,15 +117,14 @@ def expand_indexes(files: Iterable[str | Path]) -> list[str]:
 
 
 def aggregate(eval_files: Iterable[str | Path], out_csv: str | Path) -> int:
-    """Write the tidy CSV of the given evaluation JSONs or index files (atomically); labels are read from
-    each run's ``train.json`` (:func:`repro.report.metrics_csv.write`). Returns the number of rows."""
+    """Write the tidy CSV of the given evaluation JSONs or index files (atomically; read through
+    :func:`repro.eval_record.read`, which carries each run's labels and training record); returns the number of
+    rows (:func:`repro.report.metrics_csv.write`)."""
     rows, seen = [], set()
     for path in sorted(expand_indexes(eval_files)):
-        record = json.loads(Path(path).read_text())
-        summary = run_record.read(record["run"]) if run_record.exists(record["run"]) else {}
-        labels = (summary.get("data") or {}).get("labels", {})
-        rows += rows_of(record, labels)
-        if summary and record["run"] not in seen:
+        record = eval_record.read(path)
+        rows += rows_of(record, record["labels"])
+        if record["training"] is not None and record["run"] not in seen:  # None: an old record of a removed run
             seen.add(record["run"])
-            rows += train_rows(record, summary, labels)
+            rows += train_rows(record, record["labels"])
     return metrics_csv.write(rows, out_csv)
