@@ -235,14 +235,7 @@ def _guide(args: argparse.Namespace) -> int:
     from repro.files import atomic_write
     from repro.guide import guide_from_run
 
-    result = guide_from_run(
-        args.source,
-        _eval_settings(args),
-        relu=not args.no_relu,
-        search_steps=args.search_steps,
-        train_steps=args.train_steps,
-        progress=not args.quiet,
-    )
+    result = guide_from_run(args.source, args.relu_probe)
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -558,13 +551,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_options(ev)
     ev.set_defaults(func=_evaluate)
 
-    gd = sub.add_parser("guide", help="k for topk/batchtopk and lambda for relu from a sparsemax run's L0")
+    gd = sub.add_parser(
+        "guide", help="k for topk/batchtopk from a sparsemax run's L0 (and ReLU lambda from trained ReLU runs)"
+    )
     gd.add_argument("--from", dest="source", required=True, help="the sparsemax run folder")
     gd.add_argument("--out", help="write the guidance JSON here too")
-    gd.add_argument("--no-relu", action="store_true", help="skip the ReLU lambda search (k only)")
-    gd.add_argument("--search-steps", type=int, default=6, help="bisection probes of the ReLU search")
-    gd.add_argument("--train-steps", type=int, help="training steps per probe (default: the run's own)")
-    _add_eval_options(gd)
+    gd.add_argument(
+        "--relu-probe",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="a ReLU run trained on the same cache (repeatable): lambda is interpolated from their L0s; "
+        "guidance never trains",
+    )
+    gd.add_argument("--quiet", action="store_true")
     gd.set_defaults(func=_guide)
 
     agg = sub.add_parser("aggregate", help="evaluation JSONs -> one tidy CSV (run, eval, metric, value)")

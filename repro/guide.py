@@ -6,22 +6,21 @@ trained run's mean L0 on the held-out tail of its *training* split (the trainer'
 L0 = mean over tokens of #{i : a_ti ≠ 0}, the ``l0`` of :mod:`repro.metrics`):
 
 - TopK and BatchTopK: k = max(1, round(L0));
-- ReLU: the L1 coefficient λ whose trained SAE lands at the same L0, found by :func:`bisect_penalty`:
-  bisection on log10 λ in [lo, hi] (default [-2, 2]: the penalties act on normalised inputs, E||x_n||^2 = d,
-  where useful ReLU coefficients lie around 1-10), ``steps`` probes (default 6); each probe trains a
-  ReLU SAE of the same width on the same cache with the same training settings (optionally fewer
-  steps) and measures its L0 on the same held-out tokens; L0 falls as λ grows, so a probe above the
-  target moves the lower end up. The chosen λ is the probe whose L0 is closest to the target in log
-  ratio, log((L0 + 0.1) / target). Every probe is returned, so a reader can see how close it came, with
-  ``bracketed`` (some probe landed at or above the target and some at or below) and ``matched`` (the
-  chosen probe within a factor :data:`MATCH_RATIO` of the target): a search that is not matched is
-  reported as such, never as a match.
+- ReLU: the L1 coefficient λ at which a ReLU SAE of the same width lands at the same L0, read off ReLU runs
+  already trained on the same cache with the same held-out tail (the *probes*: ordinary training runs, such as
+  a sweep of λ; guidance never trains): log λ is interpolated linearly in log L0 between the nearest probes on
+  either side of the target (:func:`relu_from_probes`; L0 falls as λ grows). Every probe is returned, with
+  ``bracketed`` (probes on both sides of the target) and ``matched`` (the chosen λ's L0, measured or
+  interpolated, within a factor :data:`MATCH_RATIO` of the target); without bracketing probes the closest probe
+  is chosen and reported as not bracketed, never as a match it is not.
+
+:func:`bisect_penalty` is the adaptive search of the ground-truth benchmark (:mod:`repro.experiments.synthetic`),
+where every probe is a short training on synthetic data.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,76 +63,74 @@ def k_from_l0(l0: float) -> int:
     return max(1, round(l0))
 
 
-def guide_from_run(
-    run_dir: str | Path,
-    settings=None,
-    *,
-    relu: bool = True,
-    search_steps: int = 6,
-    train_steps: int | None = None,
-    progress: bool = False,
-) -> dict:
-    """Guidance from a trained run (module docstring): its held-out L0, k for topk/batchtopk and, with
-    ``relu``, the searched ReLU L1 coefficient. ``train_steps`` shortens the probes' training (default:
-    the run's own step count)."""
-    from repro.cache import ActivationCache
-    from repro.evaluate import EvalSettings, RunData
-    from repro.kinds import guided_kinds
-    from repro.sae import create
-    from repro.train import TrainConfig, train
+def relu_from_probes(probes: list[dict], target: float) -> dict:
+    """The ReLU L1 coefficient at L0 ``target`` from ``probes`` ([{"penalty", "l0"}], trained runs), as the
+    module docstring says: {l1_coefficient, l0 (measured or interpolated), probes, bracketed, matched,
+    match_ratio, method}. ValueError without probes or with a non-positive penalty or L0."""
+    if not probes:
+        raise ValueError("ReLU guidance needs at least one trained ReLU run (a probe)")
+    if any(not (p["penalty"] > 0 and p["l0"] > 0) for p in probes):
+        raise ValueError(f"every probe needs a positive penalty and L0; got {probes}")
+    above = [p for p in probes if p["l0"] >= target]
+    below = [p for p in probes if p["l0"] <= target]
+    if above and below:
+        hi = min(above, key=lambda p: p["l0"])  # the nearest probe denser than the target
+        lo = max(below, key=lambda p: p["l0"])  # the nearest sparser one
+        if hi["l0"] == lo["l0"]:
+            penalty, l0 = hi["penalty"], hi["l0"]
+        else:
+            w = math.log(target / lo["l0"]) / math.log(hi["l0"] / lo["l0"])
+            penalty, l0 = math.exp(math.log(lo["penalty"]) + w * math.log(hi["penalty"] / lo["penalty"])), target
+        method = "log-log interpolation between the nearest probes on either side"
+    else:
+        best = min(probes, key=lambda p: abs(math.log((p["l0"] + 0.1) / target)))
+        penalty, l0, method = best["penalty"], best["l0"], "the closest probe (the probes do not bracket the target)"
+    outcome = search_outcome(probes, target, l0)
+    return {"l1_coefficient": penalty, "l0": l0, "probes": probes, **outcome, "method": method}
 
-    run = RunData(run_dir, settings or EvalSettings(), pooled=False)
-    val = (run.summary.get("training") or {}).get("final_validation")
+
+def _probe(run_dir: str | Path, source: dict) -> dict:
+    """{run, penalty, l0} of a trained ReLU run usable as a probe for ``source`` (a run record): same width,
+    same activation cache and held-out tail; ValueError naming the run otherwise."""
+    from repro import run_record
+
+    rec = run_record.read(run_dir)
+    val = (rec.get("training") or {}).get("final_validation")
+    same = (rec.get("data") or {}).get("spec_hash") == (source.get("data") or {}).get("spec_hash")
+    if rec.get("kind") != "relu" or not val or not same:
+        raise ValueError(f"{run_dir}: a ReLU probe must be a relu run trained on the source run's cache with "
+                         "validation tokens")  # fmt: skip
+    if (rec["sae_config"]["d_sae"], rec["data"].get("train_tokens")) != (
+        source["sae_config"]["d_sae"],
+        source["data"].get("train_tokens"),
+    ):
+        raise ValueError(f"{run_dir}: a ReLU probe must have the source run's width and held-out tail")
+    return {"run": str(run_dir), "penalty": float(rec["sae_config"]["l1_coefficient"]), "l0": float(val["l0"])}
+
+
+def guide_from_run(run_dir: str | Path, relu_probes: list[str | Path] = ()) -> dict:
+    """Guidance from a trained run (module docstring): its held-out L0, k for the guided kinds
+    (:func:`repro.kinds.guided_kinds`) and, given ReLU probe runs, the ReLU L1 coefficient. Nothing is trained."""
+    from repro import run_record
+    from repro.kinds import guided_kinds
+
+    source = run_record.read(run_dir)
+    val = (source.get("training") or {}).get("final_validation")
     if not val:
         raise ValueError(
             f"{run_dir}: train.json has no final_validation (the trainer's held-out tail of the "
             "training split), which guidance reads its L0 from; retrain with validation tokens"
         )
     l0 = float(val["l0"])
-    k = k_from_l0(l0)
     out = {
         "source_run": str(run_dir),
-        "source_kind": run.sae.kind,
-        "d_sae": run.sae.cfg.d_sae,
+        "source_kind": source["kind"],
+        "d_sae": source["sae_config"]["d_sae"],
         "l0": l0,
         "l0_split": "training split, held-out tail (trainer validation tokens)",
         "n_tokens": val.get("n_tokens"),
-        **{kind: {"k": k} for kind in guided_kinds()},
+        **{kind: {"k": k_from_l0(l0)} for kind in guided_kinds()},
     }
-    if not relu:
-        return out
-    tc = dict(run.summary["train_config"])
-    tc.update(progress=False, checkpoint_every=0, **({"steps": train_steps} if train_steps else {}))
-    tc["betas"] = tuple(tc["betas"])
-    tc["validate_at"] = tuple(tc.get("validate_at", (1.0,)))
-    cfg = TrainConfig(**tc)
-    cache = ActivationCache.open(run.summary["data"]["cache"])
-    batch_size = int(run.summary["data"].get("batch_size", 4096))
-    train_tokens = run.summary["data"].get("train_tokens")  # the source run's validation slice stays out
-    validation = cache.tokens(train_tokens) if train_tokens is not None and train_tokens < cache.n_tokens else None
-    if validation is None:
-        raise ValueError(f"{run_dir}: its cache has no validation tail to measure the probes' L0 on")
-
-    def measure(penalty: float) -> float:
-        from repro.train import validation_metrics
-
-        sae = create(
-            "relu", cache.d_model, run.sae.cfg.d_sae, seed=cfg.seed, l1_coefficient=penalty, input_norm="scalar"
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            train(sae, cache.batches(batch_size, seed=cfg.seed, stop=train_tokens), cfg, tmp)
-        l0_probe = validation_metrics(sae, validation)["l0"]
-        if progress:
-            print(f"  relu l1_coefficient={penalty:.3g}: L0 {l0_probe:.1f} (target {l0:.1f})")
-        return l0_probe
-
-    penalty, probes = bisect_penalty(measure, max(l0, 1e-3), steps=search_steps)
-    chosen = next(p["l0"] for p in probes if p["penalty"] == penalty)
-    out["relu"] = {
-        "l1_coefficient": penalty,
-        "probes": probes,
-        "train_steps": cfg.steps,
-        **search_outcome(probes, max(l0, 1e-3), chosen),
-        "search": f"bisection on log10 l1_coefficient in [-2, 2], {search_steps} probes",
-    }
+    if relu_probes:
+        out["relu"] = relu_from_probes([_probe(r, source) for r in relu_probes], max(l0, 1e-3))
     return out

@@ -31,17 +31,14 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    backbone = load_backbone("effnet-lite0", image_size=64)
-    data = load_data("digits", split="train", limit=60, seed=0)
-    path = extract(backbone, data, "head", root / "cache", progress=False)
-    cache = ActivationCache.open(path)
-    sae = create("topk", cache.d_model, 256, seed=0, k=8)
-    val_start = cache.validation_start(40)  # the training split's held-out tail, which guidance reads
+def train_run(cache_path, out, kind: str = "topk", steps: int = 60, **hparams):
+    """A run on the cache, as `repro train` writes it: its record names the cache, the validation tail is the
+    training split's last 40 tokens (which guidance reads)."""
+    cache = ActivationCache.open(cache_path)
+    sae = create(kind, cache.d_model, 256, seed=0, **hparams)
+    val_start = cache.validation_start(40)
     record = {
-        "cache": str(path),
+        "cache": str(cache_path),
         "spec_hash": cache.metadata["spec_hash"],
         "spec": cache.spec,
         "batch_size": 64,
@@ -50,11 +47,21 @@ def run(tmp_path_factory):
     train(
         sae,
         cache.batches(64, seed=0, stop=val_start),
-        TrainConfig(steps=60, lr=2e-3, warmup_steps=5, progress=False),
-        root / "run",
+        TrainConfig(steps=steps, lr=2e-3, warmup_steps=5, progress=False),
+        out,
         data=record,
         validation=cache.tokens(val_start),
     )
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    backbone = load_backbone("effnet-lite0", image_size=64)
+    data = load_data("digits", split="train", limit=60, seed=0)
+    path = extract(backbone, data, "head", root / "cache", progress=False)
+    train_run(path, root / "run", "topk", k=8)
     settings = EvalSettings(test_limit=40, cache_root=str(root / "cache"), ns=(1, 5), top_k=5)
     return root, settings
 
@@ -144,12 +151,39 @@ def test_given_split_caches_are_read_checked_and_never_extracted(run, tmp_path, 
         evaluate_run(run_dir, ["reconstruction"], settings, tmp_path / "bad", split_caches={"train": train_pointer})
 
 
-def test_guide_follows_the_measured_l0(run):
+def test_guide_follows_the_measured_l0_and_reads_relu_lambda_off_trained_runs(run, monkeypatch):
+    """k = round(L0) of the source run's held-out tail; the ReLU lambda is interpolated from ReLU runs trained on
+    the same cache (guidance itself trains nothing); a probe of another cache or kind is refused."""
+    import repro.train
+
     root, settings = run
-    g = guide_from_run(root / "run", settings, search_steps=2, train_steps=5)
+    cache = json.loads((root / "run" / "train.json").read_text())["data"]["cache"]
+    probes = [train_run(cache, root / f"relu-{lam}", "relu", steps=30, l1_coefficient=lam) for lam in (0.01, 10.0)]
+    monkeypatch.setattr(repro.train, "train", lambda *a, **k: pytest.fail("guidance trained something"))
+    g = guide_from_run(root / "run", probes)
     assert g["l0"] == 8 and g["topk"]["k"] == g["batchtopk"]["k"] == 8 and "training split" in g["l0_split"]
-    assert len(g["relu"]["probes"]) == 2 and g["relu"]["l1_coefficient"] in [p["penalty"] for p in g["relu"]["probes"]]
-    assert isinstance(g["relu"]["bracketed"], bool) and isinstance(g["relu"]["matched"], bool)
+    l0s = sorted(p["l0"] for p in g["relu"]["probes"])
+    assert len(l0s) == 2 and [p["run"] for p in g["relu"]["probes"]] == [str(p) for p in probes]
+    if l0s[0] <= 8 <= l0s[1]:  # bracketed: interpolated between the two penalties, at the target
+        assert g["relu"]["bracketed"] and g["relu"]["l0"] == 8 and 0.01 <= g["relu"]["l1_coefficient"] <= 10
+    else:
+        assert not g["relu"]["bracketed"] and g["relu"]["l1_coefficient"] in (0.01, 10.0)
+    k_only = guide_from_run(root / "run")
+    assert k_only["topk"] == g["topk"] and "relu" not in k_only
+    with pytest.raises(ValueError, match="must be a relu run"):
+        guide_from_run(root / "run", [root / "run"])
+
+
+def test_relu_lambda_from_probes_interpolates_in_log_log():
+    from repro.guide import relu_from_probes
+
+    probes = [{"penalty": 0.1, "l0": 100.0}, {"penalty": 1.0, "l0": 30.0}, {"penalty": 10.0, "l0": 3.0}]
+    got = relu_from_probes(probes, 9.4868)  # sqrt(30 * 3): halfway in log L0 between the 1 and 10 probes
+    assert got["bracketed"] and got["matched"] and got["l1_coefficient"] == pytest.approx(10**0.5, rel=1e-3)
+    far = relu_from_probes(probes, 1.0)
+    assert not far["bracketed"] and far["l1_coefficient"] == 10.0 and not far["matched"]
+    with pytest.raises(ValueError, match="at least one"):
+        relu_from_probes([], 5.0)
 
 
 def test_bisection_finds_a_monotone_target():
@@ -189,11 +223,6 @@ def test_cli_reports_bad_input_in_one_line(run, tmp_path, capsys):
                 "guide",
                 "--from",
                 str(root / "run"),
-                "--no-relu",
-                "--cache-root",
-                settings.cache_root,
-                "--test-limit",
-                "40",
                 "--quiet",
                 "--out",
                 str(tmp_path / "g.json"),
