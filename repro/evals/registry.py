@@ -111,11 +111,11 @@ def _flatten_interpretability(results: dict) -> dict[str, float]:
 
 
 for _evaluation in (
-    Evaluation("reconstruction", "repro.evaluate:evaluate_reconstruction", _flatten_reconstruction),
-    Evaluation("interpretability", "repro.evaluate:evaluate_interpretability", _flatten_interpretability),
-    Evaluation("probing", "repro.evaluate:evaluate_probing", lambda results: scalars(results["summary"])),
-    Evaluation("topn", "repro.evaluate:evaluate_topn", _flatten_topn),
-    Evaluation("lm_loss", "repro.evaluate:evaluate_lm_loss", scalars, causal_only=True),
+    Evaluation("reconstruction", "repro.evals.run_evals:evaluate_reconstruction", _flatten_reconstruction),
+    Evaluation("interpretability", "repro.evals.run_evals:evaluate_interpretability", _flatten_interpretability),
+    Evaluation("probing", "repro.evals.run_evals:evaluate_probing", lambda results: scalars(results["summary"])),
+    Evaluation("topn", "repro.evals.run_evals:evaluate_topn", _flatten_topn),
+    Evaluation("lm_loss", "repro.evals.run_evals:evaluate_lm_loss", scalars, causal_only=True),
 ):
     declare(_evaluation)
 
