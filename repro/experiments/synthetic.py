@@ -19,15 +19,11 @@ each kind has plateaued (``plateau`` in results.json: the change over the last d
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,120 +35,31 @@ from repro.evals.ground_truth import (
     simple_vs_complex,
     sparsity_tracking,
 )
+from repro.experiments.synthetic_config import MATCH_L0, Method, SyntheticConfig, config_record, resolve_hparams
+from repro.experiments.synthetic_summary import SUMMARY_COLUMNS, _write_summary_csv, format_table, plateau, summarise
 from repro.files import atomic_write
 from repro.guide import bisect_penalty
 from repro.metrics import ReconstructionMetrics
 from repro.provenance import provenance, to_plain
-from repro.sae import KINDS, create
+from repro.sae import create
 from repro.synthetic import SyntheticSpec
 from repro.train import TrainConfig, train
 
-# Symbolic values of ``k`` (TopK family) resolved from the data's mean true count.
-K_RULES = {"mean": 1.0, "half": 0.5, "double": 2.0}
-MATCH_L0 = "match_l0"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One row of the benchmark: a display name, an SAE kind and its hyperparameters. ``k`` may be
-    ``mean``/``half``/``double`` (times the mean true count, rounded); a penalty set to ``match_l0`` is
-    searched so that the trained SAE's mean L0 lands at the mean true count."""
-
-    name: str
-    kind: str
-    hparams: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """The experiment: data spec, dictionary size, training settings, evaluation size, seeds, methods."""
-
-    data: SyntheticSpec
-    d_sae: int
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    eval_tokens: int
-    seeds: tuple[int, ...]
-    methods: tuple[Method, ...]
-    search_steps: int = 6
-    step_sweep: tuple[int, ...] = ()
-
-    @staticmethod
-    def from_dict(raw: dict) -> SyntheticConfig:
-        """Validate a config mapping (e.g. parsed YAML); raise ValueError naming the offending key."""
-        known = {"data", "d_sae", "train", "eval_tokens", "seeds", "methods", "search_steps", "step_sweep"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        for key in ("data", "d_sae", "train", "seeds", "methods"):
-            if key not in raw:
-                raise ValueError(f"config key {key!r} is missing")
-        try:
-            data = SyntheticSpec.from_dict(raw["data"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"config key 'data': {e}") from None
-        train_raw = dict(raw["train"])
-        train_keys = {"steps", "batch_size", "lr", "warmup_steps"}
-        if set(train_raw) != train_keys:
-            raise ValueError(
-                f"config key 'train' must have exactly {', '.join(sorted(train_keys))}; "
-                f"got {', '.join(sorted(train_raw))}"
-            )
-        methods = []
-        for i, m in enumerate(raw["methods"]):
-            if not isinstance(m, dict) or set(m) - {"name", "kind", "hparams"} or "kind" not in m:
-                raise ValueError(f"config key methods[{i}] must be a mapping with kind, optional name and hparams")
-            if m["kind"] not in KINDS:
-                raise ValueError(f"config key methods[{i}].kind={m['kind']!r}: unknown; known: {', '.join(KINDS)}")
-            methods.append(Method(m.get("name", m["kind"]), m["kind"], dict(m.get("hparams") or {})))
-        names = [m.name for m in methods]
-        if len(set(names)) != len(names):
-            raise ValueError("config key 'methods': method names must be unique")
-        cfg = SyntheticConfig(
-            data=data,
-            d_sae=int(raw["d_sae"]),
-            steps=int(train_raw["steps"]),
-            batch_size=int(train_raw["batch_size"]),
-            lr=float(train_raw["lr"]),
-            warmup_steps=int(train_raw["warmup_steps"]),
-            eval_tokens=int(raw.get("eval_tokens", 16384)),
-            seeds=tuple(int(s) for s in raw["seeds"]),
-            methods=tuple(methods),
-            search_steps=int(raw.get("search_steps", 6)),
-            step_sweep=tuple(int(s) for s in raw.get("step_sweep") or ()),
-        )
-        if any(s < 1 for s in cfg.step_sweep):
-            raise ValueError(f"config key step_sweep={list(cfg.step_sweep)}: step counts must be positive")
-        for key, value in (
-            ("d_sae", cfg.d_sae),
-            ("train.steps", cfg.steps),
-            ("train.batch_size", cfg.batch_size),
-            ("eval_tokens", cfg.eval_tokens),
-            ("search_steps", cfg.search_steps),
-        ):
-            if value < 1:
-                raise ValueError(f"config key {key}={value}: must be positive")
-        if not cfg.seeds:
-            raise ValueError("config key 'seeds' must list at least one seed")
-        return cfg
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "Method",
+    "SyntheticConfig",
+    "format_table",
+    "plateau",
+    "resolve_hparams",
+    "run_synthetic",
+]
 
 
 def mean_true_count(spec: SyntheticSpec, n: int = 65536) -> float:
     """The mean number of active features per sample, estimated on ``n`` samples (seed 12345)."""
     _, coeff = spec.sample(n, torch.Generator().manual_seed(12345))
     return float(spec.true_counts(coeff).double().mean())
-
-
-def resolve_hparams(method: Method, mean_count: float, d_sae: int) -> dict:
-    """Hyperparameters with symbolic ``k`` values resolved (``match_l0`` penalties are left to the search)."""
-    hp = dict(method.hparams)
-    if isinstance(hp.get("k"), str):
-        if hp["k"] not in K_RULES:
-            raise ValueError(f"method {method.name}: k={hp['k']!r}; use a number or one of {', '.join(K_RULES)}")
-        hp["k"] = int(min(d_sae, max(1, round(K_RULES[hp["k"]] * mean_count))))
-    return hp
 
 
 def train_and_evaluate(
@@ -282,25 +189,6 @@ def step_sweep(
     return out
 
 
-def plateau(sweep: list[dict], ev_tol: float = 0.01, mcc_tol: float = 0.01) -> dict[str, dict]:
-    """Per method: the change of EV, MCC and L0 between the two longest runs of the step sweep, and
-    ``plateaued`` (|ΔEV| ≤ ``ev_tol`` and |ΔMCC| ≤ ``mcc_tol``)."""
-    out = {}
-    for name in dict.fromkeys(r["method"] for r in sweep):
-        mine = sorted((r for r in sweep if r["method"] == name), key=lambda r: r["steps"])
-        if len(mine) < 2:
-            continue
-        a, b = mine[-2], mine[-1]
-        d = {k: b[k] - a[k] for k in ("ev", "mcc", "l0")}
-        out[name] = {
-            "from_steps": a["steps"],
-            "to_steps": b["steps"],
-            **{f"delta_{k}": v for k, v in d.items()},
-            "plateaued": bool(abs(d["ev"]) <= ev_tol and abs(d["mcc"]) <= mcc_tol),
-        }
-    return out
-
-
 def run_synthetic(
     cfg: SyntheticConfig,
     out_dir: str | Path,
@@ -381,106 +269,3 @@ def run_synthetic(
         plot_l0_vs_count(runs, [m.name for m in cfg.methods], Path(figures_dir) / f"{figure_prefix}_l0_vs_count")
         plot_mcc(runs, [m.name for m in cfg.methods], Path(figures_dir) / f"{figure_prefix}_mcc")
     return result
-
-
-SUMMARY_COLUMNS = (
-    ("ev", ("reconstruction", "ev")),
-    ("l0", ("reconstruction", "l0")),
-    ("spearman", ("sparsity_tracking", "spearman")),
-    ("slope", ("sparsity_tracking", "slope")),
-    ("intercept", ("sparsity_tracking", "intercept")),
-    ("mcc", ("dictionary", "mcc")),
-    ("recovered", ("dictionary", "recovered")),
-    ("precision", ("precision_recall", "mean_precision")),
-    ("recall", ("precision_recall", "mean_recall")),
-    ("l0_simple", ("simple_vs_complex", "simple", "mean")),
-    ("l0_complex", ("simple_vs_complex", "complex", "mean")),
-)
-
-
-def _get(record: dict, path: tuple[str, ...]) -> float:
-    for key in path:
-        if not isinstance(record, dict) or key not in record:
-            return math.nan
-        record = record[key]
-    return float(record) if record is not None else math.nan
-
-
-def summarise(runs: list[dict], order: list[str]) -> list[dict]:
-    """Mean and standard deviation over seeds of every summary column, per method (in ``order``)."""
-    rows = []
-    for name in order:
-        mine = [r for r in runs if r["method"] == name]
-        row: dict[str, Any] = {
-            "method": name,
-            "kind": mine[0]["kind"],
-            "hparams": mine[0]["hparams"],
-            "seeds": len(mine),
-        }
-        for col, path in SUMMARY_COLUMNS:
-            values = [v for v in (_get(r, path) for r in mine) if not math.isnan(v)]
-            row[col] = statistics.fmean(values) if values else math.nan
-            row[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        searches = [r["penalty_search"] for r in mine if r.get("penalty_search")]
-        row["search_matched"] = statistics.fmean(float(s["matched"]) for s in searches) if searches else math.nan
-        rows.append(row)
-    return rows
-
-
-def format_table(
-    summary: list[dict], mean_count: float, chance: float | None = None, plateaus: dict[str, dict] | None = None
-) -> str:
-    """Markdown table: mean ± std over seeds, a chance row for MCC, and marks for penalty searches that did
-    not match their L0 target and for methods the step sweep found still moving."""
-    cols = [c for c, _ in SUMMARY_COLUMNS if any(not math.isnan(r[c]) for r in summary)]
-    plateaus = plateaus or {}
-    lines = [
-        f"Mean true count per sample: {mean_count:.2f}. Mean ± std over seeds. L0 ≈ intercept + slope × "
-        "true count (least squares over held-out samples).",
-        "",
-        "| method | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for r in summary:
-        cells = [f"{r[c]:.3f} ± {r[c + '_std']:.3f}" if not math.isnan(r[c]) else "–" for c in cols]
-        marks = []
-        if not math.isnan(r.get("search_matched", math.nan)) and r["search_matched"] < 1:
-            marks.append(f"L0 search not matched on {1 - r['search_matched']:.0%} of seeds: not an L0-matched baseline")
-        if r["method"] in plateaus and not plateaus[r["method"]]["plateaued"]:
-            p = plateaus[r["method"]]
-            marks.append(
-                f"not plateaued ({p['from_steps']} → {p['to_steps']} steps: ΔEV {p['delta_ev']:+.3f}, "
-                f"ΔMCC {p['delta_mcc']:+.3f})"
-            )
-        name = r["method"] + (f" ({'; '.join(marks)})" if marks else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if chance is not None and "mcc" in cols:
-        lines.append(
-            "| chance: random dictionary of the same width | "
-            + " | ".join(f"{chance:.3f}" if c == "mcc" else "–" for c in cols)
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _write_summary_csv(path: str, summary: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        cols = ["method", "kind", "hparams", "seeds"] + [c for col, _ in SUMMARY_COLUMNS for c in (col, col + "_std")]
-        writer = csv.DictWriter(f, fieldnames=cols)
-        writer.writeheader()
-        for r in summary:
-            writer.writerow({k: (json.dumps(r[k]) if k == "hparams" else r[k]) for k in cols})
-
-
-def config_record(cfg: SyntheticConfig) -> dict:
-    """The config as plain JSON."""
-    return {
-        "data": cfg.data.to_dict(),
-        "d_sae": cfg.d_sae,
-        "train": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "warmup_steps": cfg.warmup_steps},
-        "eval_tokens": cfg.eval_tokens,
-        "seeds": list(cfg.seeds),
-        "search_steps": cfg.search_steps,
-        "step_sweep": list(cfg.step_sweep),
-        "methods": [{"name": m.name, "kind": m.kind, "hparams": m.hparams} for m in cfg.methods],
-    }
