@@ -73,7 +73,6 @@ from repro.cache_protocol import (
     looks_like_cache,
     sha256_file,
     spec_hash,
-    spec_hash_problems,
     verify,
 )
 
@@ -89,7 +88,6 @@ __all__ = [
     "extraction_spec",
     "sha256_file",
     "spec_hash",
-    "spec_hash_problems",
     "verify",
 ]
 

@@ -148,19 +148,27 @@ def spec_hash_problems(meta: dict, path: Path) -> list[str]:
     ]
 
 
+def folder_metadata(path: Path, missing: str) -> tuple[dict | None, list[str]]:
+    """(metadata, problems) of a content-addressed folder of the protocol (activation cache, pooled features):
+    metadata None and the problem when ``metadata.json`` is missing (``missing`` says what that means) or
+    unreadable; else the metadata and its :func:`spec_hash_problems`."""
+    try:
+        meta = json.loads((path / METADATA).read_text())
+    except FileNotFoundError:
+        return None, [f"{path}: no {METADATA} ({missing})"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, [f"{path / METADATA}: unreadable ({e})"]
+    return meta, spec_hash_problems(meta, path)
+
+
 def verify(path: str | os.PathLike, *, checksums: bool = True) -> list[str]:
     """Every problem found in the cache folder (empty = intact): missing or unreadable metadata, a spec
     whose hash is not the folder name or the recorded hash, missing shards, shards whose size does not
     match their token count, and (``checksums``) shards whose sha256 differs from the recorded one."""
     path = Path(path)
-    problems: list[str] = []
-    try:
-        meta = json.loads((path / METADATA).read_text())
-    except FileNotFoundError:
-        return [f"{path}: no {METADATA} (not a cache, or an incomplete extraction)"]
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return [f"{path / METADATA}: unreadable ({e})"]
-    problems += spec_hash_problems(meta, path)
+    meta, problems = folder_metadata(path, "not a cache, or an incomplete extraction")
+    if meta is None:
+        return problems
     dtype = meta.get("dtype")
     if dtype not in DTYPES:
         return problems + [f"unknown dtype {dtype!r}"]

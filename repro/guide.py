@@ -98,8 +98,9 @@ def _probe(run_dir: str | Path, source: dict) -> dict:
     val = (rec.get("training") or {}).get("final_validation")
     same = (rec.get("data") or {}).get("spec_hash") == (source.get("data") or {}).get("spec_hash")
     if rec.get("kind") != "relu" or not val or not same:
-        raise ValueError(f"{run_dir}: a ReLU probe must be a relu run trained on the source run's cache with "
-                         "validation tokens")  # fmt: skip
+        raise ValueError(
+            f"{run_dir}: a ReLU probe must be a relu run trained on the source run's cache with validation tokens"
+        )
     if (rec["sae_config"]["d_sae"], rec["data"].get("train_tokens")) != (
         source["sae_config"]["d_sae"],
         source["data"].get("train_tokens"),

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repro.cache import CacheError, exclusive, sha256_file, spec_hash, spec_hash_problems
+from repro.cache_protocol import CacheError, exclusive, folder_metadata, sha256_file, spec_hash
 
 WHAT = "pooled final features"
 ARRAY = "features.npy"
@@ -57,13 +57,9 @@ def is_features_folder(path: str | os.PathLike) -> bool:
 def verify(path: str | os.PathLike) -> list[str]:
     """Every problem found in the features folder (empty = intact; module docstring)."""
     path = Path(path)
-    try:
-        meta = json.loads((path / METADATA).read_text())
-    except FileNotFoundError:
-        return [f"{path}: no {METADATA} (not a features folder, or an incomplete one)"]
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return [f"{path / METADATA}: unreadable ({e})"]
-    problems = spec_hash_problems(meta, path)
+    meta, problems = folder_metadata(path, "not a features folder, or an incomplete one")
+    if meta is None:
+        return problems
     array = path / ARRAY
     if not array.is_file():
         return problems + [f"missing {ARRAY}"]

@@ -12,8 +12,14 @@ from repro import eval_record, run_record
 
 
 def test_written_records_read_back_with_their_version(tmp_path):
-    record = {"eval": "reconstruction", "run": str(tmp_path / "run"), "labels": {"run": "r"}, "training": {},
-              "train_tokens": 10, "results": {"nmse": math.nan}}  # fmt: skip
+    record = {
+        "eval": "reconstruction",
+        "run": str(tmp_path / "run"),
+        "labels": {"run": "r"},
+        "training": {},
+        "train_tokens": 10,
+        "results": {"nmse": math.nan},
+    }
     path = eval_record.write(tmp_path / "e.json", record)
     back = eval_record.read(path)
     assert back["record_version"] == eval_record.VERSION and back["results"]["nmse"] is None

@@ -116,9 +116,32 @@ def test_given_split_caches_are_read_checked_and_never_extracted(run, tmp_path, 
     run_dir, cache_root = root / "run", settings.cache_root
     train_pointer, test_pointer = tmp_path / "train.json", tmp_path / "test.json"
     train_cache = json.loads((run_dir / "train.json").read_text())["data"]["cache"]
-    assert main(["extract", "--backbone", "effnet-lite0", "--layer", "head", "--dataset", "digits", "--split", "test",
-                 "--limit", "40", "--at-most", "--image-size", "64", "--out", cache_root, "--pointer",
-                 str(test_pointer), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "extract",
+                "--backbone",
+                "effnet-lite0",
+                "--layer",
+                "head",
+                "--dataset",
+                "digits",
+                "--split",
+                "test",
+                "--limit",
+                "40",
+                "--at-most",
+                "--image-size",
+                "64",
+                "--out",
+                cache_root,
+                "--pointer",
+                str(test_pointer),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (train_pointer).write_text(json.dumps({"cache": train_cache}))
     features = tmp_path / "features.json"
     assert main(["features", "--cache", str(train_pointer), "--out", cache_root, "--pointer", str(features)]) == 0

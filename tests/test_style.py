@@ -41,3 +41,16 @@ def test_python_files_are_formatted():
 def test_snakemake_files_are_formatted():
     out = run(tool("snakefmt"), "--check", *SNAKEMAKE_FILES)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_of_the_package_is_over_400_lines():
+    """Small modules with one job each: a module that grows past this is split (issue 15)."""
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in (REPO / "repro").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
