@@ -201,8 +201,9 @@ def _submissions(log: str) -> list[tuple[str, str]]:
 def test_every_job_went_through_slurm(slurm_run, cluster):
     subs = _submissions(slurm_run["log"])
     rules = sorted(name for _, name in subs)
-    # 1 extraction, 3 trainings (+1 resubmission), the guidance, 3 evaluations, 1 group job for 15 reports
-    assert rules == ["evaluate"] * 3 + ["extract", "guide", "report"] + ["train"] * 4, rules
+    # 2 extractions (training and test split), the head's pooled features, 3 trainings (+1 resubmission), the
+    # guidance, 3 evaluations, 1 group job for 15 reports
+    assert rules == ["evaluate"] * 3 + ["extract"] * 2 + ["guide", "head_features", "report"] + ["train"] * 4, rules
     assert "Group job report" in slurm_run["log"]
     controller = (cluster / "log" / "slurmctld.log").read_text(errors="replace")
     for job, _ in subs:
